@@ -1,0 +1,97 @@
+"""Checkpoints: one dict, written atomically, read with `weights_only=True`.
+
+Layout (all plain types, tensors and dicts, so `torch.load(weights_only=True)` accepts it):
+
+    {
+      "format": "mlic-edge/1",
+      "model": state_dict,            # the weights to deploy (the better of model / EMA)
+      "config": ModelConfig.to_dict(),
+      "classes": [str, ...],
+      "preprocess": {"image_size", "resize", "mean", "std", "interpolation"},
+      "thresholds": [float, ...],     # per-class decision thresholds (default 0.5)
+      "metrics": {...},               # evaluation of these weights, if any
+      "train_state": {...},           # optimizer, scheduler, EMA, epoch, RNG (last.pt only)
+    }
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+
+FORMAT = "mlic-edge/1"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path: str | Path, write) -> None:
+    """Call write(file_object) on a temp file beside `path`, fsync, then rename over `path`.
+
+    A crash or Ctrl-C at any moment leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
+    checkpoint = {"format": FORMAT, **checkpoint}
+    atomic_write_bytes(path, lambda f: torch.save(checkpoint, f))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint safely (weights_only=True); one-line CheckpointError on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, pickle refused by weights_only, ...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable mlic-edge checkpoint ({reason[:200]})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{path}: not an mlic-edge checkpoint (no 'model'/'config' entries)")
+    return ckpt
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the model of a checkpoint, in eval mode. Returns (model, checkpoint dict)."""
+    from .config import ModelConfig
+    from .model import build_model
+
+    ckpt = load_checkpoint(path)
+    cfg = ModelConfig.from_dict({**ckpt["config"], "pretrained": "none"})
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the stored config "
+                              f"({str(e).splitlines()[0][:200]})") from None
+    return model.to(device).eval(), ckpt

@@ -1,0 +1,92 @@
+"""What every dataset provides, and the collate function that tolerates broken images.
+
+Targets are float32 (K,) vectors: 1 = positive, 0 = negative, -1 = difficult (ignored by AP, see
+docs/method.md "Metrics"). A missing or corrupt image file does not stop a multi-hour training
+run: `__getitem__` returns None (with one warning per file and process: DataLoader workers each
+keep their own record) and `collate_skip_broken` drops it.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms.functional import to_tensor
+
+from ..errors import DatasetError
+from ..runtime.preprocess import load_image
+
+log = logging.getLogger(__name__)
+
+Sample = tuple[Path, np.ndarray]
+
+
+class MultiLabelDataset(Dataset):
+    """Images with multi-hot targets.
+
+    Attributes: `classes` (K names), `samples` [(image path, float32 (K,) target)], `ids` (one
+    string per sample: the source's image id, e.g. VOC's "2008_000001", for result files),
+    `targets` (N, K), `has_labels` (False for splits whose labels are not public).
+    Without a transform, images come out as float tensors in [0, 1] at their own size.
+    """
+
+    def __init__(
+        self,
+        classes: Sequence[str],
+        samples: Sequence[Sample],
+        ids: Sequence[str],
+        transform: Callable | None = None,
+        *,
+        source: str,
+        has_labels: bool = True,
+    ):
+        if not samples:
+            raise DatasetError(f"{source}: the split lists no images")
+        self.classes = list(classes)
+        self.samples = list(samples)
+        self.ids = list(ids)
+        self.transform = transform
+        self.has_labels = has_labels
+        self.source = source
+        self._warned: set[Path] = set()
+
+    @property
+    def targets(self) -> np.ndarray:
+        return np.stack([target for _, target in self.samples])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        path, target = self.samples[index]
+        try:
+            image = load_image(path)
+        except DatasetError as e:
+            if path not in self._warned:
+                self._warned.add(path)
+                log.warning("%s; skipping it", e)
+            return None
+        tensor = self.transform(image) if self.transform is not None else to_tensor(image)
+        return tensor, torch.from_numpy(target)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.source!r}, {len(self)} images, {len(self.classes)} classes)"
+
+
+def collate_skip_broken(
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor] | None],
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """DataLoader collate_fn: stack the readable samples, drop the Nones.
+
+    Returns (images (B', 3, S, S), targets (B', K), number dropped). When every sample is broken,
+    images is an empty (0, 3, 0, 0) tensor and targets (0, 0): callers skip such a batch.
+    """
+    kept = [item for item in batch if item is not None]
+    skipped = len(batch) - len(kept)
+    if not kept:
+        return torch.empty(0, 3, 0, 0), torch.empty(0, 0), skipped
+    images, targets = zip(*kept)
+    return torch.stack(images), torch.stack(targets), skipped

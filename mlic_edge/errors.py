@@ -1,0 +1,29 @@
+"""User-facing errors. The CLI prints any `MLICError` as one line (no traceback) and exits 2.
+
+Messages name the file and the problem, e.g. "data/train.csv:12: label 'kat' is not in classes.txt".
+Importable without torch.
+"""
+
+
+class MLICError(Exception):
+    """Base of every error caused by the user's input or files."""
+
+
+class ConfigError(MLICError, ValueError):
+    """A configuration value or file is invalid."""
+
+
+class DatasetError(MLICError):
+    """A dataset folder, annotation file or image is missing or malformed."""
+
+
+class CheckpointError(MLICError):
+    """A checkpoint cannot be read or does not hold what mlic-edge writes."""
+
+
+class ModelFileError(MLICError):
+    """An ONNX file or engine cannot be read, or lacks mlic-edge metadata."""
+
+
+class BackendUnavailable(MLICError):
+    """The backend a model file needs (TensorRT, a GPU, torch, ...) is not installed here."""

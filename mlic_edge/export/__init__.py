@@ -1,0 +1,34 @@
+"""Export: PyTorch checkpoint -> ONNX graph (fp32 / fp16 / int8) for TensorRT 10/11 or ONNX Runtime.
+
+    from mlic_edge.export import export_onnx
+    result = export_onnx("best.pt", "model.onnx", precision="int8", calib="calib_images/")
+
+Importing this package is cheap (no torch, no onnx); the heavy modules load on first use.
+Install the extra first: see pyproject's `export` extra (nvidia-modelopt[onnx], onnx-graphsurgeon).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import (CalibrationError, ExportError, ExportParityError, MissingDependencyError,
+                     UnsupportedOpsError)
+
+__all__ = ["CalibrationError", "ExportError", "ExportParityError", "ExportResult",
+           "MissingDependencyError", "UnsupportedOpsError", "check_trt_ops", "collect_calibration",
+           "export_onnx", "load_trt_ops"]
+
+_LAZY = {
+    "export_onnx": "onnx_export",
+    "ExportResult": "onnx_export",
+    "check_trt_ops": "trt_ops",
+    "load_trt_ops": "trt_ops",
+    "collect_calibration": "calibration",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

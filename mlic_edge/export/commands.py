@@ -1,0 +1,174 @@
+"""CLI verbs `export` and `parity`, registered on the main typer app by `register(app)`.
+
+Heavy modules (torch, onnx, modelopt) load inside the commands; importing this file is cheap.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _parse_batch(value: str) -> Optional[int]:
+    if value.strip().lower() in ("dynamic", "none", "0", ""):
+        return None
+    try:
+        batch = int(value)
+    except ValueError:
+        _fail(f"--batch must be a positive integer or 'dynamic', got {value!r}")
+    if batch < 1:
+        _fail(f"--batch must be >= 1 or 'dynamic', got {batch}")
+    return batch
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def export_command(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) written by `mlic-edge train`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output ONNX file, e.g. model.onnx."),
+    precision: str = typer.Option("fp32", help="fp32 | fp16 (mixed, LayerNorm/Softmax/reductions kept FP32) | int8 (calibrated; needs --calib or --calib-data)."),
+    target: str = typer.Option("tensorrt", help="tensorrt: graph for TensorRT 10/11 (ModelOpt Q/DQ for int8, TensorRT op-support check) | cpu: ONNX Runtime CPU (ORT static INT8, QDQ)."),
+    batch: str = typer.Option("dynamic", help="Batch size baked into the graph, or 'dynamic' (any batch; spatial size is always fixed)."),
+    opset: int = typer.Option(19, help="ONNX opset, 17-20 (17+: LayerNormalization is one op; 19+: FP16-scale Q/DQ for int8; TensorRT 10.0-10.3 parses up to 20)."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="int8: folder of calibration images (searched recursively; real images, not noise)."),
+    calib_data: Optional[str] = typer.Option(None, "--calib-data", help="int8: calibrate on a dataset instead: voc2007 | voc2012 | coco2014 | folder | digits."),
+    calib_root: Optional[Path] = typer.Option(None, "--calib-root", help="int8: dataset folder for --calib-data."),
+    calib_split: str = typer.Option("train", "--calib-split", help="int8: dataset split for --calib-data."),
+    calib_images: int = typer.Option(500, "--calib-images", help="int8: number of calibration images (seeded random pick; tensors cached in $MLIC_EDGE_CACHE/calib)."),
+    calib_method: str = typer.Option("entropy", "--calib-method", help="int8: activation range calibration: entropy | max."),
+    high_precision: str = typer.Option("fp16", "--int8-high-precision", help="int8 for TensorRT: type of the ops left out of INT8: fp16 | fp32."),
+    attention: bool = typer.Option(False, "--attention", help="Also output the per-label cross-attention maps 'attention' (B, K, h, w)."),
+    exporter: str = typer.Option("auto", help="auto (dynamo, falling back to TorchScript) | dynamo | torchscript."),
+) -> None:
+    """Export a checkpoint to one ONNX file (fp32/fp16/int8), checked against PyTorch on ONNX Runtime.
+
+    The graph takes 'images' float32 (B, 3, S, S), already preprocessed (squash resize, mean/std,
+    stored in the file's metadata) and returns 'logits' (B, K); sigmoid gives the scores.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import export_onnx
+    from .calibration import DatasetSource
+
+    if calib is not None and calib_data is not None:
+        _fail("give either --calib DIR or --calib-data NAME, not both")
+    if calib_root is not None and calib_data is None:
+        _fail("--calib-root needs --calib-data NAME")
+    if precision != "int8" and (calib is not None or calib_data is not None):
+        _fail(f"calibration images are only used for int8 (got --precision {precision})")
+    source = calib if calib is not None else (
+        DatasetSource(calib_data, str(calib_root) if calib_root else None, calib_split) if calib_data else None)
+    console = Console()
+    with console.status(f"exporting {checkpoint} ({precision}, {target})..."):
+        result = export_onnx(checkpoint, out, precision=precision, batch=_parse_batch(batch), opset=opset,
+                             target=target, calib=source, with_attention=attention,
+                             calib_images=calib_images, calib_method=calib_method,
+                             high_precision=high_precision, exporter=exporter)
+    table = Table(title=f"ONNX export: {result.path}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    size = result.path.stat().st_size / 2 ** 20
+    rows = [
+        ("precision / target", f"{result.precision} / {result.target}"),
+        ("exporter / opset", f"{result.exporter} / {result.opset}"),
+        ("batch", "dynamic" if result.batch is None else str(result.batch)),
+        ("outputs", ", ".join(result.output_names)),
+        ("nodes", f"{result.num_nodes} ({', '.join(f'{k} {v}' for k, v in sorted(result.op_counts.items(), key=lambda kv: -kv[1])[:8])}, ...)"),
+        ("ORT vs PyTorch (fp32 graph)", f"max rel. logit error {_fmt(result.fp32_max_rel_error)}"),
+    ]
+    if result.final_max_rel_error is not None:
+        rows.append((f"ORT vs PyTorch ({result.precision})",
+                     f"max rel. logit error {_fmt(result.final_max_rel_error)} (random inputs; "
+                     f"run `mlic-edge parity` on real images)"))
+    if result.calibration_images:
+        rows.append(("calibration", f"{result.calibration_images} images, {calib_method}"))
+    rows += [("size", f"{size:.1f} MiB"), ("time", f"{result.seconds:.1f} s")]
+    rows += [("note", note) for note in result.notes]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def _parse_thresholds(values: Optional[List[str]]) -> dict:
+    thresholds = {}
+    for value in values or []:
+        name, _, number = value.partition("=")
+        try:
+            thresholds[name.strip()] = float(number)
+        except ValueError:
+            _fail(f"--max-delta expects PRECISION=VALUE (e.g. int8=0.5), got {value!r}")
+        if name.strip() not in ("fp32", "fp16", "int8"):
+            _fail(f"--max-delta precision must be fp32, fp16 or int8, got {name!r}")
+    return thresholds
+
+
+def parity_command(
+    models: List[Path] = typer.Argument(..., help="Exported model files (.onnx) to compare with the reference."),
+    reference: Path = typer.Option(..., "--reference", help="Reference checkpoint (.pt) the models were exported from."),
+    data: Optional[str] = typer.Option(None, help="Labelled dataset: voc2007 | voc2012 | coco2014 | folder | digits."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Dataset folder (not needed for digits)."),
+    split: str = typer.Option("test", help="Dataset split to evaluate on."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Instead of --data: a folder of unlabelled images; the reference's decisions become the targets."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", help="Use only the first N images."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Batch size (static-batch graphs are fed in their own batch)."),
+    workers: int = typer.Option(0, help="Data-loading worker processes (dataset only)."),
+    max_delta: Optional[List[str]] = typer.Option(None, "--max-delta", help="Pass threshold on |delta mAP| in mAP points, per precision, e.g. --max-delta int8=0.5 (defaults fp32=0.01, fp16=0.1, int8=1.0). Repeatable."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows as JSON to this file."),
+) -> None:
+    """Accuracy parity: PyTorch reference vs each model on the same preprocessed images.
+
+    Reports mAP, delta mAP, CF1, OF1, logit errors and top-1 agreement per model; exits 1 when a
+    model's |delta mAP| exceeds its precision's threshold.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..parity import run_parity
+
+    if (data is None) == (images is None):
+        _fail("give exactly one of --data NAME or --images DIR")
+    thresholds = _parse_thresholds(max_delta)
+    console = Console()
+    with console.status(f"running {len(models)} model(s) and the reference..."):
+        rows = run_parity(reference, models, data=data, data_root=data_root, split=split,
+                          image_dir=images, thresholds=thresholds, max_images=max_images,
+                          batch_size=batch_size, workers=workers)
+    first = rows[0]
+    title = (f"Parity on {first['source']} ({first['images']} images, targets: {first['targets']}); "
+             f"reference mAP {first['reference_mAP']:.2f}")
+    table = Table(title=title)
+    for column in ("model", "precision", "mAP", "ΔmAP", "limit", "CF1", "OF1", "max |Δlogit|",
+                   "mean |Δlogit|", "top-1 agree", "result"):
+        table.add_column(column, justify="left" if column in ("model", "precision") else "right")
+    for row in rows:
+        table.add_row(Path(row["model"]).name, row["precision"], f"{row['mAP']:.2f}",
+                      f"{row['delta_mAP']:+.3f}", f"{row['max_delta_mAP']:g}", f"{row['CF1']:.2f}",
+                      f"{row['OF1']:.2f}", _fmt(row["max_abs_logit_err"]), _fmt(row["mean_abs_logit_err"]),
+                      f"{100 * row['top1_agreement']:.1f}%",
+                      "[green]pass[/green]" if row["passed"] else "[red]FAIL[/red]")
+    console.print(table)
+    if json_out is not None:
+        from ..checkpoint import atomic_write_bytes
+        text = json.dumps(rows, indent=2, allow_nan=True)
+        atomic_write_bytes(json_out, lambda f: f.write(text.encode()))
+    if not all(row["passed"] for row in rows):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_command)
+    app.command("parity")(parity_command)

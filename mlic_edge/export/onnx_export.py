@@ -1,0 +1,392 @@
+"""Checkpoint -> ONNX: torch export, graph cleanup, reduced precision, metadata, parity check.
+
+Pipeline of `export_onnx`:
+
+1. rebuild the model from the checkpoint (one-line CheckpointError if unreadable);
+2. torch.onnx.export; input "images" float32 (B, 3, S, S), spatial size static (the iRPE bucket
+   matrix is built for one feature grid), batch dynamic or fixed; outputs "logits" (B, K)
+   [+ "attention" (B, K, h, w)];
+3. onnx-graphsurgeon: fold constants, cleanup, toposort; ONNX shape inference; checker;
+4. ONNX Runtime (CPU) vs PyTorch on random inputs: ExportParityError when the max relative logit
+   error exceeds 1e-4 (fp32 graph);
+5. fp16 / int8 graph from the verified fp32 graph (see `precision.py`);
+6. TensorRT operator check (target "tensorrt"), metadata (`ModelMetadata` JSON in
+   metadata_props["mlic_edge"]), atomic write.
+
+Exporter choice (measured with torch 2.14, onnxscript 0.7, on this model): the dynamo exporter
+(`dynamo=True`, dynamic_shapes={0: Dim("batch")}, traced at batch 2) is the default because its
+graph is already clean: torch.export resolves the symbolic batch, so reshapes take constant
+shapes (0/-1) and the only shape arithmetic left is one Shape -> Concat -> Expand for the iRPE
+index. The TorchScript exporter (`dynamo=False` + dynamic_axes; deprecated, opset <= 20) leaves
+~3x the nodes for the same model even after constant folding (Shape/Gather/Unsqueeze/Concat chains
+for every reshape, Equal/Where from expand), which TensorRT must fold again at build time. It is
+kept as the fallback when the dynamo path raises or yields a graph with custom-domain functions.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..runtime.metadata import ModelMetadata
+from .errors import ExportError, ExportParityError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+TARGETS = ("tensorrt", "cpu")
+EXPORTERS = ("auto", "dynamo", "torchscript")
+# Opset 19: LayerNormalization is one op (>= 17); Q/DQ with FP16 scales need >= 19 (ModelOpt's
+# minimum for int8); TensorRT 10.0-10.3 (JetPack 6) parses opsets 9-20, TensorRT 11 9-25.
+DEFAULT_OPSET = 19
+FP32_MAX_REL_ERROR = 1e-4
+TWO_GB = 2 * 1024 ** 3
+INPUT_NAME = "images"
+TRACE_BATCH = 2  # batch >= 2 when tracing: size-1 dims get specialised
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    precision: str
+    target: str
+    exporter: str
+    opset: int
+    batch: int | None
+    output_names: list[str]
+    num_nodes: int
+    op_counts: dict[str, int]
+    fp32_max_rel_error: float                 # ORT fp32 graph vs PyTorch, random inputs
+    final_max_rel_error: float | None = None  # the written graph (fp16/int8) vs PyTorch, random inputs
+    calibration_images: int = 0
+    seconds: float = 0.0
+    metadata: ModelMetadata | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def max_relative_error(output: np.ndarray, reference: np.ndarray) -> float:
+    """max |output - reference| / max |reference| (error relative to the output's scale)."""
+    output = np.asarray(output, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    if output.shape != reference.shape:
+        raise ExportParityError(f"output shape {output.shape} != reference shape {reference.shape}")
+    if not np.isfinite(output).all():
+        return float("inf")
+    scale = max(float(np.abs(reference).max(initial=0.0)), 1e-6)
+    return float(np.abs(output - reference).max(initial=0.0) / scale)
+
+
+# ----------------------------------------------------------------------------------- torch side
+def _exportable(model, with_attention: bool):
+    import torch
+
+    class Exportable(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, images):
+            if with_attention:
+                return self.model.forward_with_attention(images)
+            return self.model(images)
+
+    return Exportable().eval()
+
+
+def _is_clean(proto) -> str | None:
+    """Why a freshly exported graph is not usable as is (None = clean)."""
+    if len(proto.functions):
+        return f"{len(proto.functions)} local functions left in the graph"
+    custom = sorted({n.domain for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
+    if custom:
+        return f"custom-domain nodes ({', '.join(custom)})"
+    return None
+
+
+def _export_dynamo(module, example, *, dynamic: bool, opset: int, output_names: list[str]):
+    import torch
+
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=output_names,
+            dynamic_shapes=dynamic_shapes, opset_version=opset, external_data=False,
+            optimize=True, verify=False, report=False, verbose=False)
+    return program.model_proto
+
+
+def _export_torchscript(module, example, *, dynamic: bool, opset: int, output_names: list[str]):
+    import onnx
+    import torch
+
+    axes = {name: {0: "batch"} for name in [INPUT_NAME, *output_names]} if dynamic else None
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=[INPUT_NAME],
+                          output_names=output_names, dynamic_axes=axes,
+                          opset_version=min(opset, 20), do_constant_folding=True)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def torch_to_onnx(module, example, *, dynamic: bool, opset: int, output_names: list[str],
+                  exporter: str = "auto") -> tuple[Any, str, list[str]]:
+    """(ModelProto, exporter used, notes). `exporter`: auto (dynamo, else TorchScript) | dynamo | torchscript."""
+    notes: list[str] = []
+    if exporter in ("auto", "dynamo"):
+        try:
+            proto = _export_dynamo(module, example, dynamic=dynamic, opset=opset, output_names=output_names)
+            reason = _is_clean(proto)
+            if reason is None:
+                return proto, "dynamo", notes
+            if exporter == "dynamo":
+                raise ExportError(f"dynamo exporter produced an unusable graph: {reason}")
+            notes.append(f"dynamo graph not clean ({reason}); used the TorchScript exporter")
+        except ExportError:
+            raise
+        except Exception as e:  # torch.export / onnxscript failures are many and varied
+            if exporter == "dynamo":
+                raise ExportError(f"dynamo export failed: {_one_line(e)}") from None
+            notes.append(f"dynamo export failed ({_one_line(e)[:160]}); used the TorchScript exporter")
+    try:
+        proto = _export_torchscript(module, example, dynamic=dynamic, opset=opset, output_names=output_names)
+    except Exception as e:
+        raise ExportError(f"ONNX export failed: {_one_line(e)}") from None
+    if min(opset, 20) != opset:
+        notes.append(f"TorchScript exporter caps the opset at 20 (asked {opset})")
+    return proto, "torchscript", notes
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300] or type(error).__name__
+
+
+# ----------------------------------------------------------------------------------- graph side
+def cleanup_graph(proto, *, fold_size_limit: int = 16 * 1024 ** 2):
+    """Fold constants, drop dead nodes, toposort (onnx-graphsurgeon), then infer shapes and check.
+
+    Constant tensors above `fold_size_limit` bytes are left unfolded (a static large batch would
+    otherwise bake a (B, H, L, L) copy of the iRPE index into the file).
+    """
+    import onnx
+    try:
+        import onnx_graphsurgeon as gs
+    except ImportError:
+        raise MissingDependencyError("graph cleanup needs onnx-graphsurgeon: "
+                                     "pip install 'mlic-edge[export]'") from None
+    opsets = list(proto.opset_import)
+    graph = gs.import_onnx(proto)
+    graph.fold_constants(size_threshold=fold_size_limit).cleanup().toposort()
+    cleaned = gs.export_onnx(graph, do_type_check=True)
+    # keep the exporter's opset imports and IR version (gs may write its own defaults)
+    del cleaned.opset_import[:]
+    cleaned.opset_import.extend(opsets)
+    cleaned.ir_version = proto.ir_version
+    cleaned.producer_name, cleaned.producer_version = proto.producer_name, proto.producer_version
+    try:
+        cleaned = onnx.shape_inference.infer_shapes(cleaned, check_type=True, strict_mode=True,
+                                                    data_prop=True)
+        onnx.checker.check_model(cleaned, full_check=True)
+    except Exception as e:
+        raise ExportError(f"exported graph fails ONNX checks: {_one_line(e)}") from None
+    return cleaned
+
+
+def ort_session(model: Any, *, disabled_optimizers: list[str] | None = None, threads: int | None = None):
+    """CPU InferenceSession from a path or a ModelProto/bytes."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    if hasattr(model, "SerializeToString"):
+        model = model.SerializeToString()
+    elif isinstance(model, Path):
+        model = str(model)
+    kwargs = {"disabled_optimizers": disabled_optimizers} if disabled_optimizers else {}
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"], **kwargs)
+
+
+def compare_with_torch(module, proto, batches: tuple[int, ...], image_size: int, *, seed: int = 0,
+                       disabled_optimizers: list[str] | None = None) -> dict[str, float]:
+    """Max relative error of every output (ORT on `proto` vs PyTorch) over random inputs."""
+    import torch
+
+    session = ort_session(proto, disabled_optimizers=disabled_optimizers)
+    names = [o.name for o in session.get_outputs()]
+    generator = torch.Generator().manual_seed(seed)
+    worst = {name: 0.0 for name in names}
+    for batch in batches:
+        x = torch.randn(batch, 3, image_size, image_size, generator=generator)
+        with torch.no_grad():
+            ref = module(x)
+        ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+        outs = session.run(names, {INPUT_NAME: x.numpy()})
+        for name, out, r in zip(names, outs, ref):
+            worst[name] = max(worst[name], max_relative_error(out, r.numpy()))
+    return worst
+
+
+def _save(proto, path: Path) -> None:
+    from ..checkpoint import atomic_write_bytes
+
+    if proto.ByteSize() < TWO_GB - 64 * 1024 ** 2:
+        data = proto.SerializeToString()
+        atomic_write_bytes(path, lambda f: f.write(data))
+        return
+    import onnx  # > 2 GB: protobuf cannot hold it; weights go to <name>.data beside the graph
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=path.name + ".data")
+
+
+# ----------------------------------------------------------------------------------- entry point
+def export_onnx(
+    checkpoint_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    precision: str = "fp32",
+    batch: int | None = None,
+    opset: int = DEFAULT_OPSET,
+    target: str = "tensorrt",
+    calib: Any = None,
+    with_attention: bool = False,
+    *,
+    calib_images: int = 500,
+    calib_method: str = "entropy",
+    high_precision: str = "fp16",
+    calib_cache_dir: Any = "default",
+    exporter: str = "auto",
+    check: bool = True,
+) -> ExportResult:
+    """Export a checkpoint to one ONNX file; see the module docstring for the steps.
+
+    precision: fp32 | fp16 | int8. target: tensorrt (graphs for TensorRT 10/11: ModelOpt Q/DQ,
+    op-support check) | cpu (ONNX Runtime CPU: ORT static quantization for int8).
+    batch: None = dynamic batch, else a fixed batch size. calib: int8 calibration source, see
+    `calibration.collect_calibration` (folder, DatasetSource / dict, array, or loader).
+    calib_method: entropy | max (ModelOpt; "minmax" accepted) ; high_precision: dtype ModelOpt
+    gives the ops left out of INT8 (fp16 | fp32; target tensorrt only).
+    Raises MLICError subclasses with one-line messages.
+    """
+    import torch
+
+    from ..checkpoint import file_sha256, load_model
+    from . import precision as precision_mod
+    from .trt_ops import assert_trt_compatible, op_histogram
+
+    started = time.time()
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if target not in TARGETS:
+        raise ExportError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if exporter not in EXPORTERS:
+        raise ExportError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    if batch is not None and batch < 1:
+        raise ExportError(f"batch must be >= 1 (or None for dynamic), got {batch}")
+    if not 17 <= opset <= 20:
+        raise ExportError(f"opset must be 17-20 (LayerNormalization needs 17; TensorRT 10.x parses "
+                          f"up to 20), got {opset}")
+    if precision == "int8" and target == "tensorrt" and opset < 19:
+        raise ExportError("int8 for TensorRT needs opset >= 19 (Q/DQ with FP16 scales)")
+    out_path = Path(out_path)
+
+    model, ckpt = load_model(checkpoint_path)  # CheckpointError on a bad file
+    cfg = model.cfg
+    preprocess = dict(ckpt.get("preprocess") or model.data_config())
+    preprocess = {k: list(v) if isinstance(v, tuple) else v for k, v in preprocess.items()}
+    if int(preprocess.get("image_size", cfg.image_size)) != cfg.image_size:
+        raise ExportError(f"checkpoint preprocess image_size {preprocess['image_size']} != model "
+                          f"image_size {cfg.image_size}")
+    output_names = ["logits", "attention"] if with_attention else ["logits"]
+    module = _exportable(model, with_attention)
+
+    # Calibration first: a bad calibration source should fail before minutes of export.
+    calibration = None
+    if precision == "int8":
+        from .calibration import collect_calibration
+        calibration = collect_calibration(calib, preprocess, calib_images, cache_dir=calib_cache_dir)
+
+    dynamic = batch is None
+    example = torch.randn(TRACE_BATCH if dynamic else batch, 3, cfg.image_size, cfg.image_size,
+                          generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        proto, used, notes = torch_to_onnx(module, example, dynamic=dynamic, opset=opset,
+                                           output_names=output_names, exporter=exporter)
+    proto = cleanup_graph(proto)
+
+    check_batches = (1, 5) if dynamic else (batch,)
+    fp32_errors = compare_with_torch(module, proto, check_batches, cfg.image_size)
+    fp32_error = fp32_errors["logits"]
+    if check and not fp32_error <= FP32_MAX_REL_ERROR:
+        raise ExportParityError(
+            f"ONNX Runtime and PyTorch disagree on the exported graph: max relative logit error "
+            f"{fp32_error:.3g} > {FP32_MAX_REL_ERROR:g} (exporter {used}, opset {opset})")
+
+    ort_disabled: list[str] = []
+    final_error = None
+    if precision != "fp32":
+        with tempfile.TemporaryDirectory(prefix="mlic-export-") as tmp:
+            fp32_file = Path(tmp) / "fp32.onnx"
+            fp32_file.write_bytes(proto.SerializeToString())
+            if precision == "fp16":
+                proto = precision_mod.to_fp16(fp32_file)
+            elif target == "tensorrt":
+                proto = precision_mod.to_int8_tensorrt(
+                    fp32_file, calibration, batch=batch, method=calib_method,
+                    high_precision=high_precision, work_dir=Path(tmp))
+                ort_disabled = precision_mod.ort_workarounds(proto)
+            else:
+                proto = precision_mod.to_int8_cpu(fp32_file, calibration, batch=batch,
+                                                  method=calib_method, work_dir=Path(tmp))
+        final_error = compare_with_torch(module, proto, (2,), cfg.image_size,
+                                         disabled_optimizers=ort_disabled)["logits"]
+        if not np.isfinite(final_error):
+            raise ExportParityError(f"{precision} graph gives non-finite logits on random inputs")
+
+    if target == "tensorrt":
+        assert_trt_compatible(proto, what=f"{precision} graph")
+
+    precision_tag = f"{precision}-cpu" if (precision == "int8" and target == "cpu") else precision
+    num_classes = cfg.num_classes
+    metadata = ModelMetadata(
+        classes=list(ckpt.get("classes") or [f"class_{k}" for k in range(num_classes)]),
+        preprocess=preprocess,
+        thresholds=[float(t) for t in (ckpt.get("thresholds") or [0.5] * num_classes)],
+        model_config=cfg.to_dict(),
+        precision=precision_tag,
+        source_sha256=file_sha256(checkpoint_path),
+        input_name=INPUT_NAME,
+        output_names=output_names,
+        extra={
+            "target": target, "exporter": used, "opset": opset,
+            "batch": batch if batch is not None else "dynamic",
+            "feature_grid": list(model.grid),
+            "fp32_max_rel_error": fp32_error,
+            "final_max_rel_error": final_error,
+            "calibration": ({"images": int(len(calibration)), "method": calib_method,
+                             "high_precision": high_precision if target == "tensorrt" else "fp32"}
+                            if calibration is not None else None),
+            "ort_disabled_optimizers": ort_disabled,
+            "torch_version": torch.__version__,
+        },
+    )
+    from ..runtime.onnx_metadata import set_metadata
+    set_metadata(proto, metadata)
+    _save(proto, out_path)
+    return ExportResult(
+        path=out_path, precision=precision_tag, target=target, exporter=used, opset=opset,
+        batch=batch, output_names=output_names, num_nodes=len(proto.graph.node),
+        op_counts=op_histogram(proto), fp32_max_rel_error=fp32_error, final_max_rel_error=final_error,
+        calibration_images=0 if calibration is None else int(len(calibration)),
+        seconds=time.time() - started, metadata=metadata, notes=notes)

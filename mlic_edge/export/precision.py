@@ -1,0 +1,233 @@
+"""FP16 and INT8 graphs from a verified FP32 graph.
+
+* fp16 (any target): NVIDIA Model Optimizer AutoCast, FP32 I/O kept, the numerically sensitive ops
+  (LayerNorm, Softmax, reductions, Sigmoid, Exp/Pow/Sqrt) stay FP32. TensorRT 11 is strongly typed:
+  the engine runs exactly these types.
+* int8, target tensorrt: Model Optimizer explicit Q/DQ quantization (TensorRT's fusion patterns),
+  calibrated on ONNX Runtime's CPU provider; LayerNorm/Softmax/Sigmoid/the per-class head stay out
+  of INT8, the rest of the non-quantized graph in `high_precision` (fp16 by default).
+* int8, target cpu: ONNX Runtime static quantization, QDQ format, per-channel INT8 weights, UINT8
+  activations, only Conv/Gemm and MatMuls with a weight operand (activation x activation MatMuls of
+  attention stay FP32), same calibration images.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ExportError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+# Kept in FP32 by the FP16 conversion: normalisation statistics, softmax, reductions and the final
+# score nonlinearity overflow or lose calibration in FP16 (deployment.md, "Known pitfalls").
+FP16_EXCLUDE = ["LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "Sigmoid", "Exp",
+                "Pow", "Sqrt"]
+# Never quantized to INT8 (and kept out of FP16 by ModelOpt's high-precision pass as well).
+INT8_EXCLUDE = ["LayerNormalization", "Softmax", "Sigmoid", "ReduceSum", "ReduceMean"]
+INT8_CPU_OPS = ["Conv", "Gemm", "MatMul"]
+CALIB_METHODS = {"entropy": "entropy", "max": "max", "minmax": "max"}
+CALIB_BATCH = 8
+MODELOPT_INSTALL = ("pip uninstall -y onnxruntime && pip install 'mlic-edge[export]' "
+                    "(nvidia-modelopt[onnx]; it brings onnxruntime-gpu, which also runs on CPU)")
+
+
+class _DropNoise(logging.Filter):
+    """ModelOpt logs an ERROR when NVML is missing (CPU machines); it is harmless here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Failed to get GPU count" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _modelopt_quiet():
+    logger = logging.getLogger("modelopt.onnx")
+    noise = _DropNoise()
+    logger.addFilter(noise)
+    levels = {name: logging.getLogger(name).level for name in list(logging.root.manager.loggerDict)
+              if name.startswith("modelopt.onnx")}
+    try:
+        for name in levels:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        yield
+    finally:
+        logger.removeFilter(noise)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def _restore_ort_quantization():
+    """Undo ModelOpt's monkey-patching of onnxruntime.quantization when its call returns.
+
+    `modelopt.onnx.quantization.quantize` replaces methods of ORT's calibrators, histogram collector
+    and QDQ quantizer process-wide (ort_patching.patch_ort_modules); ORT's own `quantize_static`
+    then fails later in the same process ("Histogram has not been collected").
+    """
+    import inspect
+
+    from onnxruntime.quantization import calibrate, qdq_quantizer, onnx_quantizer
+
+    classes = [obj for module in (calibrate, qdq_quantizer, onnx_quantizer)
+               for obj in vars(module).values() if inspect.isclass(obj)]
+    saved = {cls: {k: v for k, v in vars(cls).items() if callable(v) or isinstance(v, (staticmethod, classmethod))}
+             for cls in classes}
+    try:
+        yield
+    finally:
+        for cls, attrs in saved.items():
+            for name in [k for k, v in vars(cls).items() if callable(v) and k not in attrs]:
+                delattr(cls, name)
+            for name, value in attrs.items():
+                if vars(cls).get(name) is not value:
+                    setattr(cls, name, value)
+
+
+def _import_modelopt(what: str):
+    try:
+        with _modelopt_quiet():
+            import modelopt.onnx.autocast as autocast
+            import modelopt.onnx.quantization as quantization
+    except ImportError as e:
+        raise MissingDependencyError(f"{what} needs NVIDIA Model Optimizer ({e.name or e}); "
+                                     f"install it with: {MODELOPT_INSTALL}") from None
+    return autocast, quantization
+
+
+def to_fp16(fp32_path: Path, *, exclude: list[str] | None = None):
+    """Mixed-precision FP16 graph (FP32 inputs/outputs) as a ModelProto."""
+    autocast, _ = _import_modelopt("fp16 export")
+    with _modelopt_quiet():
+        try:
+            return autocast.convert_to_mixed_precision(
+                str(fp32_path), low_precision_type="fp16", keep_io_types=True,
+                op_types_to_exclude=list(exclude or FP16_EXCLUDE), providers=["cpu"])
+        except Exception as e:
+            raise ExportError(f"fp16 conversion failed: {' '.join(str(e).split())[:300]}") from None
+
+
+def _head_nodes(model) -> list[str]:
+    """Nodes of the per-class head (GroupWiseLinear: Mul -> ReduceSum -> Add before `logits`)."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    names, frontier = [], ["logits"]
+    for _ in range(3):
+        node = producers.get(frontier.pop()) if frontier else None
+        if node is None or node.op_type not in ("Add", "ReduceSum", "Mul"):
+            break
+        names.append(node.name)
+        frontier.extend(i for i in node.input if i in producers)
+        frontier = frontier[:1]
+    return names
+
+
+def _calibration_batches(calibration: np.ndarray, batch: int | None) -> tuple[np.ndarray, int]:
+    """Calibration array cut to whole batches; batch = the graph's fixed batch or CALIB_BATCH."""
+    step = batch or min(CALIB_BATCH, len(calibration))
+    usable = (len(calibration) // step) * step
+    if usable == 0:
+        raise ExportError(f"need at least {step} calibration images for a batch-{step} graph, "
+                          f"got {len(calibration)}")
+    return calibration[:usable], step
+
+
+def to_int8_tensorrt(fp32_path: Path, calibration: np.ndarray, *, batch: int | None,
+                     method: str = "entropy", high_precision: str = "fp16", work_dir: Path):
+    """Explicit Q/DQ INT8 graph for TensorRT (ModelOpt), as a ModelProto."""
+    import onnx
+
+    if method not in CALIB_METHODS:
+        raise ExportError(f"calibration method must be one of {', '.join(CALIB_METHODS)}, got {method!r}")
+    if high_precision not in ("fp16", "fp32"):
+        raise ExportError(f"high_precision must be fp16 or fp32, got {high_precision!r}")
+    _, quantization = _import_modelopt("int8 export for TensorRT")
+    data, step = _calibration_batches(calibration, batch)
+    size = data.shape[-1]
+    fp32 = onnx.load(str(fp32_path))
+    out_path = work_dir / "int8.onnx"
+    with _modelopt_quiet(), _restore_ort_quantization(), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            quantization.quantize(
+                str(fp32_path), quantize_mode="int8", calibration_data={"images": data},
+                calibration_method=CALIB_METHODS[method], calibration_shapes=f"images:{step}x3x{size}x{size}",
+                calibration_eps=["cpu"], op_types_to_exclude=list(INT8_EXCLUDE),
+                op_types_to_exclude_fp16=list(FP16_EXCLUDE), nodes_to_exclude=_head_nodes(fp32),
+                high_precision_dtype=high_precision, output_path=str(out_path), log_level="ERROR")
+        except Exception as e:
+            raise ExportError(f"int8 quantization (ModelOpt) failed: {' '.join(str(e).split())[:300]}") from None
+    return onnx.load(str(out_path))
+
+
+def ort_workarounds(model: Any) -> list[str]:
+    """ONNX Runtime CPU graph optimizers to disable for this graph.
+
+    ORT 1.24 and 1.32 segfault in NchwcTransformer (ORT_ENABLE_ALL, the default) on ModelOpt
+    INT8 graphs whose high-precision part is FP16; the graph runs with it disabled. The list is
+    stored in the metadata (extra.ort_disabled_optimizers) for every ORT consumer.
+    """
+    from onnx import TensorProto
+
+    has_qdq = any(n.op_type == "DequantizeLinear" for n in model.graph.node)
+    has_fp16 = any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
+    return ["NchwcTransformer"] if has_qdq and has_fp16 else []
+
+
+class _Reader:
+    """onnxruntime.quantization CalibrationDataReader over an array, in batches."""
+
+    def __init__(self, data: np.ndarray, step: int):
+        self.batches = [data[i:i + step] for i in range(0, len(data), step)]
+        self.index = 0
+
+    def get_next(self):
+        if self.index >= len(self.batches):
+            return None
+        self.index += 1
+        return {"images": self.batches[self.index - 1]}
+
+    def rewind(self):
+        self.index = 0
+
+
+def to_int8_cpu(fp32_path: Path, calibration: np.ndarray, *, batch: int | None,
+                method: str = "entropy", work_dir: Path, quant_format: str = "qdq"):
+    """ONNX Runtime static INT8 (per-channel weights) for the CPU provider, as a ModelProto.
+
+    quant_format: "qdq" (default, see CPU_QUANT_FORMAT) or "qoperator".
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIB_METHODS:
+        raise ExportError(f"calibration method must be one of {', '.join(CALIB_METHODS)}, got {method!r}")
+    data, step = _calibration_batches(calibration, batch)
+    prepared = work_dir / "prepared.onnx"
+    out_path = work_dir / "int8_cpu.onnx"
+    # ORT's symbolic shape inference mis-types GatherElements (it gives the iRPE bias a Gather-like
+    # rank and then asserts); the graph already carries full ONNX shape inference, so skip it.
+    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    model = onnx.load(str(prepared))
+    weights_2d = {i.name for i in model.graph.initializer if len(i.dims) == 2}
+    # Only MatMuls with a 2-D weight (the Linear layers) are quantized. activation x activation
+    # MatMuls (q @ k^T, attn @ v) stay FP32, and so do the iRPE ones (3-D tables / one-hot:
+    # per-channel zero points of a 3-D weight are rejected by ORT's QLinearMatMul).
+    exclude = [n.name for n in model.graph.node
+               if n.op_type == "MatMul" and not any(i in weights_2d for i in n.input)]
+    exclude += _head_nodes(model)
+    calibrate = CalibrationMethod.Entropy if CALIB_METHODS[method] == "entropy" else CalibrationMethod.MinMax
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the entropy calibrator print()s progress
+            quantize_static(
+                str(prepared), str(out_path), _Reader(data, step),
+                quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
+                op_types_to_quantize=INT8_CPU_OPS, nodes_to_exclude=exclude, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=calibrate)
+    except Exception as e:
+        raise ExportError(f"int8 quantization (ONNX Runtime) failed: {' '.join(str(e).split())[:300]}") from None
+    return onnx.load(str(out_path))

@@ -1,0 +1,86 @@
+"""`mlic-edge model-info`: what a config costs before anyone trains it."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..config import ModelConfig
+from .irpe import num_buckets
+from .mlic import MLICModel, build_model
+
+PARTS = {
+    "backbone": ("backbone",),
+    "input projection (1x1 conv)": ("input_proj",),
+    "position embedding": ("pos_embed",),
+    "encoder": ("transformer.encoder",),
+    "decoder": ("transformer.decoder", "transformer.decoder_norm"),
+    "label embeddings": ("query_embed",),
+    "group-wise heads": ("head",),
+}
+
+
+def parameter_counts(model: MLICModel) -> dict[str, int]:
+    counts = dict.fromkeys(PARTS, 0)
+    for name, p in model.named_parameters():
+        for part, prefixes in PARTS.items():
+            if name.startswith(prefixes):
+                counts[part] += p.numel()
+                break
+        else:  # a new part must be listed in PARTS, or the table would silently under-count
+            raise AssertionError(f"parameter {name} belongs to no part")
+    return counts
+
+
+def count_flops(model: MLICModel, batch: int = 1) -> int:
+    """FLOPs of one forward pass (torch's flop counter: 2 per multiply-add of matmuls/convs)."""
+    x = torch.zeros(batch, 3, model.cfg.image_size, model.cfg.image_size)
+    # Frozen weights rather than no_grad(): the counter's module tracker trips over no_grad.
+    model.eval().requires_grad_(False)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops()
+
+
+def model_info(cfg: ModelConfig, batch: int = 1) -> dict[str, Any]:
+    model = build_model(cfg.replace(pretrained="none"))
+    counts = parameter_counts(model)
+    return {
+        "config": cfg.to_dict(),
+        "parameters": counts,
+        "parameters_total": sum(counts.values()),
+        "gflops": count_flops(model, batch) / 1e9,
+        "batch": batch,
+        "feature_grid": model.grid,
+        "backbone_channels": model.backbone.num_channels,
+        "irpe_buckets": num_buckets(cfg.irpe_ratio) if cfg.encoder == "irpe" else 0,
+        "preprocess": model.data_config(),
+    }
+
+
+def model_info_table(cfg: ModelConfig, batch: int = 1) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.table import Table
+
+    info = model_info(cfg, batch)
+    table = Table(title=f"{cfg.backbone} @ {cfg.image_size}px, {cfg.num_classes} classes, "
+                        f"encoder={cfg.encoder}, decoder self-attn={cfg.decoder_self_attn}")
+    table.add_column("part")
+    table.add_column("parameters", justify="right")
+    for part, n in info["parameters"].items():
+        table.add_row(part, f"{n / 1e6:,.3f} M")
+    table.add_row("total", f"{info['parameters_total'] / 1e6:,.3f} M", style="bold")
+    console = Console()
+    console.print(table)
+    h, w = info["feature_grid"]
+    console.print(f"GFLOPs (forward, batch {batch}): {info['gflops']:.2f}")
+    console.print(f"feature grid: {h}x{w} = {h * w} tokens of {info['backbone_channels']} channels "
+                  f"-> d_model {cfg.d_model}, {cfg.nhead} heads")
+    if cfg.encoder == "irpe":
+        console.print(f"iRPE: {info['irpe_buckets']} buckets (ratio {cfg.irpe_ratio}, "
+                      f"on {cfg.irpe_on}, {'shared' if cfg.irpe_shared_head else 'per-head'} tables)")
+    pre = info["preprocess"]
+    console.print(f"preprocess: resize to {pre['image_size']}x{pre['image_size']} "
+                  f"({pre['interpolation']}), mean {pre['mean']}, std {pre['std']}")
+    return info

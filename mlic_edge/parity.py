@@ -1,0 +1,316 @@
+"""Accuracy parity: the PyTorch reference vs exported models, on the same preprocessed images.
+
+    rows = run_parity("best.pt", ["m_fp32.onnx", "m_fp16.onnx", "m_int8.onnx"],
+                      data="voc2007", data_root="data/VOC", split="test")
+
+Per model: mAP, delta_mAP (model - reference, mAP points), CF1, OF1 (percent, threshold 0.5),
+max/mean absolute logit error vs the reference, top-1 agreement (argmax of the logits), passed
+(|delta_mAP| <= the threshold of the model's precision: fp32 0.01, fp16 0.1, int8 1.0 by default).
+
+Without labels (`image_dir=`), the reference's own decisions (score >= its per-class thresholds)
+serve as targets: mAP then measures agreement with the reference (the reference scores 100).
+
+Models are run through `_predict_logits(model_path, batches)`, the one place that knows how to
+execute a file; ONNX goes to ONNX Runtime (CPU) for now, TensorRT engines plug in there later.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BackendUnavailable, DatasetError, ModelFileError
+
+DEFAULT_THRESHOLDS = {"fp32": 0.01, "fp16": 0.1, "int8": 1.0}
+IN_MEMORY_LIMIT = 2 * 1024 ** 3  # preprocessed images kept in memory below this; streamed above
+
+
+def precision_family(precision: str) -> str:
+    """'int8-cpu' -> 'int8'; anything unknown -> itself."""
+    return precision.split("-")[0]
+
+
+# ----------------------------------------------------------------------------------- images
+class ImageBatches:
+    """Re-iterable batches of preprocessed images (float32 (B, 3, S, S)) with their targets.
+
+    Small sets are materialised once; large ones are re-read (and re-preprocessed) on every pass,
+    so memory stays at one batch per model.
+    """
+
+    def __init__(self, load: Callable[[], Iterator[tuple[np.ndarray, np.ndarray | None]]], count: int,
+                 image_size: int, batch_size: int):
+        self._load = load
+        self.count = count
+        self.batch_size = batch_size
+        self._cached: list[np.ndarray] | None = None
+        self.targets: np.ndarray | None = None
+        self.labelled = True
+        if count * 3 * image_size * image_size * 4 <= IN_MEMORY_LIMIT:
+            self._cached = []
+            targets = []
+            for images, target in self._load():
+                self._cached.append(images)
+                targets.append(target)
+            self._set_targets(targets)
+
+    def _set_targets(self, targets: list) -> None:
+        if targets and targets[0] is not None:
+            self.targets = np.concatenate(targets)
+        else:
+            self.labelled = False
+        self.count = sum(len(b) for b in self._cached) if self._cached is not None else self.count
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self._cached is not None:
+            yield from self._cached
+            return
+        targets = []
+        for images, target in self._load():
+            targets.append(target)
+            yield images
+        if self.targets is None:
+            self._set_targets(targets)
+
+    @classmethod
+    def from_arrays(cls, images: np.ndarray, targets: np.ndarray | None, batch_size: int = 16) -> "ImageBatches":
+        images = np.asarray(images, dtype=np.float32)
+
+        def load():
+            for i in range(0, len(images), batch_size):
+                yield images[i:i + batch_size], None if targets is None else np.asarray(targets[i:i + batch_size])
+
+        return cls(load, len(images), images.shape[-1], batch_size)
+
+
+def _dataset_batches(name: str, root: str | os.PathLike | None, split: str, preprocess: dict,
+                     batch_size: int, max_images: int | None, workers: int) -> ImageBatches:
+    import torch
+
+    from .data import build_dataset, collate_skip_broken
+    from .data.transforms import build_transform
+
+    dataset = build_dataset(name, root, split, build_transform(preprocess, train=False))
+    if getattr(dataset, "has_labels", True) is False:
+        raise DatasetError(f"{name} split {split!r} has no public labels: parity needs a labelled split")
+    if max_images is not None and max_images < len(dataset):
+        dataset = torch.utils.data.Subset(dataset, range(max_images))
+
+    def load():
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                             collate_fn=collate_skip_broken)
+        for images, targets, _ in loader:
+            if len(images):
+                yield images.numpy(), targets.numpy()
+
+    return ImageBatches(load, len(dataset), int(preprocess["image_size"]), batch_size)
+
+
+def _folder_batches(folder: str | os.PathLike, preprocess: dict, batch_size: int,
+                    max_images: int | None) -> ImageBatches:
+    import logging
+
+    from .export.calibration import IMAGE_SUFFIXES
+    from .runtime.preprocess import load_image, preprocess as preprocess_image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: image folder not found")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DatasetError(f"{folder}: image folder has no images")
+    files = files[:max_images] if max_images else files
+    size = int(preprocess["image_size"])
+    args = (size, preprocess["mean"], preprocess["std"], preprocess.get("interpolation", "bicubic"))
+
+    def load():
+        batch = []
+        for path in files:
+            try:
+                batch.append(preprocess_image(load_image(path), *args))
+            except DatasetError as e:
+                logging.getLogger(__name__).warning("%s; skipping it", e)
+            if len(batch) == batch_size:
+                yield np.stack(batch), None
+                batch = []
+        if batch:
+            yield np.stack(batch), None
+
+    return ImageBatches(load, len(files), size, batch_size)
+
+
+# ----------------------------------------------------------------------------------- backends
+def _ort_predict(path: Path, batches: Iterable[np.ndarray]) -> np.ndarray:
+    from .export.onnx_export import ort_session
+    from .runtime.onnx_metadata import read_metadata
+
+    try:
+        disabled = list(read_metadata(path).extra.get("ort_disabled_optimizers") or [])
+    except ModelFileError:
+        disabled = []
+    try:
+        session = ort_session(path, disabled_optimizers=disabled)
+    except Exception as e:
+        raise ModelFileError(f"{path}: ONNX Runtime cannot load it ({' '.join(str(e).split())[:200]})") from None
+    model_input = session.get_inputs()[0]
+    fixed = model_input.shape[0] if isinstance(model_input.shape[0], int) else None
+    outputs = []
+    for images in batches:
+        if fixed is None:
+            outputs.append(session.run(["logits"], {model_input.name: images})[0])
+            continue
+        for start in range(0, len(images), fixed):  # static-batch graph: pad the last chunk
+            chunk = images[start:start + fixed]
+            padded = np.concatenate([chunk, np.zeros((fixed - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            outputs.append(session.run(["logits"], {model_input.name: padded})[0][:len(chunk)])
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def _predict_logits(model_path: str | os.PathLike, batches: Iterable[np.ndarray]) -> np.ndarray:
+    """Logits (N, K) of a model file over preprocessed batches. The backend seam of parity:
+    one branch per file kind; only ONNX (ONNX Runtime, CPU) exists so far."""
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    if path.suffix.lower() == ".onnx":
+        return _ort_predict(path, batches)
+    raise BackendUnavailable(f"{path}: no backend for {path.suffix or 'extension-less'} files yet "
+                             f"(parity runs .onnx models; TensorRT engines need the runtime backends)")
+
+
+def _torch_logits(model, batches: Iterable[np.ndarray]) -> np.ndarray:
+    import torch
+
+    outputs = []
+    with torch.no_grad():
+        for images in batches:
+            outputs.append(model(torch.from_numpy(images)).float().numpy())
+    return np.concatenate(outputs)
+
+
+def _model_precision(path: Path, num_classes: int, preprocess: dict, reference_sha: str) -> tuple[str, bool]:
+    """(precision tag, same source checkpoint) from the model's metadata; checks compatibility."""
+    if path.suffix.lower() != ".onnx":
+        return "unknown", False
+    from .runtime.onnx_metadata import read_metadata
+
+    meta = read_metadata(path)
+    if len(meta.classes) != num_classes:
+        raise ModelFileError(f"{path}: {len(meta.classes)} classes, the reference has {num_classes}")
+    if int(meta.preprocess.get("image_size", -1)) != int(preprocess["image_size"]):
+        raise ModelFileError(f"{path}: input size {meta.preprocess.get('image_size')} differs from the "
+                             f"reference's {preprocess['image_size']}")
+    return meta.precision, meta.source_sha256 == reference_sha
+
+
+# ----------------------------------------------------------------------------------- comparison
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+def _evaluate(scores: np.ndarray, targets: np.ndarray) -> dict:
+    from .metrics import evaluate
+    return evaluate(scores, targets)
+
+
+def compare_logits(reference_logits: np.ndarray, model_logits: np.ndarray, targets: np.ndarray,
+                   precision: str, thresholds: dict[str, float] | None = None) -> dict[str, Any]:
+    """Parity statistics of one model's logits against the reference's, on shared targets."""
+    limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    if model_logits.shape != reference_logits.shape:
+        raise ModelFileError(f"model gives logits {model_logits.shape}, the reference {reference_logits.shape}")
+    ref_metrics = _evaluate(_sigmoid(reference_logits), targets)
+    finite = bool(np.isfinite(model_logits).all())
+    metrics = _evaluate(_sigmoid(np.nan_to_num(model_logits)), targets)
+    diff = np.abs(model_logits.astype(np.float64) - reference_logits)
+    delta = metrics["mAP"] - ref_metrics["mAP"]
+    limit = limits.get(precision_family(precision), limits["fp32"])
+    passed = finite and math.isfinite(delta) and abs(delta) <= limit
+    return {
+        "precision": precision,
+        "mAP": float(metrics["mAP"]),
+        "reference_mAP": float(ref_metrics["mAP"]),
+        "delta_mAP": float(delta),
+        "max_delta_mAP": float(limit),
+        "CF1": float(metrics["CF1"]),
+        "OF1": float(metrics["OF1"]),
+        "max_abs_logit_err": float(diff.max(initial=0.0)) if finite else float("inf"),
+        "mean_abs_logit_err": float(diff.mean()) if finite else float("inf"),
+        "top1_agreement": float(np.mean(model_logits.argmax(1) == reference_logits.argmax(1))),
+        "passed": bool(passed),
+    }
+
+
+def run_parity(
+    reference_ckpt: str | os.PathLike,
+    model_paths: Sequence[str | os.PathLike],
+    *,
+    data: str | None = None,
+    data_root: str | os.PathLike | None = None,
+    split: str = "test",
+    image_dir: str | os.PathLike | None = None,
+    images: np.ndarray | None = None,
+    targets: np.ndarray | None = None,
+    thresholds: dict[str, float] | None = None,
+    max_images: int | None = None,
+    batch_size: int = 16,
+    workers: int = 0,
+) -> list[dict[str, Any]]:
+    """Run the reference checkpoint and every model on the same images; one dict per model.
+
+    Images come from a dataset (`data`, `data_root`, `split`; labelled), a folder (`image_dir`;
+    unlabelled, the reference's decisions become the targets) or arrays (`images` already
+    preprocessed (N, 3, S, S), optional `targets` (N, K)).
+    """
+    from .checkpoint import file_sha256, load_model
+
+    if sum(x is not None for x in (data, image_dir, images)) != 1:
+        raise DatasetError("parity needs exactly one image source: a dataset (--data), "
+                           "an image folder (--images) or arrays")
+    if not model_paths:
+        raise ModelFileError("parity needs at least one model file")
+    reference, ckpt = load_model(reference_ckpt)
+    preprocess = dict(ckpt.get("preprocess") or reference.data_config())
+    num_classes = reference.cfg.num_classes
+    reference_sha = file_sha256(reference_ckpt)
+    checked = [(Path(p), *_model_precision(Path(p), num_classes, preprocess, reference_sha)) for p in model_paths]
+
+    if data is not None:
+        batches = _dataset_batches(data, data_root, split, preprocess, batch_size, max_images, workers)
+        source = f"{data}:{split}"
+    elif image_dir is not None:
+        batches = _folder_batches(image_dir, preprocess, batch_size, max_images)
+        source = str(image_dir)
+    else:
+        images = images[:max_images] if max_images else images
+        targets = targets[:max_images] if (max_images and targets is not None) else targets
+        batches = ImageBatches.from_arrays(images, targets, batch_size)
+        source = "arrays"
+
+    started = time.time()
+    reference_logits = _torch_logits(reference, batches)
+    reference_seconds = time.time() - started
+    if batches.targets is not None:
+        eval_targets, target_kind = batches.targets, "labels"
+    else:  # unlabelled: the reference's own decisions
+        per_class = np.asarray(ckpt.get("thresholds") or [0.5] * num_classes, dtype=np.float64)
+        eval_targets = (_sigmoid(reference_logits) >= per_class).astype(np.float32)
+        target_kind = "reference"
+    if len(eval_targets) != len(reference_logits):
+        raise DatasetError(f"{source}: {len(eval_targets)} targets for {len(reference_logits)} images")
+
+    rows = []
+    for path, precision, same_source in checked:
+        started = time.time()
+        logits = _predict_logits(path, batches)
+        row = {"model": str(path), **compare_logits(reference_logits, logits, eval_targets, precision, thresholds)}
+        row.update({"images": int(len(reference_logits)), "targets": target_kind, "source": source,
+                    "same_checkpoint": same_source, "seconds": round(time.time() - started, 3),
+                    "reference_seconds": round(reference_seconds, 3)})
+        rows.append(row)
+    return rows

@@ -1,0 +1,104 @@
+"""The one image preprocessing implementation, shared by training-time evaluation and the runtime.
+
+Kept free of torch (edge devices often lack it): PIL + numpy only. The torch eval transform in
+`mlic_edge.data.transforms` calls `preprocess` so that a model sees exactly the same pixels
+whether it is evaluated in PyTorch or served from an ONNX/TensorRT file.
+
+Resize mode is "squash": the whole image is resized to S x S without cropping, so nothing at the
+border (where a label's object may sit) is cut off; the aspect ratio is not kept.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import DatasetError
+
+INTERPOLATIONS: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Read an image file as RGB, honouring the EXIF orientation (phone photos are often stored
+    sideways with a rotation tag).
+
+    Raises DatasetError naming the file when it is missing, unreadable or not a decodable image
+    (truncated files included: decoding is forced here, not deferred to the first pixel access).
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            # Palette images with transparency warn on convert(); the alpha is dropped either way.
+            warnings.simplefilter("ignore", UserWarning)
+            with Image.open(path) as image:
+                image = ImageOps.exif_transpose(image)
+                return _to_rgb(image)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: image file not found") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        # PIL reports undecodable/truncated data as OSError (UnidentifiedImageError included),
+        # and some malformed headers as ValueError or SyntaxError.
+        raise DatasetError(f"{path}: cannot decode image ({_one_line(e)})") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB. 16/32-bit greyscale is rescaled from its full range
+    (PIL's own convert() would clip it at 255 and turn most pixels white)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        scale = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(values * (255.0 / scale), 0, 255).round().astype(np.uint8))
+    return image.convert("RGB")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def preprocess(
+    image: Image.Image,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    interpolation: str = "bicubic",
+) -> np.ndarray:
+    """Squash-resize to (image_size, image_size), scale to [0, 1], normalise per channel.
+
+    Returns float32 (3, S, S). Numerically equal (to float32 rounding) to torchvision's
+    Resize((S, S), interpolation) + ToTensor() + Normalize(mean, std) on the same PIL image.
+    """
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
+    if image.mode != "RGB":
+        image = _to_rgb(image)
+    if image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), INTERPOLATIONS[interpolation])
+    pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+    mean_ = np.asarray(mean, dtype=np.float32)
+    std_ = np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(((pixels - mean_) / std_).transpose(2, 0, 1))
+
+
+def preprocess_batch(
+    images: Sequence[Image.Image | str | os.PathLike],
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    interpolation: str = "bicubic",
+) -> np.ndarray:
+    """Preprocess PIL images and/or image paths (loaded with `load_image`) into one
+    float32 (B, 3, S, S) array, ready for a runtime session."""
+    batch = np.empty((len(images), 3, image_size, image_size), dtype=np.float32)
+    for i, item in enumerate(images):
+        image = item if isinstance(item, Image.Image) else load_image(item)
+        batch[i] = preprocess(image, image_size, mean, std, interpolation)
+    return batch

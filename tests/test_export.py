@@ -1,0 +1,305 @@
+"""ONNX export: graph validity, PyTorch parity, TensorRT op support, metadata, fp16/int8, CLI errors.
+
+Tiny models only (timm test_resnet, d_model 32, 64 px). The trained fixture (`trained`) is built
+once per session and shared with tests/test_parity.py through `build_trained_fixture`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from mlic_edge.checkpoint import file_sha256, load_model, save_checkpoint
+from mlic_edge.config import ModelConfig
+from mlic_edge.export import check_trt_ops, export_onnx, load_trt_ops
+from mlic_edge.export.onnx_export import max_relative_error, ort_session
+from mlic_edge.model import build_model, num_buckets
+from mlic_edge.runtime.onnx_metadata import read_metadata
+
+pytest.importorskip("onnx_graphsurgeon")
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CLASSES = ["red_top", "green_top", "blue_top", "red_bottom", "green_bottom", "blue_bottom"]
+COLOURS = np.array([(200, 60, 60), (60, 170, 60), (70, 80, 210)], np.float32)
+TRAIN_STEPS = 50
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    base = dict(num_classes=5, backbone="test_resnet", pretrained="none", image_size=64, d_model=32,
+                nhead=4, dim_feedforward=64, dropout=0.0)
+    return ModelConfig(**{**base, **overrides})
+
+
+def preprocess_spec() -> dict:
+    return {"image_size": 64, "resize": "squash", "mean": list(MEAN), "std": list(STD),
+            "interpolation": "bilinear"}
+
+
+def save_random_checkpoint(path: Path, cfg: ModelConfig, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    with torch.no_grad():  # non-zero iRPE tables, so the position terms are exercised
+        for name, p in model.named_parameters():
+            if ".irpe." in name:
+                p.normal_(0, 0.2)
+    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(),
+                           "classes": [f"c{k}" for k in range(cfg.num_classes)],
+                           "preprocess": preprocess_spec(),
+                           "thresholds": [0.5] * cfg.num_classes})
+    return path
+
+
+# ----------------------------------------------------------------------------------- trained fixture
+def _synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coloured 10 px squares on noise; class = colour x (top | bottom half)."""
+    rng = np.random.default_rng(seed)
+    images = np.empty((n, 64, 64, 3), np.uint8)
+    targets = np.zeros((n, 6), np.float32)
+    for i in range(n):
+        image = rng.normal(120, 35, (64, 64, 3))
+        labels = rng.random(6) < 0.3
+        for k in np.flatnonzero(labels):
+            colour, half = k % 3, k // 3
+            y, x = rng.integers(0, 22) + 32 * half, rng.integers(0, 54)
+            image[y:y + 10, x:x + 10] = COLOURS[colour] + rng.normal(0, 15, 3)
+        images[i] = np.clip(image, 0, 255).astype(np.uint8)
+        targets[i] = labels
+    return images, targets
+
+
+def _write_folder_dataset(root: Path) -> None:
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    for split, n, seed in (("train", 256, 0), ("test", 128, 1)):
+        images, targets = _synthetic(n, seed)
+        (root / split).mkdir()
+        lines = ["image,labels"]
+        for i, (image, target) in enumerate(zip(images, targets)):
+            name = f"{split}/{i:04d}.png"
+            Image.fromarray(image).save(root / name)
+            lines.append(f"{name},{';'.join(CLASSES[k] for k in np.flatnonzero(target))}")
+        (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
+
+
+def _load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    from mlic_edge.data import build_dataset
+    from mlic_edge.data.transforms import build_transform
+
+    dataset = build_dataset("folder", root, split, build_transform(preprocess_spec(), train=False))
+    items = [dataset[i] for i in range(len(dataset))]
+    return (torch.stack([x for x, _ in items]).numpy(), torch.stack([y for _, y in items]).numpy())
+
+
+def build_trained_fixture(base: Path) -> dict:
+    """Train a tiny iRPE model on the synthetic task, export fp32/fp16/int8 (both targets).
+
+    Idempotent per `base` (the session's temp root): test_export and test_parity share it.
+    """
+    base = Path(base) / "trained-fixture"
+    manifest = base / "manifest.json"
+    if manifest.is_file():
+        return {k: Path(v) if isinstance(v, str) else v for k, v in json.loads(manifest.read_text()).items()}
+    data_root = base / "data"
+    _write_folder_dataset(data_root)
+    x_train, y_train = _load_split(data_root, "train")
+
+    cfg = tiny_config(num_classes=6, encoder="irpe", decoder_self_attn="none")
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    model.train()
+    for _ in range(TRAIN_STEPS):
+        idx = torch.randint(0, len(x), (32,), generator=generator)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    ckpt = base / "trained.pt"
+    save_checkpoint(ckpt, {"model": model.state_dict(), "config": cfg.to_dict(), "classes": CLASSES,
+                           "preprocess": preprocess_spec(), "thresholds": [0.5] * 6})
+
+    calib_dir = data_root / "train"  # a plain folder of PNGs
+    cache = base / "calib-cache"
+    paths = {"ckpt": ckpt, "data_root": data_root, "calib_dir": calib_dir, "cache": cache}
+    paths["fp32"] = export_onnx(ckpt, base / "fp32.onnx").path
+    paths["fp16"] = export_onnx(ckpt, base / "fp16.onnx", precision="fp16").path
+    paths["int8"] = export_onnx(ckpt, base / "int8_trt.onnx", precision="int8", target="tensorrt",
+                                calib=calib_dir, calib_images=128, calib_cache_dir=cache).path
+    paths["int8_cpu"] = export_onnx(ckpt, base / "int8_cpu.onnx", precision="int8", target="cpu",
+                                    calib={"data": "folder", "root": str(data_root), "split": "train"},
+                                    calib_images=128, calib_cache_dir=cache).path
+    manifest.write_text(json.dumps({k: str(v) for k, v in paths.items()}))
+    return paths
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> dict:
+    return build_trained_fixture(tmp_path_factory.getbasetemp())
+
+
+# ----------------------------------------------------------------------------------- fp32 graphs
+def _torch_logits(ckpt: Path, x: np.ndarray) -> np.ndarray:
+    model, _ = load_model(ckpt)
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def _assert_trt_clean(model: onnx.ModelProto) -> None:
+    assert all(n.domain in ("", "ai.onnx") for n in model.graph.node), "custom-domain node in graph"
+    assert not model.functions
+    assert {n.op_type for n in model.graph.node} <= load_trt_ops()
+    assert check_trt_ops(model) == []
+
+
+@pytest.mark.parametrize("encoder,decoder_self_attn,batch,attention", [
+    ("irpe", "none", None, False),       # the paper's model, dynamic batch
+    ("standard", "all", 2, True),        # static batch + attention output
+    ("none", "second", None, False),
+])
+def test_export_fp32_matches_torch(tmp_path, encoder, decoder_self_attn, batch, attention):
+    cfg = tiny_config(encoder=encoder, decoder_self_attn=decoder_self_attn)
+    ckpt = save_random_checkpoint(tmp_path / "m.pt", cfg)
+    result = export_onnx(ckpt, tmp_path / "m.onnx", batch=batch, with_attention=attention)
+    assert result.exporter == "dynamo" and result.fp32_max_rel_error <= 1e-4
+
+    model = onnx.load(str(result.path))
+    onnx.checker.check_model(model, full_check=True)
+    _assert_trt_clean(model)
+    assert [o.name for o in model.graph.output] == (["logits", "attention"] if attention else ["logits"])
+    images = model.graph.input[0]
+    assert images.name == "images" and images.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    dims = [d.dim_value or d.dim_param for d in images.type.tensor_type.shape.dim]
+    assert dims[1:] == [3, 64, 64] and (dims[0] == batch if batch else isinstance(dims[0], str))
+
+    session = ort_session(result.path)
+    rng = np.random.default_rng(1)
+    for b in ((1, 5) if batch is None else (batch,)):
+        x = rng.standard_normal((b, 3, 64, 64)).astype(np.float32)
+        outputs = session.run(None, {"images": x})
+        assert max_relative_error(outputs[0], _torch_logits(ckpt, x)) <= 1e-4
+        assert outputs[0].shape == (b, cfg.num_classes)
+        if attention:
+            assert outputs[1].shape == (b, cfg.num_classes, 2, 2)
+            np.testing.assert_allclose(outputs[1].sum(axis=(2, 3)), 1.0, atol=1e-5)
+
+    if encoder == "irpe":  # bucket ids and one-hot are folded constants; nothing recomputes them
+        inits = {i.name: tuple(i.dims) for i in model.graph.initializer}
+        assert (4, 4, num_buckets(cfg.irpe_ratio)) in inits.values()
+        assert (4, 4) in inits.values()
+        forbidden = {"Range", "Log", "Sign", "Abs", "Round", "OneHot", "Equal", "Where", "Floor", "Ceil"}
+        assert not forbidden & {n.op_type for n in model.graph.node}
+
+
+def test_torchscript_fallback_path_matches(tmp_path):
+    ckpt = save_random_checkpoint(tmp_path / "m.pt", tiny_config())
+    result = export_onnx(ckpt, tmp_path / "m.onnx", exporter="torchscript")
+    assert result.exporter == "torchscript" and result.fp32_max_rel_error <= 1e-4
+    _assert_trt_clean(onnx.load(str(result.path)))
+
+
+def test_metadata_round_trip_without_torch(tmp_path):
+    cfg = tiny_config()
+    ckpt = save_random_checkpoint(tmp_path / "m.pt", cfg)
+    out = export_onnx(ckpt, tmp_path / "m.onnx", with_attention=True).path
+    meta = read_metadata(out)
+    assert meta.classes == [f"c{k}" for k in range(5)]
+    assert meta.preprocess == preprocess_spec()
+    assert meta.thresholds == [0.5] * 5
+    assert ModelConfig.from_dict(meta.model_config) == cfg
+    assert meta.precision == "fp32" and meta.source_sha256 == file_sha256(ckpt)
+    assert meta.input_name == "images" and meta.output_names == ["logits", "attention"]
+    assert meta.extra["opset"] == 19 and meta.extra["batch"] == "dynamic"
+    code = ("import sys; from mlic_edge.runtime.onnx_metadata import read_metadata; "
+            f"m = read_metadata({str(out)!r}); assert 'torch' not in sys.modules; print(m.precision)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "fp32"
+
+
+# ----------------------------------------------------------------------------------- fp16 / int8
+@pytest.mark.parametrize("name,precision,trt", [
+    ("fp16", "fp16", True), ("int8", "int8", True), ("int8_cpu", "int8-cpu", False)])
+def test_reduced_precision_graphs_run_on_ort(trained, name, precision, trt):
+    path = trained[name]
+    meta = read_metadata(path)
+    assert meta.precision == precision
+    model = onnx.load(str(path))
+    ops = {n.op_type for n in model.graph.node}
+    if trt:
+        _assert_trt_clean(model)
+    if name == "fp16":
+        assert onnx.TensorProto.FLOAT16 in {i.data_type for i in model.graph.initializer}
+        # LayerNorm / Softmax stay FP32: their inputs are cast back (or never cast down)
+    if name.startswith("int8"):
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        assert meta.extra["calibration"]["images"] == 128
+    # keep_io_types: float32 in and out
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    session = ort_session(path, disabled_optimizers=meta.extra.get("ort_disabled_optimizers"))
+    x = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    logits = session.run(None, {"images": x})[0]
+    assert logits.shape == (3, 6) and np.isfinite(logits).all()
+
+
+def test_calibration_cache_is_reused(trained):
+    files = sorted(Path(trained["cache"]).glob("calib-*.npz"))
+    assert len(files) == 2  # one per source (folder, dataset)
+    from mlic_edge.export.calibration import calibration_from_folder
+    before = {f: f.stat().st_mtime_ns for f in files}
+    again = calibration_from_folder(trained["calib_dir"], preprocess_spec(), 128, cache_dir=trained["cache"])
+    assert again.shape == (128, 3, 64, 64)
+    assert {f: f.stat().st_mtime_ns for f in files} == before
+
+
+# ----------------------------------------------------------------------------------- CLI errors
+def _run_cli(args: list[str], capsys) -> tuple[int, str]:
+    from mlic_edge.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out + captured.err
+
+
+def test_cli_corrupt_checkpoint_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+    code, output = _run_cli(["export", bad, "--out", tmp_path / "m.onnx"], capsys)
+    assert code == 2
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "broken.pt" in lines[0]
+
+
+def test_cli_empty_calibration_folder_is_one_line(tmp_path, capsys):
+    ckpt = save_random_checkpoint(tmp_path / "m.pt", tiny_config())
+    empty = tmp_path / "no-images"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    code, output = _run_cli(["export", ckpt, "--out", tmp_path / "m.onnx", "--precision", "int8",
+                             "--calib", empty], capsys)
+    assert code == 2
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no-images" in lines[0] and "no images" in lines[0]
+
+
+def test_cli_export_fp32(tmp_path, capsys):
+    ckpt = save_random_checkpoint(tmp_path / "m.pt", tiny_config(encoder="standard"))
+    code, output = _run_cli(["export", ckpt, "--out", tmp_path / "m.onnx", "--batch", "4"], capsys)
+    assert code == 0, output
+    assert read_metadata(tmp_path / "m.onnx").extra["batch"] == 4
+    assert "dynamo" in output

@@ -1,0 +1,91 @@
+"""Accuracy parity of exported graphs (fp32 / fp16 / int8 for TensorRT / int8 for CPU) on the
+trained fixture of tests/test_export.py (synthetic coloured-squares task, labelled folder dataset).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_export import build_trained_fixture  # noqa: E402  (shared, built once per session)
+
+from mlic_edge.parity import DEFAULT_THRESHOLDS, compare_logits, run_parity  # noqa: E402
+
+pytest.importorskip("onnx_graphsurgeon")
+MODELS = ("fp32", "fp16", "int8", "int8_cpu")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> dict:
+    return build_trained_fixture(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def parity_rows(trained) -> list[dict]:
+    return run_parity(trained["ckpt"], [trained[m] for m in MODELS], data="folder",
+                      data_root=trained["data_root"], split="test")
+
+
+def test_parity_rows_and_thresholds(parity_rows):
+    assert [Path(r["model"]).name for r in parity_rows] == ["fp32.onnx", "fp16.onnx", "int8_trt.onnx", "int8_cpu.onnx"]
+    expected_keys = {"model", "precision", "mAP", "delta_mAP", "CF1", "OF1", "max_abs_logit_err",
+                     "mean_abs_logit_err", "top1_agreement", "passed"}
+    for row in parity_rows:
+        assert expected_keys <= set(row)
+        assert row["images"] == 128 and row["targets"] == "labels" and row["same_checkpoint"]
+        # the fixture model learned the task: mAP is meaningful
+        assert row["reference_mAP"] > 80
+        print(f"{Path(row['model']).name}: mAP {row['mAP']:.2f} delta {row['delta_mAP']:+.3f} "
+              f"max|dlogit| {row['max_abs_logit_err']:.2e} top1 {row['top1_agreement']:.3f}")
+    fp32, fp16, int8, int8_cpu = parity_rows
+    assert [r["precision"] for r in parity_rows] == ["fp32", "fp16", "int8", "int8-cpu"]
+    assert fp32["max_abs_logit_err"] < 1e-3 and abs(fp32["delta_mAP"]) <= DEFAULT_THRESHOLDS["fp32"]
+    assert abs(fp16["delta_mAP"]) <= DEFAULT_THRESHOLDS["fp16"]
+    assert abs(int8["delta_mAP"]) <= DEFAULT_THRESHOLDS["int8"]
+    assert abs(int8_cpu["delta_mAP"]) <= DEFAULT_THRESHOLDS["int8"]
+    assert all(r["passed"] for r in parity_rows)
+    assert fp32["top1_agreement"] == 1.0 and fp16["top1_agreement"] >= 0.95
+
+
+def test_parity_fails_beyond_threshold():
+    rng = np.random.default_rng(0)
+    targets = (rng.random((64, 4)) < 0.3).astype(np.float32)
+    reference = np.where(targets > 0, 2.0, -2.0) + rng.normal(0, 1, targets.shape)
+    noisy = reference + rng.normal(0, 3, targets.shape)
+    same = compare_logits(reference, reference.copy(), targets, "fp32")
+    assert same["passed"] and same["delta_mAP"] == 0 and same["max_abs_logit_err"] == 0
+    bad = compare_logits(reference, noisy, targets, "int8-cpu")
+    assert bad["delta_mAP"] < -1 and not bad["passed"] and bad["max_delta_mAP"] == 1.0
+    nan = compare_logits(reference, reference * np.nan, targets, "fp16")
+    assert not nan["passed"]
+
+
+def test_parity_cli_image_folder_and_json(trained, tmp_path, capsys):
+    """Unlabelled folder: the reference's decisions are the targets; exit 0 when all pass."""
+    from mlic_edge.cli import main
+
+    out = tmp_path / "parity.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["parity", "--images", str(Path(trained["data_root"]) / "test"), "--max-images", "48",
+              "--reference", str(trained["ckpt"]), str(trained["fp32"]), str(trained["fp16"]),
+              "--json", str(out)])
+    output = capsys.readouterr().out
+    assert exit_info.value.code == 0, output
+    rows = json.loads(out.read_text())
+    assert len(rows) == 2 and all(r["targets"] == "reference" and r["images"] == 48 for r in rows)
+    assert rows[0]["reference_mAP"] == pytest.approx(100.0)
+    assert "fp16.onnx" in output
+
+
+def test_parity_cli_exit_1_on_failure(trained, capsys):
+    from mlic_edge.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:  # an impossible threshold makes int8 fail
+        main(["parity", "--data", "folder", "--data-root", str(trained["data_root"]), "--max-images", "32",
+              "--reference", str(trained["ckpt"]), str(trained["int8_cpu"]), "--max-delta", "int8=-1"])
+    assert exit_info.value.code == 1
+    assert "FAIL" in capsys.readouterr().out
