@@ -149,6 +149,10 @@ def quickstart(
 
 from .export.commands import register as _register_export  # noqa: E402  (export, parity)
 _register_export(app)
+from .engine.commands import register as _register_engine  # noqa: E402  (build-engine)
+_register_engine(app)
+from .runtime.commands import register as _register_runtime  # noqa: E402  (infer, bench, doctor)
+_register_runtime(app)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

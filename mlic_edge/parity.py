@@ -11,7 +11,7 @@ Without labels (`image_dir=`), the reference's own decisions (score >= its per-c
 serve as targets: mAP then measures agreement with the reference (the reference scores 100).
 
 Models are run through `_predict_logits(model_path, batches)`, the one place that knows how to
-execute a file; ONNX goes to ONNX Runtime (CPU) for now, TensorRT engines plug in there later.
+execute a file; ONNX goes to ONNX Runtime (CPU), TensorRT engines to `mlic_edge.runtime`'s backend.
 """
 from __future__ import annotations
 
@@ -173,14 +173,18 @@ def _ort_predict(path: Path, batches: Iterable[np.ndarray]) -> np.ndarray:
 
 def _predict_logits(model_path: str | os.PathLike, batches: Iterable[np.ndarray]) -> np.ndarray:
     """Logits (N, K) of a model file over preprocessed batches. The backend seam of parity:
-    one branch per file kind; only ONNX (ONNX Runtime, CPU) exists so far."""
+    .onnx runs on ONNX Runtime's CPU provider directly; engines go through mlic_edge.runtime."""
     path = Path(model_path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     if path.suffix.lower() == ".onnx":
         return _ort_predict(path, batches)
+    from .runtime.backend import ENGINE_SUFFIXES, open_backend
+    if path.suffix.lower() in ENGINE_SUFFIXES:  # TensorRT engines through the runtime backend
+        with open_backend(path) as backend:
+            return np.concatenate([backend.predict(images)["logits"] for images in batches]).astype(np.float32)
     raise BackendUnavailable(f"{path}: no backend for {path.suffix or 'extension-less'} files yet "
-                             f"(parity runs .onnx models; TensorRT engines need the runtime backends)")
+                             f"(parity runs .onnx models and TensorRT engines: .engine/.plan/.trt)")
 
 
 def _torch_logits(model, batches: Iterable[np.ndarray]) -> np.ndarray:
@@ -195,11 +199,12 @@ def _torch_logits(model, batches: Iterable[np.ndarray]) -> np.ndarray:
 
 def _model_precision(path: Path, num_classes: int, preprocess: dict, reference_sha: str) -> tuple[str, bool]:
     """(precision tag, same source checkpoint) from the model's metadata; checks compatibility."""
-    if path.suffix.lower() != ".onnx":
+    from .runtime.backend import ENGINE_SUFFIXES
+    if path.suffix.lower() not in (".onnx", *ENGINE_SUFFIXES):
         return "unknown", False
-    from .runtime.onnx_metadata import read_metadata
+    from .runtime.backend import read_model_metadata
 
-    meta = read_metadata(path)
+    meta = read_model_metadata(path)  # ONNX metadata_props, or the engine's JSON sidecar
     if len(meta.classes) != num_classes:
         raise ModelFileError(f"{path}: {len(meta.classes)} classes, the reference has {num_classes}")
     if int(meta.preprocess.get("image_size", -1)) != int(preprocess["image_size"]):

@@ -1,10 +1,15 @@
 """`mlic-edge quickstart`: the whole product on a fresh machine, on data and weights that install.
 
 digits set -> train (tf_efficientnet_lite0, offline ImageNet weights, CPU) -> eval -> ONNX export
-(fp32, fp16, int8) -> parity table -> infer on sample images -> bench.
+(fp32, fp16, int8 for TensorRT, int8 for CPUs) -> parity table -> infer on sample images ->
+bench -> (TensorRT engines, where TensorRT and a GPU exist).
+
+Every step after training runs the same CLI command a user would type (printed before it runs).
 """
 from __future__ import annotations
 
+import importlib.util
+import shlex
 import time
 from importlib import resources
 from pathlib import Path
@@ -15,6 +20,8 @@ from rich.rule import Rule
 from .config import Recipe
 
 console = Console()
+CALIB_IMAGES = 256   # digits train images for int8 calibration (the paper-scale default is 500)
+SAMPLE_IMAGES = 32   # images of the test split that `infer` tags
 
 
 def quickstart_recipe() -> Recipe:
@@ -26,7 +33,31 @@ def step(title: str) -> None:
     console.print(Rule(f"[bold]{title}"))
 
 
-def run_quickstart(out: Path, epochs: int | None = None, skip_deploy: bool = False) -> dict:
+def run_command(args: list[str]) -> int:
+    """Run one `mlic-edge ...` command in this process; returns its exit code."""
+    import click
+
+    from .cli import app
+
+    console.print(f"[dim]$ mlic-edge {' '.join(shlex.quote(a) for a in args)}[/dim]")
+    try:
+        result = app(args=args, standalone_mode=False, prog_name="mlic-edge")
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    return result if isinstance(result, int) else 0
+
+
+def tensorrt_ready() -> bool:
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def run_quickstart(out: Path, epochs: int | None = None) -> dict:
     from .train import run_training
     from .train.eval_cli import run_eval
 
@@ -36,17 +67,64 @@ def run_quickstart(out: Path, epochs: int | None = None, skip_deploy: bool = Fal
         recipe = recipe.with_values({"train.epochs": epochs})
     run_dir = out / "train"
 
-    step("1/3  train on the digits demo set (built on first use)")
+    step("1/6  train on the digits demo set (built on first use)")
     code = run_training(recipe, run_dir)
     if code != 0:
         return {"exit_code": code}
     best = run_dir / "best.pt"
+    trained_s = time.perf_counter() - started
 
-    step("2/3  evaluate best.pt on the digits test split")
+    step("2/6  evaluate best.pt on the digits test split")
     metrics = run_eval(best, "digits", None, "test", batch_size=64, device="cpu", workers=1,
                        threshold=0.5, ap_mode="noninterp", json_out=out / "eval.json",
                        plot=out / "per_class_ap.png", voc12_submission=None)
-    summary = {"mAP": metrics["mAP"], "checkpoint": str(best)}
-    console.print(f"quickstart finished in {time.perf_counter() - started:.0f} s; test mAP "
-                  f"{metrics['mAP']:.2f}; outputs in {out}")
-    return summary
+
+    step("3/6  export to ONNX: fp32 (+ attention maps), fp16, int8 for TensorRT, int8 for CPUs")
+    onnx = {name: out / f"model_{name}.onnx" for name in ("fp32", "fp16", "int8", "int8_cpu")}
+    calib = ["--calib-data", "digits", "--calib-images", str(CALIB_IMAGES)]
+    exports = [
+        ["export", str(best), "--out", str(onnx["fp32"]), "--attention"],
+        ["export", str(best), "--out", str(onnx["fp16"]), "--precision", "fp16"],
+        ["export", str(best), "--out", str(onnx["int8"]), "--precision", "int8", *calib],
+        ["export", str(best), "--out", str(onnx["int8_cpu"]), "--precision", "int8", "--target", "cpu", *calib],
+    ]
+    for args in exports:
+        if run_command(args) != 0:
+            return {"exit_code": 1}
+
+    step("4/6  accuracy parity: PyTorch vs every graph on the digits test split")
+    parity_code = run_command(["parity", "--data", "digits", "--reference", str(best),
+                               *map(str, onnx.values()), "--json", str(out / "parity.json")])
+
+    step("5/6  infer: tag sample images with the fp32 ONNX model (no torch needed for this)")
+    from .data import build_digits_dataset
+    test_dir = build_digits_dataset() / "test"
+    samples = sorted(test_dir.glob("*.png"))[:SAMPLE_IMAGES]
+    listing = out / "samples.txt"
+    listing.write_text("".join(f"{p}\n" for p in samples))
+    infer_code = run_command(["infer", str(listing), "--model", str(onnx["fp32"]), "--out",
+                              str(out / "predictions.csv"), "--save-attention", str(out / "attention"),
+                              "--no-progress"])
+
+    step("6/6  bench: ONNX Runtime vs PyTorch eager on this CPU")
+    for name in ("fp32", "int8_cpu"):
+        run_command(["bench", "--model", str(onnx[name]), "--reference", str(best), "--batch", "1,8",
+                     "--repeats", "20", "--json", str(out / f"bench_{name}.json")])
+
+    if tensorrt_ready():
+        step("TensorRT: fp16 and int8 engines, parity")
+        engines = [out / "model_fp16.engine", out / "model_int8.engine"]
+        run_command(["build-engine", str(best), "--fp16", "--out", str(engines[0])])
+        run_command(["build-engine", str(best), "--int8", *calib, "--out", str(engines[1])])
+        parity_code |= run_command(["parity", "--data", "digits", "--reference", str(best),
+                                    *map(str, engines), "--json", str(out / "parity_engines.json")])
+    else:
+        console.print("TensorRT engines: skipped (TensorRT or a CUDA GPU is not available here; "
+                      "pip install 'mlic-edge\\[trt]' on a GPU machine)")
+
+    total = time.perf_counter() - started
+    console.print(Rule())
+    console.print(f"quickstart finished in {total:.0f} s (training {trained_s:.0f} s); test mAP "
+                  f"{metrics['mAP']:.2f}; parity {'passed' if parity_code == 0 else 'FAILED'}; "
+                  f"infer exit code {infer_code}; outputs in {out}")
+    return {"mAP": metrics["mAP"], "checkpoint": str(best), "exit_code": parity_code or infer_code}

@@ -5,6 +5,7 @@ once per session and shared with tests/test_parity.py through `build_trained_fix
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -99,6 +100,29 @@ def _load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return (torch.stack([x for x, _ in items]).numpy(), torch.stack([y for _, y in items]).numpy())
 
 
+@contextlib.contextmanager
+def one_thread():
+    """torch and ONNX Runtime on one thread: on a shared 2-core machine a 2-thread tiny model
+    slows down 20x as soon as another process takes a core."""
+    threads, env = torch.get_num_threads(), os.environ.get("MLIC_EDGE_ORT_THREADS")
+    torch.set_num_threads(1)
+    os.environ["MLIC_EDGE_ORT_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if env is None:
+            os.environ.pop("MLIC_EDGE_ORT_THREADS", None)
+        else:
+            os.environ["MLIC_EDGE_ORT_THREADS"] = env
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_thread():
+        yield
+
+
 def build_trained_fixture(base: Path) -> dict:
     """Train a tiny iRPE model on the synthetic task, export fp32/fp16/int8 (both targets).
 
@@ -107,7 +131,12 @@ def build_trained_fixture(base: Path) -> dict:
     base = Path(base) / "trained-fixture"
     manifest = base / "manifest.json"
     if manifest.is_file():
-        return {k: Path(v) if isinstance(v, str) else v for k, v in json.loads(manifest.read_text()).items()}
+        return {k: Path(v) for k, v in json.loads(manifest.read_text()).items()}
+    with one_thread():
+        return _build_trained_fixture(base, manifest)
+
+
+def _build_trained_fixture(base: Path, manifest: Path) -> dict:
     data_root = base / "data"
     _write_folder_dataset(data_root)
     x_train, y_train = _load_split(data_root, "train")
@@ -193,6 +222,11 @@ def test_export_fp32_matches_torch(tmp_path, encoder, decoder_self_attn, batch, 
             assert outputs[1].shape == (b, cfg.num_classes, 2, 2)
             np.testing.assert_allclose(outputs[1].sum(axis=(2, 3)), 1.0, atol=1e-5)
 
+    if batch is not None:  # parity's backend pads the last chunk for a static-batch graph
+        from mlic_edge.parity import _predict_logits
+        x = rng.standard_normal((5, 3, 64, 64)).astype(np.float32)
+        assert max_relative_error(_predict_logits(result.path, [x]), _torch_logits(ckpt, x)) <= 1e-4
+
     if encoder == "irpe":  # bucket ids and one-hot are folded constants; nothing recomputes them
         inits = {i.name: tuple(i.dims) for i in model.graph.initializer}
         assert (4, 4, num_buckets(cfg.irpe_ratio)) in inits.values()
@@ -226,6 +260,46 @@ def test_metadata_round_trip_without_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "fp32"
+
+
+def test_trt_op_check_flags_what_tensorrt_rejects():
+    from onnx import helper, TensorProto
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "g", "b"], ["ln", "mean", "inv"], name="ln"),
+        helper.make_node("QuantizeLinear", ["ln", "s", "zp"], ["q"], name="q"),
+        helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["dq"], name="dq"),
+        helper.make_node("Unique", ["dq"], ["u"], name="unique"),
+        helper.make_node("MyPlugin", ["dq"], ["y"], name="plugin", domain="custom"),
+    ]
+    inits = [helper.make_tensor("g", TensorProto.FLOAT, [4], [1.0] * 4),
+             helper.make_tensor("b", TensorProto.FLOAT, [4], [0.0] * 4),
+             helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]),
+             helper.make_tensor("zp", TensorProto.INT8, [], [3])]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("custom", 1)])
+    problems = " | ".join(check_trt_ops(model))
+    for expected in ("opset 21", "LayerNormalization 'ln'", "non-zero zero point", "Unique x1", "custom::MyPlugin x1"):
+        assert expected in problems
+
+
+def test_read_metadata_errors_are_one_line(tmp_path):
+    from onnx import helper, TensorProto
+
+    from mlic_edge.errors import ModelFileError
+
+    plain = tmp_path / "plain.onnx"
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x],
+                                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])), plain)
+    with pytest.raises(ModelFileError, match="no mlic-edge metadata"):
+        read_metadata(plain)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00\xff not protobuf")
+    with pytest.raises(ModelFileError, match="garbage.onnx"):
+        read_metadata(garbage)
 
 
 # ----------------------------------------------------------------------------------- fp16 / int8

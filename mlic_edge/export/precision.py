@@ -5,10 +5,12 @@
   the engine runs exactly these types.
 * int8, target tensorrt: Model Optimizer explicit Q/DQ quantization (TensorRT's fusion patterns),
   calibrated on ONNX Runtime's CPU provider; LayerNorm/Softmax/Sigmoid/the per-class head stay out
-  of INT8, the rest of the non-quantized graph in `high_precision` (fp16 by default).
-* int8, target cpu: ONNX Runtime static quantization, QDQ format, per-channel INT8 weights, UINT8
-  activations, only Conv/Gemm and MatMuls with a weight operand (activation x activation MatMuls of
-  attention stay FP32), same calibration images.
+  of INT8, the rest of the non-quantized graph in `high_precision`: fp32 by default (with fp16 the
+  trained fixture lost 2.2 mAP points on ONNX Runtime, against 0.2 with fp32), fp16 on request.
+* int8, target cpu: ONNX Runtime static quantization, QDQ format (as fast as QOperator on ORT CPU:
+  ORT fuses DQ->Conv->Q into QLinearConv at load; and it stays plain ONNX), per-channel INT8
+  weights, UINT8 activations, MinMax ranges by default; only Conv/Gemm and MatMuls with a 2-D
+  weight (activation x activation MatMuls of attention and the iRPE ones stay FP32).
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ class _DropNoise(logging.Filter):
 
 @contextlib.contextmanager
 def _modelopt_quiet():
+    """ModelOpt logs INFO to stdout and draws tqdm bars on stderr: keep only its errors."""
     logger = logging.getLogger("modelopt.onnx")
     noise = _DropNoise()
     logger.addFilter(noise)
@@ -54,7 +57,8 @@ def _modelopt_quiet():
     try:
         for name in levels:
             logging.getLogger(name).setLevel(logging.ERROR)
-        yield
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
     finally:
         logger.removeFilter(noise)
         for name, level in levels.items():
@@ -65,25 +69,32 @@ def _modelopt_quiet():
 def _restore_ort_quantization():
     """Undo ModelOpt's monkey-patching of onnxruntime.quantization when its call returns.
 
-    `modelopt.onnx.quantization.quantize` replaces methods of ORT's calibrators, histogram collector
-    and QDQ quantizer process-wide (ort_patching.patch_ort_modules); ORT's own `quantize_static`
-    then fails later in the same process ("Histogram has not been collected").
+    `modelopt.onnx.quantization.quantize` replaces methods of ORT's calibrators, histogram
+    collector and quantizers and the module function `calibrate.create_calibrator`, process-wide
+    (ort_patching.patch_ort_modules). Left in place, ORT's own `quantize_static` later in the same
+    process fails ("Histogram has not been collected") or silently ignores the calibration method.
     """
+    import importlib
     import inspect
 
-    from onnxruntime.quantization import calibrate, qdq_quantizer, onnx_quantizer
-
-    classes = [obj for module in (calibrate, qdq_quantizer, onnx_quantizer)
-               for obj in vars(module).values() if inspect.isclass(obj)]
-    saved = {cls: {k: v for k, v in vars(cls).items() if callable(v) or isinstance(v, (staticmethod, classmethod))}
-             for cls in classes}
+    modules = [importlib.import_module(f"onnxruntime.quantization.{name}")
+               for name in ("calibrate", "base_quantizer", "onnx_quantizer", "qdq_quantizer", "quantize")]
+    module_attrs = {m: dict(vars(m)) for m in modules}
+    classes = {obj for m in modules for obj in vars(m).values() if inspect.isclass(obj)}
+    class_attrs = {cls: dict(vars(cls)) for cls in classes}
     try:
         yield
     finally:
-        for cls, attrs in saved.items():
-            for name in [k for k, v in vars(cls).items() if callable(v) and k not in attrs]:
+        for module, attrs in module_attrs.items():
+            for name, value in attrs.items():
+                if vars(module).get(name) is not value:
+                    setattr(module, name, value)
+        for cls, attrs in class_attrs.items():
+            for name in [k for k in vars(cls) if k not in attrs]:
                 delattr(cls, name)
             for name, value in attrs.items():
+                if name in ("__dict__", "__weakref__"):
+                    continue
                 if vars(cls).get(name) is not value:
                     setattr(cls, name, value)
 
@@ -136,7 +147,7 @@ def _calibration_batches(calibration: np.ndarray, batch: int | None) -> tuple[np
 
 
 def to_int8_tensorrt(fp32_path: Path, calibration: np.ndarray, *, batch: int | None,
-                     method: str = "entropy", high_precision: str = "fp16", work_dir: Path):
+                     method: str = "entropy", high_precision: str = "fp32", work_dir: Path):
     """Explicit Q/DQ INT8 graph for TensorRT (ModelOpt), as a ModelProto."""
     import onnx
 
@@ -149,7 +160,7 @@ def to_int8_tensorrt(fp32_path: Path, calibration: np.ndarray, *, batch: int | N
     size = data.shape[-1]
     fp32 = onnx.load(str(fp32_path))
     out_path = work_dir / "int8.onnx"
-    with _modelopt_quiet(), _restore_ort_quantization(), contextlib.redirect_stdout(io.StringIO()):
+    with _modelopt_quiet(), _restore_ort_quantization():
         try:
             quantization.quantize(
                 str(fp32_path), quantize_mode="int8", calibration_data={"images": data},
@@ -165,15 +176,51 @@ def to_int8_tensorrt(fp32_path: Path, calibration: np.ndarray, *, batch: int | N
 def ort_workarounds(model: Any) -> list[str]:
     """ONNX Runtime CPU graph optimizers to disable for this graph.
 
-    ORT 1.24 and 1.32 segfault in NchwcTransformer (ORT_ENABLE_ALL, the default) on ModelOpt
-    INT8 graphs whose high-precision part is FP16; the graph runs with it disabled. The list is
-    stored in the metadata (extra.ort_disabled_optimizers) for every ORT consumer.
+    These Q/DQ graphs are laid out for TensorRT; ONNX Runtime only has to compute what they
+    say, exactly, so parity measures the numerics TensorRT will see:
+    * QDQSelectorActionTransformer fuses Q/DQ + MatMul into ORT's own integer kernels, and its
+      MatMulIntegerToFloat rejects ModelOpt's per-channel weight zero points ("b zero point is
+      not valid", ORT 1.24, on the quickstart model): disabled, DQ -> float op runs instead.
+    * ORT 1.24 and 1.32 segfault in NchwcTransformer (ORT_ENABLE_ALL, the default) on ModelOpt
+      INT8 graphs whose high-precision part is FP16.
+    The list is stored in the metadata (extra.ort_disabled_optimizers) for every ORT consumer.
     """
     from onnx import TensorProto
 
     has_qdq = any(n.op_type == "DequantizeLinear" for n in model.graph.node)
+    if not has_qdq:
+        return []
     has_fp16 = any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
-    return ["NchwcTransformer"] if has_qdq and has_fp16 else []
+    return ["QDQSelectorActionTransformer"] + (["NchwcTransformer"] if has_fp16 else [])
+
+
+@contextlib.contextmanager
+def _ort_entropy_bins(num_bins: int = 2048):
+    """Make quantize_static's entropy calibrator use a 2048-bin histogram (TensorRT's choice).
+
+    ORT's entropy calibrator defaults to 128 histogram bins for 128 quantized bins, which leaves
+    nothing to search: it returns the min/max range, so "entropy" silently equals "max", and
+    quantize_static has no option to change it. The wrapper is scoped to this call.
+    """
+    import importlib
+
+    from onnxruntime.quantization import CalibrationMethod
+
+    # the package re-exports a function named `quantize`: fetch the module itself
+    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")
+
+    original = ort_quantize.create_calibrator
+
+    def create_calibrator(*args, **kwargs):
+        if kwargs.get("calibrate_method") == CalibrationMethod.Entropy:
+            kwargs["extra_options"] = {"num_bins": num_bins, **(kwargs.get("extra_options") or {})}
+        return original(*args, **kwargs)
+
+    ort_quantize.create_calibrator = create_calibrator
+    try:
+        yield
+    finally:
+        ort_quantize.create_calibrator = original
 
 
 class _Reader:
@@ -191,6 +238,22 @@ class _Reader:
 
     def rewind(self):
         self.index = 0
+
+
+def _int8_cpu_sensitive_convs(model) -> list[str]:
+    """Convs kept FP32 for ORT's CPU int8: the stem (it sees the normalised image) and depthwise
+    convs (group > 1; memory-bound, so int8 buys little there). Measured on the quickstart model
+    (EfficientNet-Lite0, digits test, fp32 mAP 97.11, max calibration on 256 images): all convs
+    int8 93.43; stem kept 95.82; depthwise kept 94.70; both kept 96.60. ModelOpt's TensorRT
+    graph (per-channel symmetric, entropy) kept 97.01 with every conv in int8."""
+    from .onnx_export import INPUT_NAME
+
+    def group(node) -> int:
+        return next((a.i for a in node.attribute if a.name == "group"), 1)
+
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    stem = [n.name for n in convs if INPUT_NAME in n.input][:1]
+    return stem + [n.name for n in convs if group(n) > 1]
 
 
 def to_int8_cpu(fp32_path: Path, calibration: np.ndarray, *, batch: int | None,
@@ -218,10 +281,10 @@ def to_int8_cpu(fp32_path: Path, calibration: np.ndarray, *, batch: int | None,
     # per-channel zero points of a 3-D weight are rejected by ORT's QLinearMatMul).
     exclude = [n.name for n in model.graph.node
                if n.op_type == "MatMul" and not any(i in weights_2d for i in n.input)]
-    exclude += _head_nodes(model)
+    exclude += _head_nodes(model) + _int8_cpu_sensitive_convs(model)
     calibrate = CalibrationMethod.Entropy if CALIB_METHODS[method] == "entropy" else CalibrationMethod.MinMax
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the entropy calibrator print()s progress
+        with contextlib.redirect_stdout(io.StringIO()), _ort_entropy_bins():  # (it print()s progress)
             quantize_static(
                 str(prepared), str(out_path), _Reader(data, step),
                 quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,

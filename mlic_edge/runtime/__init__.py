@@ -1,0 +1,24 @@
+"""Edge runtime: run exported models with numpy + PIL + one runtime, no torch needed.
+
+    from mlic_edge.runtime import open_backend, preprocess_batch
+    backend = open_backend("model.onnx")                 # .onnx | .engine | .pt (by suffix)
+    spec = backend.metadata.preprocess
+    batch = preprocess_batch(["a.jpg"], spec["image_size"], spec["mean"], spec["std"],
+                             spec.get("interpolation", "bicubic"))    # float32 (B, 3, S, S)
+    logits = backend.predict(batch)["logits"]            # (B, K)
+
+Importing this package loads numpy/PIL-level modules only; onnxruntime, tensorrt and torch are
+imported when a model of their kind is opened (tests import it with torch made unimportable).
+"""
+from __future__ import annotations
+
+from ..errors import BackendUnavailable, ModelFileError
+from .backend import Backend, Timer, backend_kind, open_backend, read_model_metadata
+from .engine_info import EngineInfo, read_engine_info
+from .metadata import ModelMetadata
+from .onnx_metadata import read_metadata
+from .preprocess import load_image, preprocess, preprocess_batch
+
+__all__ = ["Backend", "BackendUnavailable", "EngineInfo", "ModelFileError", "ModelMetadata", "Timer",
+           "backend_kind", "load_image", "open_backend", "preprocess", "preprocess_batch",
+           "read_engine_info", "read_metadata", "read_model_metadata"]

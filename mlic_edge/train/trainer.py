@@ -99,7 +99,7 @@ class Trainer:
                                  else recipe.model.replace(pretrained="none")).to(self.device)
         self.preprocess = self.model.data_config()
         set_transforms(self.train_set, self.test_set, self.preprocess, recipe)
-        if self.device.type == "cuda" and t.channels_last:
+        if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
         self.ema = None
@@ -130,7 +130,8 @@ class Trainer:
         from ..losses import build_loss
         self.criterion = build_loss(t.loss, **t.loss_args)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, betas=tuple(t.betas),
-                                           weight_decay=t.weight_decay)
+                                           weight_decay=t.weight_decay,
+                                           fused=self.device.type == "cuda")  # one kernel per step
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=t.lr, total_steps=t.epochs * self.steps_per_epoch,
             pct_start=t.pct_start, cycle_momentum=t.cycle_momentum)
@@ -274,7 +275,7 @@ class Trainer:
             last_of_step = (micro + 1 == t.grad_accum) or (batch_i + 1 == batches_left)
             if images is not None:
                 images = images.to(self.device, non_blocking=True)
-                if self.device.type == "cuda" and t.channels_last:
+                if t.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 targets = targets.to(self.device, non_blocking=True)
                 sync = self.net.no_sync() if (self.dist.enabled and not last_of_step) else nullcontext()

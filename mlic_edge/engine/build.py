@@ -1,0 +1,347 @@
+"""Checkpoint or ONNX -> precision ONNX graph -> TensorRT engine (+ `<engine>.json` sidecar).
+
+    from mlic_edge.engine import build_engine
+    result = build_engine("best.pt", "best.fp16.engine", precision="fp16", batch="1:8:32")
+
+Why this order: every numerical decision (FP16 casts, INT8 Q/DQ scales) is made in the ONNX graph
+by `mlic_edge.export`, where ONNX Runtime on any CPU can check it (`mlic-edge parity`). TensorRT
+11 is strongly typed (TensorRT 10 with NetworkDefinitionCreationFlag.STRONGLY_TYPED behaves the
+same), so the engine runs exactly the types of that graph and no precision flag is set here:
+BuilderFlag.FP16/INT8, calibrators and layer precisions are gone in TensorRT 11.
+
+Steps: (1) write/reuse the precision ONNX; (2) import TensorRT and find the GPU, else stop with a
+one-line BackendUnavailable naming the written ONNX and `pip install 'mlic-edge[trt]'`; (3) reuse
+an existing engine whose sidecar key (ONNX sha256, TensorRT version, GPU, precision, batch
+profile) matches; (4) parse, one optimization profile for the batch range, timing cache loaded
+from and saved back to a file (later builds on this GPU skip tactic timing), build, write engine
+and sidecar atomically.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import BackendUnavailable, ConfigError, ModelFileError
+from ..runtime.atomic import atomic_write_bytes
+from ..runtime.engine_info import EngineInfo, read_engine_info, same_build, sidecar_path, write_engine_info
+from ..runtime.metadata import ModelMetadata
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_PROFILE = "1:8:32"
+
+
+@dataclass
+class BuildResult:
+    engine: Path | None          # None when TensorRT/GPU is missing (never reached: we raise)
+    sidecar: Path | None
+    onnx: Path
+    precision: str
+    reused_engine: bool
+    reused_onnx: bool
+    seconds: float
+    info: EngineInfo | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------- options
+def parse_batch_profile(text: str | int | tuple) -> tuple[int, int, int]:
+    """"1:8:32" -> (1, 8, 32); "8" -> (8, 8, 8) (static). min <= opt <= max, all >= 1."""
+    if isinstance(text, int):
+        values = [text]
+    elif isinstance(text, (tuple, list)):
+        values = list(text)
+    else:
+        try:
+            values = [int(v) for v in str(text).split(":")]
+        except ValueError:
+            raise ConfigError(f"--batch must be MIN:OPT:MAX or one size, e.g. 1:8:32, got {text!r}") from None
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
+        raise ConfigError(f"--batch must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, got {text!r}")
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
+def default_timing_cache(trt_version: str, gpu: dict[str, Any]) -> Path:
+    """Timing caches are only valid for one TensorRT version and GPU: one file per pair."""
+    base = os.environ.get("MLIC_EDGE_CACHE")
+    root = (Path(base) if base else Path.home() / ".cache" / "mlic-edge") / "tensorrt"
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", str(gpu.get("name", "gpu"))).strip("-").lower()
+    return root / f"timing-trt{trt_version}-{slug}-sm{gpu.get('compute_capability', '')}.cache"
+
+
+def _default_paths(source: Path, precision: str, out: Path | None) -> tuple[Path, Path]:
+    """(engine, precision ONNX): best.pt --fp16 -> best.fp16.engine, best.fp16.onnx."""
+    if out is None:
+        stem = re.sub(r"\.(fp32|fp16|int8)$", "", source.stem)
+        out = source.with_name(f"{stem}.{precision}.engine")
+    stem = re.sub(r"\.(fp32|fp16|int8)$", "", out.stem)
+    return out, out.with_name(f"{stem}.{precision}.onnx")
+
+
+# ----------------------------------------------------------------------------------- ONNX side
+def _onnx_batch_dim(onnx_path: Path, input_name: str) -> int | None:
+    """Fixed batch of the graph's input, or None when it is dynamic."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    for value in proto.graph.input:
+        if value.name == input_name:
+            dim = value.type.tensor_type.shape.dim[0]
+            return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
+    raise ModelFileError(f"{onnx_path}: no graph input named {input_name!r}")
+
+
+def _reusable_onnx(onnx_path: Path, checkpoint: Path, precision: str, with_attention: bool) -> ModelMetadata | None:
+    """Metadata of an earlier export at `onnx_path` that matches this request, else None."""
+    from ..checkpoint import file_sha256
+    from ..runtime.onnx_metadata import read_metadata
+
+    if not onnx_path.is_file():
+        return None
+    try:
+        meta = read_metadata(onnx_path)
+    except ModelFileError:
+        return None
+    ok = (meta.source_sha256 == file_sha256(checkpoint) and meta.precision == precision
+          and ("attention" in meta.output_names) == with_attention
+          and meta.extra.get("target") == "tensorrt" and meta.extra.get("batch") == "dynamic")
+    return meta if ok else None
+
+
+def _convert_onnx(source: Path, meta: ModelMetadata, precision: str, out_onnx: Path, calib: Any,
+                  calib_images: int, calib_method: str) -> ModelMetadata:
+    """fp32 ONNX (ours, target tensorrt) -> fp16/int8 ONNX with the export stage's converters."""
+    from ..export import precision as precision_mod
+    from ..export.calibration import collect_calibration
+    from ..export.onnx_export import _save
+    from ..export.trt_ops import assert_trt_compatible
+    from ..runtime.onnx_metadata import set_metadata
+
+    batch = meta.extra.get("batch")
+    batch = batch if isinstance(batch, int) else None
+    extra = dict(meta.extra)
+    with tempfile.TemporaryDirectory(prefix="mlic-engine-") as tmp:
+        if precision == "fp16":
+            proto = precision_mod.to_fp16(source)
+        else:
+            calibration = collect_calibration(calib, meta.preprocess, calib_images)
+            proto = precision_mod.to_int8_tensorrt(source, calibration, batch=batch, method=calib_method,
+                                                   high_precision="fp16", work_dir=Path(tmp))
+            extra["ort_disabled_optimizers"] = precision_mod.ort_workarounds(proto)
+            extra["calibration"] = {"images": int(len(calibration)), "method": calib_method,
+                                    "high_precision": "fp16"}
+    assert_trt_compatible(proto, what=f"{precision} graph")
+    extra["converted_from"] = str(source)
+    new_meta = ModelMetadata(**{**meta.__dict__, "precision": precision, "extra": extra})
+    set_metadata(proto, new_meta)
+    _save(proto, out_onnx)
+    return new_meta
+
+
+def prepare_onnx(source: Path, precision: str | None, out_onnx: Path, *, calib: Any = None,
+                 with_attention: bool = False, calib_images: int = 500, calib_method: str = "entropy",
+                 force: bool = False) -> tuple[Path, ModelMetadata, Path | None, bool, list[str]]:
+    """(onnx path, its metadata, source checkpoint or None, reused?, notes) for the engine build."""
+    from ..runtime.onnx_metadata import read_metadata
+
+    notes: list[str] = []
+    suffix = source.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        precision = precision or "fp32"
+        if not force:
+            meta = _reusable_onnx(out_onnx, source, precision, with_attention)
+            if meta is not None:
+                notes.append(f"reused {out_onnx} (same checkpoint sha256 and options; --force re-exports)")
+                return out_onnx, meta, source, True, notes
+        from ..export import export_onnx
+        result = export_onnx(source, out_onnx, precision=precision, batch=None, target="tensorrt",
+                             calib=calib, with_attention=with_attention, calib_images=calib_images,
+                             calib_method=calib_method)
+        notes += result.notes
+        return out_onnx, result.metadata, source, False, notes
+    if suffix != ".onnx":
+        raise ModelFileError(f"{source}: build-engine takes a checkpoint (.pt) or an ONNX file (.onnx)")
+    meta = read_metadata(source)
+    have = meta.precision
+    if meta.extra.get("target", "tensorrt") != "tensorrt" or have.endswith("-cpu"):
+        raise ModelFileError(f"{source}: exported for ONNX Runtime CPU ({have}); export with "
+                             f"--target tensorrt (or pass the checkpoint)")
+    if with_attention and "attention" not in meta.output_names:
+        raise ModelFileError(f"{source}: has no attention output; export it with --attention")
+    if precision is None or precision == have:
+        if calib is not None:
+            notes.append("calibration ignored: the ONNX graph is already " + have)
+        return source, meta, None, True, notes
+    if have != "fp32":
+        raise ModelFileError(f"{source}: is a {have} graph; {precision} needs the fp32 ONNX or the checkpoint")
+    notes.append(f"converted {source.name} (fp32) to {precision}")
+    return out_onnx, _convert_onnx(source, meta, precision, out_onnx, calib, calib_images, calib_method), \
+        None, False, notes
+
+
+# ----------------------------------------------------------------------------------- TensorRT side
+def build_serialized_engine(trt, onnx_path: Path, input_name: str, image_size: int,
+                            profile: tuple[int, int, int] | None, *, workspace_gb: float | None,
+                            timing_cache: Path, optimization_level: int | None,
+                            verbose: bool = False) -> tuple[bytes, dict[str, Any]]:
+    """Parse the ONNX into a strongly typed network and build it; returns (engine bytes, facts)."""
+    from ..runtime.tensorrt_backend import make_logger, tensorrt_major
+
+    logger = make_logger(trt, verbose)
+    builder = trt.Builder(logger)
+    flags = 0
+    if tensorrt_major(trt) < 11:
+        # TensorRT 10: opt in to strong typing (precision from the graph). TensorRT 11: every
+        # network is strongly typed and the flag is deprecated, so none is passed.
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):  # parse_from_file: external weights resolved
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ModelFileError(f"{onnx_path}: TensorRT's ONNX parser rejected it: {' '.join(errors.split())[:400]}")
+    config = builder.create_builder_config()
+    if workspace_gb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * 2 ** 30))
+    if optimization_level is not None:
+        config.builder_optimization_level = int(optimization_level)
+    if profile is not None:
+        low, opt, high = profile
+        shapes = [(b, 3, image_size, image_size) for b in (low, opt, high)]   # (B, 3, S, S)
+        optimization_profile = builder.create_optimization_profile()
+        optimization_profile.set_shape(input_name, *shapes)
+        config.add_optimization_profile(optimization_profile)
+    cache_data = timing_cache.read_bytes() if timing_cache.is_file() else b""
+    cache = config.create_timing_cache(cache_data)
+    cache_reused = bool(cache_data)
+    if not config.set_timing_cache(cache, False):  # ignore_mismatch=False: refuse foreign caches
+        log.warning("timing cache %s does not match this TensorRT/GPU; starting a new one", timing_cache)
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
+        cache_reused = False
+    started = time.time()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ModelFileError(f"{onnx_path}: TensorRT failed to build an engine (see its log above)")
+    seconds = time.time() - started
+    atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+    facts = {"strongly_typed": True, "network_flags": "STRONGLY_TYPED" if flags else "none (TensorRT 11)",
+             "timing_cache": str(timing_cache), "timing_cache_reused": cache_reused,
+             "workspace_gb": workspace_gb, "optimization_level": optimization_level,
+             "build_seconds": round(seconds, 2)}
+    return bytes(memoryview(serialized)), facts
+
+
+def build_engine(
+    source: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    precision: str | None = None,
+    calib: Any = None,
+    batch: str | tuple = DEFAULT_PROFILE,
+    workspace_gb: float | None = None,
+    timing_cache: str | os.PathLike | None = None,
+    optimization_level: int | None = None,
+    with_attention: bool = False,
+    calib_images: int = 500,
+    calib_method: str = "entropy",
+    force: bool = False,
+    verbose: bool = False,
+    status: Callable[[str], None] | None = None,
+) -> BuildResult:
+    """Build (or reuse) a TensorRT engine for `source` (.pt or .onnx); see the module docstring.
+
+    precision: fp32 | fp16 | int8 | None (= the ONNX's own, or fp32 for a checkpoint).
+    batch: "MIN:OPT:MAX" profile for dynamic-batch graphs (a fixed-batch ONNX needs its own size).
+    Raises BackendUnavailable (after writing the ONNX) when TensorRT or a CUDA GPU is missing.
+    """
+    from ..runtime.cuda_io import gpu_info
+    from ..runtime.tensorrt_backend import INSTALL_HINT, import_tensorrt
+
+    say = status or (lambda message: None)
+    started = time.time()
+    source = Path(source)
+    if not source.is_file():
+        raise ModelFileError(f"{source}: no such file")
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    profile_req = parse_batch_profile(batch)
+    engine_guess = precision or ("fp32" if source.suffix.lower() != ".onnx" else "onnx")
+    engine_path, onnx_out = _default_paths(source, engine_guess, Path(out) if out else None)
+
+    say(f"preparing the {precision or 'source'} ONNX graph...")
+    onnx_path, meta, checkpoint, reused_onnx, notes = prepare_onnx(
+        source, precision, onnx_out, calib=calib, with_attention=with_attention,
+        calib_images=calib_images, calib_method=calib_method, force=force)
+    precision = meta.precision
+    if out is None and engine_guess == "onnx":
+        engine_path = _default_paths(source, precision, None)[0]
+
+    try:
+        trt = import_tensorrt()
+    except BackendUnavailable as e:
+        raise BackendUnavailable(f"{precision} ONNX graph ready at {onnx_path}, but no engine was built: "
+                                 f"{e}. Then: mlic-edge build-engine {onnx_path} --out {engine_path}") from None
+    gpu = gpu_info(0)
+    if gpu is None:
+        raise BackendUnavailable(f"{precision} ONNX graph ready at {onnx_path}, but no engine was built: "
+                                 f"no CUDA GPU is visible (engines are built on the GPU that runs them; "
+                                 f"there: {INSTALL_HINT})")
+    trt_version = str(trt.__version__)
+    image_size = int(meta.preprocess["image_size"])
+    fixed = _onnx_batch_dim(onnx_path, meta.input_name)
+    if fixed is not None:
+        if profile_req != parse_batch_profile(DEFAULT_PROFILE) and profile_req != (fixed,) * 3:
+            raise ConfigError(f"{onnx_path}: the graph has a fixed batch of {fixed}; --batch {batch} "
+                              f"does not fit (export with --batch dynamic)")
+        profile = None
+    else:
+        profile = profile_req
+    onnx_sha = _sha256(onnx_path)
+    wanted = EngineInfo(
+        metadata=meta, tensorrt_version=trt_version, gpu=gpu, onnx_sha256=onnx_sha, precision=precision,
+        profile=dict(zip(("min", "opt", "max"), profile)) if profile else None, onnx_path=str(onnx_path),
+        checkpoint=str(checkpoint.resolve()) if checkpoint else None)
+    if engine_path.is_file() and sidecar_path(engine_path).is_file() and not force:
+        try:
+            existing = read_engine_info(engine_path)
+        except ModelFileError:
+            existing = None
+        if existing is not None and same_build(existing, wanted):
+            notes.append(f"reused {engine_path}: same ONNX sha256, TensorRT, GPU, precision and profile "
+                         f"(--force rebuilds)")
+            return BuildResult(engine_path, sidecar_path(engine_path), onnx_path, precision, True,
+                               reused_onnx, time.time() - started, existing, notes)
+
+    cache_file = Path(timing_cache) if timing_cache else default_timing_cache(trt_version, gpu)
+    say(f"building the TensorRT {trt_version} engine on {gpu['name']} (minutes for large models)...")
+    data, facts = build_serialized_engine(trt, onnx_path, meta.input_name, image_size, profile,
+                                          workspace_gb=workspace_gb, timing_cache=cache_file,
+                                          optimization_level=optimization_level, verbose=verbose)
+    from .. import __version__
+    wanted.build = {**facts, "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    "mlic_edge_version": __version__, "engine_bytes": len(data)}
+    atomic_write_bytes(engine_path, data)
+    side = write_engine_info(engine_path, wanted)
+    return BuildResult(engine_path, side, onnx_path, precision, False, reused_onnx,
+                       time.time() - started, wanted, notes)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+

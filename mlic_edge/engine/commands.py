@@ -1,0 +1,73 @@
+"""CLI verb `build-engine`, registered on the main typer app by `register(app)`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def build_engine_command(
+    source: Path = typer.Argument(..., help="Checkpoint (.pt) or ONNX file (.onnx, from `mlic-edge export`)."),
+    fp16: bool = typer.Option(False, "--fp16", help="FP16 engine: the ONNX graph is converted to FP16 (LayerNorm/Softmax/reductions kept FP32)."),
+    int8: bool = typer.Option(False, "--int8", help="INT8 engine: explicit Q/DQ graph calibrated on real images (--calib or --calib-data)."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="int8: folder of calibration images."),
+    calib_data: Optional[str] = typer.Option(None, "--calib-data", help="int8: calibrate on a dataset: voc2007 | voc2012 | coco2014 | folder | digits."),
+    calib_root: Optional[Path] = typer.Option(None, "--calib-root", help="int8: dataset folder for --calib-data."),
+    calib_split: str = typer.Option("train", "--calib-split", help="int8: dataset split for --calib-data."),
+    calib_images: int = typer.Option(500, "--calib-images", help="int8: number of calibration images."),
+    batch: str = typer.Option("1:8:32", "--batch", help="Optimization profile MIN:OPT:MAX batch (or one size for a static engine)."),
+    workspace: Optional[float] = typer.Option(None, "--workspace", help="Builder workspace limit in GiB (default: TensorRT's, the GPU's memory)."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file, read and updated (default: ~/.cache/mlic-edge/tensorrt/timing-<trt>-<gpu>.cache)."),
+    opt_level: Optional[int] = typer.Option(None, "--opt-level", help="builder_optimization_level 0-5 (TensorRT default 3)."),
+    attention: bool = typer.Option(False, "--attention", help="Checkpoint source: also output the per-label attention maps (for infer --save-attention)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Engine file (default <source>.<precision>.engine); the sidecar is <engine>.json."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when a matching engine (and ONNX) exists."),
+    verbose: bool = typer.Option(False, "--verbose", help="TensorRT's verbose log."),
+) -> None:
+    """Build a TensorRT 10/11 engine (strongly typed: the precision is the ONNX graph's).
+
+    Writes the precision ONNX first (model.fp16.onnx, ...), then the engine and its JSON sidecar
+    (classes, preprocessing, thresholds, TensorRT version, GPU, ONNX sha256, build options). An
+    engine with the same ONNX sha256, TensorRT version, GPU, precision and profile is reused.
+    Without TensorRT or a GPU it stops after the ONNX, saying how to install TensorRT.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    from ..export.calibration import DatasetSource
+    from .build import build_engine
+
+    if fp16 and int8:
+        _fail("give --fp16 or --int8, not both")
+    precision = "fp16" if fp16 else "int8" if int8 else None
+    if calib is not None and calib_data is not None:
+        _fail("give either --calib DIR or --calib-data NAME, not both")
+    if calib_root is not None and calib_data is None:
+        _fail("--calib-root needs --calib-data NAME")
+    if precision != "int8" and (calib is not None or calib_data is not None):
+        _fail("calibration images are only used with --int8")
+    source_calib = calib if calib is not None else (
+        DatasetSource(calib_data, str(calib_root) if calib_root else None, calib_split) if calib_data else None)
+    console = Console()
+    with console.status("building...") as status:
+        result = build_engine(source, out, precision=precision, calib=source_calib, batch=batch,
+                              workspace_gb=workspace, timing_cache=timing_cache, optimization_level=opt_level,
+                              with_attention=attention, calib_images=calib_images, force=force,
+                              verbose=verbose, status=lambda message: status.update(message))
+    info = result.info
+    verb = "reused" if result.reused_engine else "built"
+    console.print(escape(f"{verb} {result.engine} ({result.precision}, TensorRT {info.tensorrt_version}, "
+                  f"{info.gpu.get('name')}, profile {info.profile or 'static'}) from {result.onnx}; "
+                  f"sidecar {result.sidecar}; {result.seconds:.1f} s"), highlight=False)
+    for note in result.notes:
+        console.print(f"note: {escape(note)}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build-engine")(build_engine_command)

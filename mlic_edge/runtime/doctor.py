@@ -1,0 +1,140 @@
+"""`mlic-edge doctor`: what is installed here and which backends/precisions this machine can run.
+
+Why: a deployment problem is usually an environment problem (onnxruntime without its CUDA
+provider, a TensorRT stub wheel, an engine built for another GPU). Every probe is guarded: a
+broken package is reported, never raised, and torch is optional.
+"""
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+
+def _version(*names: str) -> str | None:
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _probe_torch() -> dict[str, Any]:
+    info: dict[str, Any] = {"version": _version("torch")}
+    try:
+        import torch
+    except Exception as e:  # not installed, or broken
+        info["error"] = f"{type(e).__name__}: {e}"[:160]
+        return info
+    info.update(version=torch.__version__, cuda_build=torch.version.cuda, cuda=torch.cuda.is_available())
+    if torch.cuda.is_available():
+        info["cudnn"] = torch.backends.cudnn.version()
+    return info
+
+
+def _probe_onnxruntime() -> dict[str, Any]:
+    info: dict[str, Any] = {"version": _version("onnxruntime", "onnxruntime-gpu")}
+    try:
+        import onnxruntime as ort
+    except Exception as e:
+        info["error"] = f"{type(e).__name__}: {e}"[:160]
+        return info
+    info.update(version=ort.__version__, providers=ort.get_available_providers(), device=ort.get_device())
+    return info
+
+
+def _probe_tensorrt() -> dict[str, Any]:
+    info: dict[str, Any] = {"version": _version("tensorrt", "tensorrt-cu13", "tensorrt-cu12")}
+    try:
+        from .tensorrt_backend import import_tensorrt
+        trt = import_tensorrt()
+    except Exception as e:
+        info["error"] = str(e)[:200]
+        return info
+    info["version"] = str(trt.__version__)
+    return info
+
+
+def collect() -> dict[str, Any]:
+    """Everything `doctor` prints, as a dict (also its --json)."""
+    from .cuda_io import cuda_driver_version, gpu_info
+
+    report: dict[str, Any] = {
+        "python": sys.version.split()[0], "platform": platform.platform(),
+        "mlic_edge": _version("mlic-edge"),
+        "packages": {name: _version(name) for name in ("numpy", "pillow", "timm", "onnx", "onnx-graphsurgeon",
+                                                       "nvidia-modelopt", "cuda-bindings")},
+        "torch": _probe_torch(), "onnxruntime": _probe_onnxruntime(), "tensorrt": _probe_tensorrt(),
+    }
+    gpus = []
+    try:
+        index = 0
+        while (gpu := gpu_info(index)) is not None and index < 16:
+            gpus.append(gpu)
+            index += 1
+    except Exception as e:
+        report["gpu_error"] = str(e)[:160]
+    report["gpus"] = gpus
+    report["cuda_driver"] = cuda_driver_version()
+    report["backends"] = _capabilities(report)
+    return report
+
+
+def _capabilities(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per backend: can it run here, on what, which precisions (of our exported files)."""
+    gpu = bool(report["gpus"])
+    ort = report["onnxruntime"]
+    providers = ort.get("providers") or []
+    rows = [{"backend": "onnxruntime (CPU)", "ok": "error" not in ort,
+             "precisions": "fp32, fp16 (casts where CPU kernels lack fp16), int8 (Q/DQ), int8-cpu",
+             "note": ort.get("error", "")}]
+    cuda_ok = "CUDAExecutionProvider" in providers and gpu
+    rows.append({"backend": "onnxruntime (CUDA)", "ok": cuda_ok, "precisions": "fp32, fp16" if cuda_ok else "",
+                 "note": "" if cuda_ok else ("no CUDA GPU" if "CUDAExecutionProvider" in providers
+                                             else "needs onnxruntime-gpu")})
+    trt = report["tensorrt"]
+    trt_ok = "error" not in trt and gpu
+    rows.append({"backend": "tensorrt (.engine)", "ok": trt_ok,
+                 "precisions": "fp32, fp16, int8 (strongly typed: the ONNX graph's own types)" if trt_ok else "",
+                 "note": trt.get("error", "") if "error" in trt else ("" if gpu else "no CUDA GPU")})
+    torch = report["torch"]
+    rows.append({"backend": "torch (.pt)", "ok": "error" not in torch,
+                 "precisions": "fp32" + (" on CPU and CUDA" if torch.get("cuda") else " on CPU"),
+                 "note": torch.get("error", "")})
+    return rows
+
+
+def print_report(report: dict[str, Any], console=None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title="mlic-edge doctor", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    torch, ort, trt = report["torch"], report["onnxruntime"], report["tensorrt"]
+    rows = [("python", f"{report['python']} ({report['platform']})"),
+            ("mlic-edge", report["mlic_edge"] or "not installed as a package (source checkout)")]
+    rows += [(name, value or "-") for name, value in report["packages"].items()]
+    rows.append(("torch", torch.get("error") or
+                 f"{torch['version']} (CUDA build {torch.get('cuda_build') or '-'}, "
+                 f"GPU {'yes' if torch.get('cuda') else 'no'})"))
+    rows.append(("onnxruntime", ort.get("error") or f"{ort['version']}; providers: {', '.join(ort['providers'])}"))
+    rows.append(("tensorrt", trt.get("error") or trt["version"]))
+    rows.append(("CUDA driver", report["cuda_driver"] or "-"))
+    for gpu in report["gpus"] or [None]:
+        rows.append(("GPU", f"{gpu['index']}: {gpu['name']} (compute capability {gpu['compute_capability']}, "
+                            f"{gpu['memory_gb']} GiB)" if gpu else "none visible"))
+    for key, value in rows:
+        table.add_row(key, escape(str(value)))
+    console.print(table)
+    backends = Table(title="backends on this machine")
+    for column in ("backend", "usable", "precisions", "note"):
+        backends.add_column(column)
+    for row in report["backends"]:
+        backends.add_row(row["backend"], "[green]yes[/green]" if row["ok"] else "[red]no[/red]",
+                         escape(row["precisions"]), escape(row["note"]))
+    console.print(backends)

@@ -1,0 +1,207 @@
+"""`mlic-edge infer`: folders with broken files, list files, output formats, attention maps, exit
+codes, and the ONNX path with torch made unimportable (an edge device)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 64
+CLASSES = ["cat", "dog", "car"]
+GOOD = ["good0.jpg", "good1.png", "good2.jpg", "one.png"]  # one.png is 1x1: a valid image
+BAD = ["trunc.jpg", "text.jpg"]
+
+TORCH_BLOCKER = textwrap.dedent("""
+    import sys
+    class _Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split('.')[0] in ('torch', 'timm', 'torchvision'):
+                raise ImportError(f'{name} is blocked for this test')
+            return None
+    sys.meta_path.insert(0, _Block())
+""")
+
+
+def cli_without_torch(*args: str) -> subprocess.CompletedProcess:
+    code = TORCH_BLOCKER + textwrap.dedent(f"""
+        from mlic_edge.cli import main
+        try:
+            main({list(args)!r})
+        finally:
+            assert not any(m.split('.')[0] in ('torch', 'timm') for m in sys.modules), 'torch was imported'
+    """)
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlic_edge", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    import torch
+
+    from mlic_edge.checkpoint import save_checkpoint
+    from mlic_edge.config import ModelConfig
+    from mlic_edge.model import build_model
+
+    cfg = ModelConfig(num_classes=len(CLASSES), backbone="test_resnet", pretrained="none", image_size=SIZE,
+                      d_model=32, nhead=4, dim_feedforward=64)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "classes": CLASSES,
+                           "preprocess": model.data_config(), "thresholds": [0.5, 0.4, 0.6]})
+    return path
+
+
+@pytest.fixture(scope="module")
+def onnx_model(checkpoint) -> Path:
+    """The checkpoint exported (fp32, with the attention output) by `mlic_edge.export`."""
+    from mlic_edge.export import MissingDependencyError, export_onnx
+
+    out = checkpoint.with_name("tiny.onnx")
+    try:
+        export_onnx(checkpoint, out, with_attention=True)
+    except MissingDependencyError as e:  # export extra not installed: the runtime is still testable
+        pytest.skip(f"export dependencies missing: {e}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for name, size in zip(GOOD[:3], [(48, 80), (64, 64), (120, 90)]):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / name)
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(folder / "one.png")
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    (folder / "trunc.jpg").write_bytes(buffer.getvalue()[:300])          # truncated JPEG
+    (folder / "text.jpg").write_text("this is a text file, not a JPEG\n")  # renamed text file
+    (folder / "notes.md").write_text("ignored: not an image suffix\n")
+    return folder
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_infer_folder_with_broken_files_without_torch(tmp_path, onnx_model, image_dir):
+    out, maps = tmp_path / "preds.csv", tmp_path / "maps"
+    result = cli_without_torch("infer", str(image_dir), "--model", str(onnx_model), "--out", str(out),
+                               "--threshold", "0", "--batch", "3", "--save-attention", str(maps), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(out)
+    assert [Path(r["path"]).name for r in rows] == sorted(GOOD + BAD)  # input order, every file
+    header = list(rows[0])
+    assert header == ["path", "labels", "error", *[f"score_{c}" for c in CLASSES]]
+    by_name = {Path(r["path"]).name: r for r in rows}
+    for name in GOOD:
+        row = by_name[name]
+        assert row["error"] == "" and row["labels"] == ";".join(CLASSES)  # threshold 0: every label
+        assert all(0.0 <= float(row[f"score_{c}"]) <= 1.0 for c in CLASSES)
+    for name in BAD:
+        assert "cannot decode image" in by_name[name]["error"] and by_name[name]["labels"] == ""
+        assert name in result.stderr
+    assert "4/6 images labelled, 2 skipped" in result.stderr
+    drawn = sorted(p.name for p in maps.iterdir())
+    assert drawn == sorted(f"{Path(n).stem}__{c}.png" for n in GOOD for c in CLASSES)
+    with Image.open(maps / "good2__dog.png") as overlay:
+        assert overlay.size == (90, 120)  # drawn over the image at its own size
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_infer_matches_the_checkpoint_and_uses_per_class_thresholds(tmp_path, checkpoint, onnx_model, image_dir):
+    from mlic_edge.runtime.infer import run_inference
+
+    onnx_out, pt_out = tmp_path / "onnx.jsonl", tmp_path / "pt.jsonl"
+    for model, out in ((onnx_model, onnx_out), (checkpoint, pt_out)):
+        summary = run_inference(image_dir, model, out, batch_size=2, device="cpu", progress=False)
+        assert (summary.processed, summary.failed, summary.total) == (4, 2, 6)
+    onnx_rows = [json.loads(line) for line in onnx_out.read_text().splitlines()]
+    pt_rows = [json.loads(line) for line in pt_out.read_text().splitlines()]
+    assert [r["path"] for r in onnx_rows] == [r["path"] for r in pt_rows]
+    thresholds = dict(zip(CLASSES, [0.5, 0.4, 0.6]))
+    for a, b in zip(onnx_rows, pt_rows):
+        if a["error"]:
+            assert b["error"] and not a["scores"] and not a["labels"]
+            continue
+        assert a["error"] is None and list(a["scores"]) == CLASSES
+        for c in CLASSES:
+            assert a["scores"][c] == pytest.approx(b["scores"][c], abs=1e-4)
+        assert a["labels"] == [c for c in CLASSES if a["scores"][c] >= thresholds[c]]
+
+
+def test_infer_list_file_stdout_jsonl_and_missing_entries(tmp_path, onnx_model, image_dir):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# my images\n{image_dir / 'good0.jpg'}\n\nmissing.jpg\n{image_dir / 'one.png'}\n")
+    result = cli_without_torch("infer", str(listing), "--model", str(onnx_model), "--threshold", "0.5",
+                               "--no-progress")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [Path(r["path"]).name for r in rows] == ["good0.jpg", "missing.jpg", "one.png"]
+    assert rows[1]["error"] and "not found" in rows[1]["error"]
+    assert str(tmp_path / "missing.jpg") in rows[1]["path"]  # relative to the list's folder
+    for row in (rows[0], rows[2]):
+        assert row["labels"] == [c for c, s in row["scores"].items() if s >= 0.5]
+
+
+def test_infer_exit_codes(tmp_path, onnx_model, image_dir):
+    bad_only = tmp_path / "bad"
+    bad_only.mkdir()
+    for name in BAD:
+        (bad_only / name).write_bytes((image_dir / name).read_bytes())
+    out = tmp_path / "bad.csv"
+    result = cli("infer", str(bad_only), "--model", str(onnx_model), "--out", str(out), "--no-progress")
+    assert result.returncode == 1                               # nothing could be processed
+    assert len(read_csv(out)) == 2 and "no image could be processed" in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = cli("infer", str(empty), "--model", str(onnx_model))
+    assert result.returncode == 2 and "no images" in result.stderr
+    result = cli("infer", str(image_dir), "--model", str(onnx_model), "--out", str(tmp_path / "x.txt"))
+    assert result.returncode == 2 and ".csv or .jsonl" in result.stderr
+    assert "Exit code" in cli("infer", "--help").stdout
+
+
+def test_infer_recursive(tmp_path, onnx_model, image_dir):
+    nested = tmp_path / "root" / "sub"
+    nested.mkdir(parents=True)
+    (nested / "deep.png").write_bytes((image_dir / "good1.png").read_bytes())
+    from mlic_edge.errors import DatasetError
+    from mlic_edge.runtime.images import list_inputs
+    with pytest.raises(DatasetError, match="--recursive"):
+        list_inputs(tmp_path / "root")
+    assert [p.name for p in list_inputs(tmp_path / "root", recursive=True)] == ["deep.png"]
+
+
+def test_save_attention_needs_the_attention_output(tmp_path, onnx_model, image_dir):
+    import onnx
+
+    from mlic_edge.runtime.onnx_metadata import read_metadata, set_metadata
+
+    proto = onnx.load(str(onnx_model))  # the same export with its attention output dropped
+    kept = [o for o in proto.graph.output if o.name != "attention"]
+    del proto.graph.output[:]
+    proto.graph.output.extend(kept)
+    meta = read_metadata(onnx_model)
+    meta.output_names = ["logits"]
+    set_metadata(proto, meta)
+    plain = tmp_path / "plain.onnx"
+    onnx.save(proto, str(plain))
+    result = cli_without_torch("infer", str(image_dir / "good0.jpg"), "--model", str(plain),
+                               "--save-attention", str(tmp_path / "maps"))
+    assert result.returncode == 2
+    assert "no 'attention' output" in result.stderr and "Traceback" not in result.stderr

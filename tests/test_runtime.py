@@ -1,0 +1,364 @@
+"""Runtime backends without a GPU: torch-free import, ONNX Runtime / PyTorch backends, batch
+handling, engine sidecars and the no-TensorRT paths of build-engine, bench JSON, doctor."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlic_edge.errors import BackendUnavailable, ConfigError, ModelFileError
+from mlic_edge.runtime import ModelMetadata, open_backend, read_model_metadata
+from mlic_edge.runtime.engine_info import (EngineInfo, check_engine_compatible, read_engine_info, same_build,
+                                           sidecar_path, write_engine_info)
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 64
+CLASSES = ["cat", "dog", "car"]
+
+# Makes `import torch` / `import timm` fail in a subprocess, as on an edge device without them.
+TORCH_BLOCKER = textwrap.dedent("""
+    import sys
+    class _Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split('.')[0] in ('torch', 'timm', 'torchvision'):
+                raise ImportError(f'{name} is blocked for this test')
+            return None
+    sys.meta_path.insert(0, _Block())
+""")
+
+
+def run_without_torch(code: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", TORCH_BLOCKER + textwrap.dedent(code)], cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def make_onnx(path: Path, *, batch: int | None = None, attention: bool = True, precision: str = "fp32") -> Path:
+    """A small hand-built ONNX model with mlic-edge metadata (no torch, instant):
+    images (B, 3, 64, 64) -> logits (B, 3) = GAP(images) @ W + b ; attention (B, 3, 2, 2)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mlic_edge.runtime.onnx_metadata import set_metadata
+
+    rng = np.random.default_rng(0)
+    dim = batch if batch is not None else "batch"
+    nodes = [helper.make_node("GlobalAveragePool", ["images"], ["gap"]),                      # (B, 3, 1, 1)
+             helper.make_node("Flatten", ["gap"], ["flat"], axis=1),                          # (B, 3)
+             helper.make_node("Gemm", ["flat", "W", "b"], ["logits"])]                        # (B, K)
+    inits = [numpy_helper.from_array(rng.standard_normal((3, len(CLASSES))).astype(np.float32) * 3, "W"),
+             numpy_helper.from_array(np.array([0.0, 0.5, -0.5], np.float32), "b")]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [dim, len(CLASSES)])]
+    if attention:
+        nodes += [helper.make_node("AveragePool", ["images"], ["pooled"], kernel_shape=[32, 32], strides=[32, 32]),
+                  helper.make_node("ReduceMean", ["pooled", "axes"], ["grey"], keepdims=1),  # (B, 1, 2, 2)
+                  helper.make_node("Sigmoid", ["grey"], ["sig"]),
+                  helper.make_node("Mul", ["sig", "ones"], ["attention"])]                   # (B, K, 2, 2)
+        inits += [numpy_helper.from_array(np.array([1], np.int64), "axes"),
+                  numpy_helper.from_array(np.ones((1, len(CLASSES), 1, 1), np.float32), "ones")]
+        outputs.append(helper.make_tensor_value_info("attention", TensorProto.FLOAT, [dim, len(CLASSES), 2, 2]))
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                                                            [dim, 3, SIZE, SIZE])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    meta = ModelMetadata(classes=CLASSES, preprocess={"image_size": SIZE, "resize": "squash", "mean": [0.5] * 3,
+                                                      "std": [0.5] * 3, "interpolation": "bilinear"},
+                         thresholds=[0.5, 0.4, 0.6], model_config={}, precision=precision,
+                         source_sha256="00" * 32,
+                         output_names=[o.name for o in outputs],
+                         extra={"target": "tensorrt", "batch": batch if batch else "dynamic"})
+    set_metadata(model, meta)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def make_checkpoint(path: Path) -> Path:
+    import torch
+
+    from mlic_edge.checkpoint import save_checkpoint
+    from mlic_edge.config import ModelConfig
+    from mlic_edge.model import build_model
+
+    cfg = ModelConfig(num_classes=len(CLASSES), backbone="test_resnet", pretrained="none", image_size=SIZE,
+                      d_model=32, nhead=4, dim_feedforward=64)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "classes": CLASSES,
+                           "preprocess": model.data_config(), "thresholds": [0.5, 0.4, 0.6]})
+    return path
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory) -> Path:
+    return make_onnx(tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+def images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, SIZE, SIZE)).astype(np.float32)
+
+
+def tensorrt_importable() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------------- torch-free
+def test_runtime_imports_and_runs_onnx_without_torch(onnx_model):
+    result = run_without_torch(f"""
+        import numpy as np
+        import mlic_edge.runtime as rt
+        from mlic_edge.runtime import open_backend
+        import mlic_edge.runtime.infer, mlic_edge.runtime.bench, mlic_edge.runtime.doctor
+        import mlic_edge.runtime.tensorrt_backend, mlic_edge.runtime.cuda_io, mlic_edge.engine
+        try:
+            import torch
+        except ImportError:
+            pass
+        else:
+            raise SystemExit('blocker failed')
+        with open_backend({str(onnx_model)!r}, device="cpu") as backend:
+            out = backend.predict(np.zeros((2, 3, {SIZE}, {SIZE}), np.float32))
+        assert out["logits"].shape == (2, 3) and out["attention"].shape == (2, 3, 2, 2)
+        assert not any(m.split('.')[0] in ('torch', 'timm') for m in sys.modules)
+        print("ok")
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_torch_backend_without_torch_is_a_clear_error(checkpoint):
+    result = run_without_torch(f"""
+        from mlic_edge.runtime import open_backend, BackendUnavailable
+        try:
+            open_backend({str(checkpoint)!r})
+        except BackendUnavailable as e:
+            print("unavailable:", e)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "needs PyTorch" in result.stdout
+
+
+# ----------------------------------------------------------------------------------- ONNX Runtime
+def test_onnxruntime_backend_dynamic_batch(onnx_model):
+    with open_backend(onnx_model, device="cpu") as backend:
+        assert backend.kind == "onnxruntime" and backend.device == "cpu"
+        assert backend.metadata.classes == CLASSES and backend.has_attention
+        assert backend.batch_range is None
+        x = images(5)
+        out = backend.predict(x)
+        assert out["logits"].shape == (5, 3) and out["logits"].dtype == np.float32
+        single = np.concatenate([backend.predict(x[i:i + 1])["logits"] for i in range(5)])
+        np.testing.assert_allclose(out["logits"], single, rtol=1e-5, atol=1e-6)
+        with pytest.raises(ValueError, match=r"\(B, 3, 64, 64\)"):
+            backend.predict(np.zeros((1, 3, 32, 32), np.float32))
+
+
+def test_static_batch_graph_is_padded_and_split(tmp_path, onnx_model):
+    static = make_onnx(tmp_path / "static.onnx", batch=2)
+    x = images(5, seed=1)
+    with open_backend(static, device="cpu") as backend, open_backend(onnx_model, device="cpu") as dynamic:
+        assert backend.batch_range == (2, 2)
+        out = backend.predict(x)                       # 5 images -> chunks 2, 2, 1 (+1 zero pad)
+        assert out["logits"].shape == (5, 3) and out["attention"].shape == (5, 3, 2, 2)
+        np.testing.assert_allclose(out["logits"], dynamic.predict(x)["logits"], rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_suffix_and_missing_file(tmp_path):
+    with pytest.raises(ModelFileError, match="unknown model file type"):
+        open_backend(tmp_path / "model.tflite")
+    with pytest.raises(ModelFileError, match="no such model file"):
+        open_backend(tmp_path / "missing.onnx")
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_bytes(b"not a protobuf at all")
+    with pytest.raises(ModelFileError):
+        open_backend(bogus)
+
+
+def test_onnx_cuda_request_without_gpu_is_refused(onnx_model):
+    from mlic_edge.runtime.cuda_io import cuda_device_count
+    if cuda_device_count():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(BackendUnavailable):
+        open_backend(onnx_model, device="cuda")
+
+
+# ----------------------------------------------------------------------------------- PyTorch
+def test_torch_backend_matches_the_model(checkpoint):
+    import torch
+
+    from mlic_edge.checkpoint import load_model
+
+    model, _ = load_model(checkpoint)
+    x = images(3)
+    with open_backend(checkpoint, device="cpu") as backend:
+        assert backend.kind == "torch" and backend.has_attention and backend.precision == "fp32"
+        out = backend.predict(x)
+    with torch.no_grad():
+        logits, attention = model.forward_with_attention(torch.from_numpy(x))
+    np.testing.assert_allclose(out["logits"], logits.numpy(), rtol=1e-5, atol=1e-6)
+    assert out["attention"].shape == (3, 3, 2, 2)
+    np.testing.assert_allclose(out["attention"].sum(axis=(2, 3)), 1.0, rtol=1e-4)
+    assert read_model_metadata(checkpoint).classes == CLASSES
+
+
+# ----------------------------------------------------------------------------------- engines
+def _info(meta: ModelMetadata, **kw) -> EngineInfo:
+    base = dict(metadata=meta, tensorrt_version="11.4.0.106", gpu={"name": "NVIDIA H100", "compute_capability": "9.0"},
+                onnx_sha256="ab" * 32, precision="fp16", profile={"min": 1, "opt": 8, "max": 32},
+                onnx_path="m.fp16.onnx")
+    return EngineInfo(**{**base, **kw})
+
+
+def test_engine_sidecar_roundtrip_key_and_compatibility(tmp_path, onnx_model):
+    meta = read_model_metadata(onnx_model)
+    engine = tmp_path / "m.fp16.engine"
+    engine.write_bytes(b"\0")
+    info = _info(meta, build={"workspace_gb": 4})
+    assert write_engine_info(engine, info) == sidecar_path(engine) == tmp_path / "m.fp16.engine.json"
+    back = read_engine_info(engine)
+    assert back.metadata == meta and back.build == {"workspace_gb": 4} and same_build(back, info)
+    assert read_model_metadata(engine).classes == CLASSES  # metadata without TensorRT
+    for change in ({"tensorrt_version": "10.9.0"}, {"precision": "int8"}, {"onnx_sha256": "cd" * 32},
+                   {"profile": {"min": 1, "opt": 4, "max": 16}}, {"gpu": {"name": "A10", "compute_capability": "8.6"}}):
+        assert not same_build(back, _info(meta, **change)), change
+    check_engine_compatible(info, engine, "11.4.0.106", {"name": "NVIDIA H100", "compute_capability": "9.0"})
+    with pytest.raises(BackendUnavailable, match="built with TensorRT 11.4.0.106.*this machine has TensorRT 10.9"):
+        check_engine_compatible(info, engine, "10.9.0", {"name": "NVIDIA H100", "compute_capability": "9.0"})
+    with pytest.raises(BackendUnavailable, match="compute capability 8.6"):
+        check_engine_compatible(info, engine, "11.4.0.106", {"name": "A10", "compute_capability": "8.6"})
+    with pytest.raises(BackendUnavailable, match="need a CUDA GPU"):
+        check_engine_compatible(info, engine, "11.4.0.106", None)
+
+
+def test_engine_without_sidecar_or_tensorrt(tmp_path, onnx_model):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"\0")
+    with pytest.raises(ModelFileError, match="no sidecar"):
+        open_backend(engine)
+    if tensorrt_importable():
+        return
+    write_engine_info(engine, _info(read_model_metadata(onnx_model)))
+    with pytest.raises(BackendUnavailable, match=r"pip install 'mlic-edge\[trt\]'"):
+        open_backend(engine)
+
+
+def test_parse_batch_profile():
+    from mlic_edge.engine import parse_batch_profile
+
+    assert parse_batch_profile("1:8:32") == (1, 8, 32)
+    assert parse_batch_profile("4") == (4, 4, 4)
+    for bad in ("0:1:2", "8:4:16", "a:b", "1:2"):
+        with pytest.raises(ConfigError):
+            parse_batch_profile(bad)
+
+
+def test_build_engine_without_tensorrt_stops_after_the_onnx(tmp_path, onnx_model):
+    if tensorrt_importable():
+        pytest.skip("TensorRT is installed here")
+    from mlic_edge.cli import main
+
+    out = tmp_path / "model.engine"
+    result = subprocess.run([sys.executable, "-m", "mlic_edge", "build-engine", str(onnx_model), "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1, message  # one line, no traceback
+    assert "pip install 'mlic-edge[trt]'" in message and str(onnx_model) in message
+    assert not out.exists()
+    assert callable(main)
+
+
+def test_build_engine_refuses_cpu_int8_graphs(tmp_path):
+    from mlic_edge.engine import build_engine
+
+    cpu_graph = make_onnx(tmp_path / "m.int8.onnx", precision="int8-cpu")
+    with pytest.raises(ModelFileError, match="--target tensorrt"):
+        build_engine(cpu_graph)
+
+
+# ----------------------------------------------------------------------------------- bench, doctor
+def test_bench_json_has_the_documented_keys(tmp_path, onnx_model, checkpoint):
+    from mlic_edge.runtime import bench
+
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "mlic_edge", "bench", "--model", str(onnx_model),
+                             "--reference", str(checkpoint), "--batch", "1,3", "--warmup", "1", "--repeats", "3",
+                             "--device", "cpu", "--json", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert set(bench.BENCH_JSON_KEYS) <= set(report)
+    for key in bench.BENCH_JSON_KEYS:  # every key is documented in the module docstring and --help
+        assert f'"{key}"' in bench.__doc__, key
+    assert report["format"] == bench.BENCH_FORMAT and report["timer"] == "perf_counter"
+    assert report["baseline"]["backend"] == "torch" and report["baseline"]["model"] == str(checkpoint)
+    assert [r["batch"] for r in report["results"]] == [1, 3]
+    for row in report["results"]:
+        assert set(bench.RESULT_KEYS) <= set(row)
+        for stats in (row["model"], row["baseline"]):
+            assert set(bench.STATS_KEYS) <= set(stats)
+            latency = stats["latency_ms"]
+            assert set(bench.LATENCY_KEYS) <= set(latency)
+            assert 0 < latency["min"] <= latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+            assert stats["throughput_ips"] > 0
+        assert row["speedup_p50"] > 0 and row["throughput_ratio"] > 0
+    assert any("sha256 differs" in note for note in report["notes"])  # hand-made ONNX, other weights
+
+
+def test_bench_no_baseline_and_checkpoint_self_baseline(checkpoint, onnx_model):
+    from mlic_edge.runtime.bench import run_bench
+
+    report = run_bench(onnx_model, batches=[2], warmup=0, repeats=2, baseline=False, device="cpu")
+    assert report["baseline"] is None and report["results"][0]["speedup_p50"] is None
+    report = run_bench(checkpoint, batches=[1], warmup=0, repeats=2, device="cpu")
+    assert report["backend"] == "torch" and report["results"][0]["speedup_p50"] == pytest.approx(1.0)
+
+
+def test_doctor_reports_versions_and_backends(tmp_path):
+    out = tmp_path / "doctor.json"
+    result = subprocess.run([sys.executable, "-m", "mlic_edge", "doctor", "--json", str(out)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    for key in ("python", "packages", "torch", "onnxruntime", "tensorrt", "gpus", "cuda_driver", "backends"):
+        assert key in report
+    assert "providers" in report["onnxruntime"]
+    names = [row["backend"] for row in report["backends"]]
+    assert names == ["onnxruntime (CPU)", "onnxruntime (CUDA)", "tensorrt (.engine)", "torch (.pt)"]
+    assert report["backends"][0]["ok"]
+    assert "onnxruntime" in result.stdout and "tensorrt" in result.stdout
+
+
+def test_build_engine_converts_an_fp32_onnx_before_needing_tensorrt(tmp_path):
+    """--fp16 on an fp32 ONNX writes model.fp16.onnx (Model Optimizer AutoCast) first; without
+    TensorRT the build then stops, naming that file."""
+    pytest.importorskip("modelopt.onnx")
+    if tensorrt_importable():
+        pytest.skip("TensorRT is installed here")
+    from mlic_edge.engine import build_engine
+
+    source = make_onnx(tmp_path / "model.onnx")
+    with pytest.raises(BackendUnavailable, match=r"fp16 ONNX graph ready at .*model\.fp16\.onnx"):
+        build_engine(source, precision="fp16")
+    fp16 = tmp_path / "model.fp16.onnx"
+    meta = read_model_metadata(fp16)
+    assert meta.precision == "fp16" and meta.classes == CLASSES and meta.extra["converted_from"] == str(source)
+    x = images(4)
+    with open_backend(source, device="cpu") as a, open_backend(fp16, device="cpu") as b:
+        np.testing.assert_allclose(b.predict(x)["logits"], a.predict(x)["logits"], atol=0.05)
+    with pytest.raises(ModelFileError, match="needs the fp32 ONNX"):
+        build_engine(fp16, precision="int8")
