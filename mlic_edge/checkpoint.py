@@ -15,47 +15,22 @@ Layout (all plain types, tensors and dicts, so `torch.load(weights_only=True)` a
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import CheckpointError
+from .runtime.files import atomic_open, file_sha256  # noqa: F401 (file_sha256 re-exported)
 
 FORMAT = "mlic-edge/1"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: str | Path, write) -> None:
-    """Call write(file_object) on a temp file beside `path`, fsync, then rename over `path`.
-
-    A crash or Ctrl-C at any moment leaves either the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
+    """Write atomically: a crash or Ctrl-C leaves the previous file or the new one, never half."""
     checkpoint = {"format": FORMAT, **checkpoint}
-    atomic_write_bytes(path, lambda f: torch.save(checkpoint, f))
+    with atomic_open(path, "wb") as f:
+        torch.save(checkpoint, f)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -71,14 +46,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not an mlic-edge checkpoint (no 'model'/'config' entries)")
     return ckpt
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):

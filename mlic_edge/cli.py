@@ -27,11 +27,6 @@ def _root() -> None:
     """
 
 
-def fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
 # ----------------------------------------------------------------------------------- model-info
 @app.command("model-info")
 def model_info(
@@ -149,7 +144,7 @@ def quickstart(
 
 from .export.commands import register as _register_export  # noqa: E402  (export, parity)
 _register_export(app)
-from .engine.commands import register as _register_engine  # noqa: E402  (build-engine)
+from .export.engine_commands import register as _register_engine  # noqa: E402  (build-engine)
 _register_engine(app)
 from .runtime.commands import register as _register_runtime  # noqa: E402  (infer, bench, doctor)
 _register_runtime(app)

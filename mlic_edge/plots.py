@@ -5,7 +5,7 @@ import io
 from pathlib import Path
 from typing import Sequence
 
-from .checkpoint import atomic_write_bytes
+from .runtime.files import atomic_write_bytes
 
 
 def _figure():
@@ -18,7 +18,7 @@ def _figure():
 def _save(fig, path: str | Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_curves(history: Sequence[dict], path: str | Path) -> None:

@@ -38,12 +38,16 @@ def run_command(args: list[str]) -> int:
     import click
 
     from .cli import app
+    from .errors import MLICError
 
     console.print(f"[dim]$ mlic-edge {' '.join(shlex.quote(a) for a in args)}[/dim]")
     try:
         result = app(args=args, standalone_mode=False, prog_name="mlic-edge")
     except click.exceptions.Exit as e:
         return e.exit_code
+    except MLICError as e:  # as `mlic-edge` itself reports it: one line, exit code 2
+        console.print(f"[red]error: {e}[/red]")
+        return 2
     return result if isinstance(result, int) else 0
 
 

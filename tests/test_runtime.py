@@ -123,7 +123,7 @@ def test_runtime_imports_and_runs_onnx_without_torch(onnx_model):
         import mlic_edge.runtime as rt
         from mlic_edge.runtime import open_backend
         import mlic_edge.runtime.infer, mlic_edge.runtime.bench, mlic_edge.runtime.doctor
-        import mlic_edge.runtime.tensorrt_backend, mlic_edge.runtime.cuda_io, mlic_edge.engine
+        import mlic_edge.runtime.tensorrt_backend, mlic_edge.runtime.cuda_io, mlic_edge.export
         try:
             import torch
         except ImportError:
@@ -257,7 +257,7 @@ def test_engine_without_sidecar_or_tensorrt(tmp_path, onnx_model):
 
 
 def test_parse_batch_profile():
-    from mlic_edge.engine import parse_batch_profile
+    from mlic_edge.export import parse_batch_profile
 
     assert parse_batch_profile("1:8:32") == (1, 8, 32)
     assert parse_batch_profile("4") == (4, 4, 4)
@@ -283,7 +283,7 @@ def test_build_engine_without_tensorrt_stops_after_the_onnx(tmp_path, onnx_model
 
 
 def test_build_engine_refuses_cpu_int8_graphs(tmp_path):
-    from mlic_edge.engine import build_engine
+    from mlic_edge.export import build_engine
 
     cpu_graph = make_onnx(tmp_path / "m.int8.onnx", precision="int8-cpu")
     with pytest.raises(ModelFileError, match="--target tensorrt"):
@@ -349,7 +349,7 @@ def test_build_engine_converts_an_fp32_onnx_before_needing_tensorrt(tmp_path):
     pytest.importorskip("modelopt.onnx")
     if tensorrt_importable():
         pytest.skip("TensorRT is installed here")
-    from mlic_edge.engine import build_engine
+    from mlic_edge.export import build_engine
 
     source = make_onnx(tmp_path / "model.onnx")
     with pytest.raises(BackendUnavailable, match=r"fp16 ONNX graph ready at .*model\.fp16\.onnx"):

@@ -129,7 +129,7 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engines(workdir):
-    from mlic_edge.engine import build_engine
+    from mlic_edge.export import build_engine
     from mlic_edge.export import MissingDependencyError
 
     built = {}
@@ -156,7 +156,7 @@ def _images(workdir: Path) -> np.ndarray:
 def test_sidecar_records_the_build(engines):
     import tensorrt as trt
 
-    from mlic_edge.engine.build import _sha256
+    from mlic_edge.runtime.files import file_sha256 as _sha256
     from mlic_edge.runtime import read_engine_info
 
     for precision, result in engines.items():
@@ -214,7 +214,7 @@ def test_cuda_graph_replay_batches_and_io_kinds_agree(engines, workdir):
 
 
 def test_matching_engine_is_reused_and_foreign_engine_refused(engines, workdir, tmp_path):
-    from mlic_edge.engine import build_engine
+    from mlic_edge.export import build_engine
     from mlic_edge.errors import BackendUnavailable
     from mlic_edge.runtime import open_backend
     from mlic_edge.runtime.engine_info import sidecar_path

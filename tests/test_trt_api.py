@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NAMES_FILE = REPO / "tests" / "resources" / "tensorrt_bindings_names.txt"
 # Modules that touch TensorRT objects (engine build, engine runtime).
-TRT_MODULES = [REPO / "mlic_edge" / "engine" / "build.py", REPO / "mlic_edge" / "runtime" / "tensorrt_backend.py"]
+TRT_MODULES = [REPO / "mlic_edge" / "export" / "tensorrt_engine.py", REPO / "mlic_edge" / "runtime" / "tensorrt_backend.py"]
 # Names used on TensorRT objects that are not in the extracted list, each with why it is right.
 ALLOWLIST = {
     "serialize": "ITimingCache.serialize(): documented in the TensorRT 11.4 Python API (see "

@@ -1,4 +1,5 @@
-"""Export: PyTorch checkpoint -> ONNX graph (fp32 / fp16 / int8) for TensorRT 10/11 or ONNX Runtime.
+"""Export: PyTorch checkpoint -> ONNX graph (fp32 / fp16 / int8) for TensorRT 10/11 or ONNX Runtime,
+and ONNX graph -> TensorRT engine + JSON sidecar (`build_engine`; tensorrt imported only then).
 
     from mlic_edge.export import export_onnx
     result = export_onnx("best.pt", "model.onnx", precision="int8", calib="calib_images/")
@@ -13,9 +14,9 @@ from typing import Any
 from .errors import (CalibrationError, ExportError, ExportParityError, MissingDependencyError,
                      UnsupportedOpsError)
 
-__all__ = ["CalibrationError", "ExportError", "ExportParityError", "ExportResult",
+__all__ = ["BuildResult", "CalibrationError", "ExportError", "ExportParityError", "ExportResult",
            "MissingDependencyError", "UnsupportedOpsError", "check_trt_ops", "collect_calibration",
-           "export_onnx", "load_trt_ops"]
+           "build_engine", "export_onnx", "load_trt_ops", "parse_batch_profile"]
 
 _LAZY = {
     "export_onnx": "onnx_export",
@@ -23,6 +24,9 @@ _LAZY = {
     "check_trt_ops": "trt_ops",
     "load_trt_ops": "trt_ops",
     "collect_calibration": "calibration",
+    "build_engine": "tensorrt_engine",
+    "BuildResult": "tensorrt_engine",
+    "parse_batch_profile": "tensorrt_engine",
 }
 
 

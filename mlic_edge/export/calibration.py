@@ -81,10 +81,10 @@ def _cached(key: str, cache_dir: Path | None, build) -> np.ndarray:
         except Exception:  # corrupt cache file: rebuild it
             log.warning("ignoring unreadable calibration cache %s", path)
     images = build()
-    from ..checkpoint import atomic_write_bytes
+    from ..runtime.files import atomic_write_bytes
     buffer = io.BytesIO()
     np.savez(buffer, images=images, key=np.array(key))
-    atomic_write_bytes(path, lambda f: f.write(buffer.getvalue()))
+    atomic_write_bytes(path, buffer.getvalue())
     return images
 
 

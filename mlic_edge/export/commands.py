@@ -10,10 +10,8 @@ from typing import List, Optional
 
 import typer
 
+from ..errors import ConfigError
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 def _parse_batch(value: str) -> Optional[int]:
@@ -22,9 +20,9 @@ def _parse_batch(value: str) -> Optional[int]:
     try:
         batch = int(value)
     except ValueError:
-        _fail(f"--batch must be a positive integer or 'dynamic', got {value!r}")
+        raise ConfigError(f"--batch must be a positive integer or 'dynamic', got {value!r}")
     if batch < 1:
-        _fail(f"--batch must be >= 1 or 'dynamic', got {batch}")
+        raise ConfigError(f"--batch must be >= 1 or 'dynamic', got {batch}")
     return batch
 
 
@@ -64,11 +62,11 @@ def export_command(
     from .calibration import DatasetSource
 
     if calib is not None and calib_data is not None:
-        _fail("give either --calib DIR or --calib-data NAME, not both")
+        raise ConfigError("give either --calib DIR or --calib-data NAME, not both")
     if calib_root is not None and calib_data is None:
-        _fail("--calib-root needs --calib-data NAME")
+        raise ConfigError("--calib-root needs --calib-data NAME")
     if precision != "int8" and (calib is not None or calib_data is not None):
-        _fail(f"calibration images are only used for int8 (got --precision {precision})")
+        raise ConfigError(f"calibration images are only used for int8 (got --precision {precision})")
     source = calib if calib is not None else (
         DatasetSource(calib_data, str(calib_root) if calib_root else None, calib_split) if calib_data else None)
     console = Console()
@@ -111,9 +109,9 @@ def _parse_thresholds(values: Optional[List[str]]) -> dict:
         try:
             thresholds[name.strip()] = float(number)
         except ValueError:
-            _fail(f"--max-delta expects PRECISION=VALUE (e.g. int8=0.5), got {value!r}")
+            raise ConfigError(f"--max-delta expects PRECISION=VALUE (e.g. int8=0.5), got {value!r}")
         if name.strip() not in ("fp32", "fp16", "int8"):
-            _fail(f"--max-delta precision must be fp32, fp16 or int8, got {name!r}")
+            raise ConfigError(f"--max-delta precision must be fp32, fp16 or int8, got {name!r}")
     return thresholds
 
 
@@ -141,7 +139,7 @@ def parity_command(
     from ..parity import run_parity
 
     if (data is None) == (images is None):
-        _fail("give exactly one of --data NAME or --images DIR")
+        raise ConfigError("give exactly one of --data NAME or --images DIR")
     thresholds = _parse_thresholds(max_delta)
     console = Console()
     with console.status(f"running {len(models)} model(s) and the reference..."):
@@ -167,9 +165,9 @@ def parity_command(
                       "[green]pass[/green]" if row["passed"] else "[red]FAIL[/red]")
     console.print(table)
     if json_out is not None:
-        from ..checkpoint import atomic_write_bytes
+        from ..runtime.files import atomic_write_bytes
         text = json.dumps(rows, indent=2, allow_nan=True)
-        atomic_write_bytes(json_out, lambda f: f.write(text.encode()))
+        atomic_write_bytes(json_out, text.encode())
     if not all(row["passed"] for row in rows):
         raise typer.Exit(1)
 

@@ -242,11 +242,11 @@ def compare_with_torch(module, proto, batches: tuple[int, ...], image_size: int,
 
 
 def _save(proto, path: Path) -> None:
-    from ..checkpoint import atomic_write_bytes
+    from ..runtime.files import atomic_write_bytes
 
     if proto.ByteSize() < TWO_GB - 64 * 1024 ** 2:
         data = proto.SerializeToString()
-        atomic_write_bytes(path, lambda f: f.write(data))
+        atomic_write_bytes(path, data)
         return
     import onnx  # > 2 GB: protobuf cannot hold it; weights go to <name>.data beside the graph
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,7 @@ def bench_command(
     from rich.markup import escape
     from rich.table import Table
 
-    from .atomic import atomic_write_text
+    from .files import atomic_write_text
     from .bench import parse_batches, run_bench
 
     console = Console()
@@ -113,7 +113,7 @@ def doctor_command(
     Lists Python, torch, timm, onnx, onnxruntime (+ execution providers), TensorRT, CUDA driver and
     GPUs (name, compute capability, memory).
     """
-    from .atomic import atomic_write_text
+    from .files import atomic_write_text
     from .doctor import collect, print_report
 
     report = collect()

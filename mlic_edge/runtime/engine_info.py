@@ -79,7 +79,7 @@ def read_engine_info(engine_path: str | os.PathLike) -> EngineInfo:
 
 
 def write_engine_info(engine_path: str | os.PathLike, info: EngineInfo) -> Path:
-    from .atomic import atomic_write_text
+    from .files import atomic_write_text
 
     side = sidecar_path(engine_path)
     atomic_write_text(side, info.to_json() + "\n")

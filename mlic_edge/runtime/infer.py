@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import ConfigError, ModelFileError
-from .atomic import atomic_open
+from .files import atomic_open
 from .backend import Backend, open_backend
 from .images import iter_batches, list_inputs
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import atomic_write_bytes, load_model
+from ..checkpoint import load_model
+from ..runtime.files import atomic_write_bytes
 from ..config import DATASET_SPLITS
 from ..errors import DatasetError
 
@@ -28,14 +29,14 @@ def json_safe(value: Any) -> Any:
 
 def write_json(path: str | Path, data: Any) -> None:
     text = json.dumps(json_safe(data), indent=2, allow_nan=False)
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+    atomic_write_bytes(path, text.encode())
 
 
 def write_voc12_submission(folder: Path, ids: list[str], classes: list[str], scores: np.ndarray) -> None:
     """VOC2012 classification results, one `comp1_cls_test_<class>.txt` per class: `<id> <score>`."""
     for k, name in enumerate(classes):
         lines = "".join(f"{image_id} {scores[i, k]:.6f}\n" for i, image_id in enumerate(ids))
-        atomic_write_bytes(folder / f"comp1_cls_test_{name}.txt", lambda f, b=lines.encode(): f.write(b))
+        atomic_write_bytes(folder / f"comp1_cls_test_{name}.txt", lines.encode())
 
 
 def run_eval(checkpoint: Path, data: str, data_root: str | None, split: str | None, *, batch_size: int,

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..runtime.files import atomic_write_bytes
 from ..config import Recipe
 from ..errors import MLICError
 from ..model import build_model
@@ -147,7 +148,7 @@ class Trainer:
             self._restore(state)
         elif self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.out_dir / "recipe.yaml", lambda f: f.write(recipe.to_yaml().encode()))
+            atomic_write_bytes(self.out_dir / "recipe.yaml", recipe.to_yaml().encode())
         self._snapshot_rng()
 
     # ------------------------------------------------------------------------------- state
@@ -372,6 +373,6 @@ class Trainer:
 
     def _write_history(self) -> None:
         lines = "".join(json.dumps(r) + "\n" for r in self.history)
-        atomic_write_bytes(self.out_dir / "metrics.jsonl", lambda f: f.write(lines.encode()))
+        atomic_write_bytes(self.out_dir / "metrics.jsonl", lines.encode())
         from ..plots import plot_curves
         plot_curves(self.history, self.out_dir / "curves.png")

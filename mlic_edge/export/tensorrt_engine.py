@@ -1,6 +1,6 @@
 """Checkpoint or ONNX -> precision ONNX graph -> TensorRT engine (+ `<engine>.json` sidecar).
 
-    from mlic_edge.engine import build_engine
+    from mlic_edge.export import build_engine
     result = build_engine("best.pt", "best.fp16.engine", precision="fp16", batch="1:8:32")
 
 Why this order: every numerical decision (FP16 casts, INT8 Q/DQ scales) is made in the ONNX graph
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BackendUnavailable, ConfigError, ModelFileError
-from ..runtime.atomic import atomic_write_bytes
+from ..runtime.files import atomic_write_bytes, file_sha256
 from ..runtime.engine_info import EngineInfo, read_engine_info, same_build, sidecar_path, write_engine_info
 from ..runtime.metadata import ModelMetadata
 
@@ -103,7 +103,6 @@ def _onnx_batch_dim(onnx_path: Path, input_name: str) -> int | None:
 
 def _reusable_onnx(onnx_path: Path, checkpoint: Path, precision: str, with_attention: bool) -> ModelMetadata | None:
     """Metadata of an earlier export at `onnx_path` that matches this request, else None."""
-    from ..checkpoint import file_sha256
     from ..runtime.onnx_metadata import read_metadata
 
     if not onnx_path.is_file():
@@ -112,7 +111,7 @@ def _reusable_onnx(onnx_path: Path, checkpoint: Path, precision: str, with_atten
         meta = read_metadata(onnx_path)
     except ModelFileError:
         return None
-    ok = (meta.source_sha256 == file_sha256(checkpoint) and meta.precision == precision
+    ok = (meta.source_sha256 == filefile_sha256(checkpoint) and meta.precision == precision
           and ("attention" in meta.output_names) == with_attention
           and meta.extra.get("target") == "tensorrt" and meta.extra.get("batch") == "dynamic")
     return meta if ok else None
@@ -121,10 +120,10 @@ def _reusable_onnx(onnx_path: Path, checkpoint: Path, precision: str, with_atten
 def _convert_onnx(source: Path, meta: ModelMetadata, precision: str, out_onnx: Path, calib: Any,
                   calib_images: int, calib_method: str) -> ModelMetadata:
     """fp32 ONNX (ours, target tensorrt) -> fp16/int8 ONNX with the export stage's converters."""
-    from ..export import precision as precision_mod
-    from ..export.calibration import collect_calibration
-    from ..export.onnx_export import _save
-    from ..export.trt_ops import assert_trt_compatible
+    from . import precision as precision_mod
+    from .calibration import collect_calibration
+    from .onnx_export import _save
+    from .trt_ops import assert_trt_compatible
     from ..runtime.onnx_metadata import set_metadata
 
     batch = meta.extra.get("batch")
@@ -306,7 +305,7 @@ def build_engine(
         profile = None
     else:
         profile = profile_req
-    onnx_sha = _sha256(onnx_path)
+    onnx_sha = file_sha256(onnx_path)
     wanted = EngineInfo(
         metadata=meta, tensorrt_version=trt_version, gpu=gpu, onnx_sha256=onnx_sha, precision=precision,
         profile=dict(zip(("min", "opt", "max"), profile)) if profile else None, onnx_path=str(onnx_path),
@@ -335,13 +334,4 @@ def build_engine(
     return BuildResult(engine_path, side, onnx_path, precision, False, reused_onnx,
                        time.time() - started, wanted, notes)
 
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 

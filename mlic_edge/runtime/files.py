@@ -1,4 +1,4 @@
-"""Atomic file writes without torch (mlic_edge.checkpoint imports torch at module level).
+"""File utilities without torch: atomic writes and content hashes.
 
 A crash or Ctrl-C leaves either the old file or the complete new one, never half of one: data goes
 to a temp file beside the target, is fsynced, then renamed over it.
@@ -6,6 +6,7 @@ to a temp file beside the target, is fsynced, then renamed over it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -42,3 +43,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (checkpoints, ONNX graphs: cache keys and provenance)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

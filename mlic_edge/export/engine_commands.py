@@ -6,10 +6,8 @@ from typing import Optional
 
 import typer
 
+from ..errors import ConfigError
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 def build_engine_command(
@@ -41,17 +39,17 @@ def build_engine_command(
     from rich.markup import escape
 
     from ..export.calibration import DatasetSource
-    from .build import build_engine
+    from .tensorrt_engine import build_engine
 
     if fp16 and int8:
-        _fail("give --fp16 or --int8, not both")
+        raise ConfigError("give --fp16 or --int8, not both")
     precision = "fp16" if fp16 else "int8" if int8 else None
     if calib is not None and calib_data is not None:
-        _fail("give either --calib DIR or --calib-data NAME, not both")
+        raise ConfigError("give either --calib DIR or --calib-data NAME, not both")
     if calib_root is not None and calib_data is None:
-        _fail("--calib-root needs --calib-data NAME")
+        raise ConfigError("--calib-root needs --calib-data NAME")
     if precision != "int8" and (calib is not None or calib_data is not None):
-        _fail("calibration images are only used with --int8")
+        raise ConfigError("calibration images are only used with --int8")
     source_calib = calib if calib is not None else (
         DatasetSource(calib_data, str(calib_root) if calib_root else None, calib_split) if calib_data else None)
     console = Console()
