@@ -152,7 +152,7 @@ class FocalLoss(AsymmetricLoss):
         self.gamma = float(gamma)
 
 
-class AsymmetricPolynomialLoss(nn.Module):
+class AsymmetricPolynomialLoss(AsymmetricLoss):
     """APL (Huang et al., ICASSP 2023; LUMIA-Group/APL parameterisation).
 
     L+ = (1-p)^gamma_pos [-log p - e_pos (1-p) - (e_pow/2) (1-p)^2]
@@ -174,15 +174,10 @@ class AsymmetricPolynomialLoss(nn.Module):
         e_pow: float = -2.5,
         detach_focusing: bool = True,
     ) -> None:
-        super().__init__()
-        self.gamma_neg = float(gamma_neg)
-        self.gamma_pos = float(gamma_pos)
-        self.clip = float(clip) if clip is not None else 0.0
-        self.eps = float(eps)
+        super().__init__(gamma_neg, gamma_pos, clip, eps, detach_focusing)
         self.e_pos = float(e_pos)
         self.e_neg = float(e_neg)
         self.e_pow = float(e_pow)
-        self.detach_focusing = bool(detach_focusing)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         y = _positive_mask(logits, targets)  # (B,K)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from torchless import TORCH_BLOCKER
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -20,15 +21,6 @@ CLASSES = ["cat", "dog", "car"]
 GOOD = ["good0.jpg", "good1.png", "good2.jpg", "one.png"]  # one.png is 1x1: a valid image
 BAD = ["trunc.jpg", "text.jpg"]
 
-TORCH_BLOCKER = textwrap.dedent("""
-    import sys
-    class _Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split('.')[0] in ('torch', 'timm', 'torchvision'):
-                raise ImportError(f'{name} is blocked for this test')
-            return None
-    sys.meta_path.insert(0, _Block())
-""")
 
 
 def cli_without_torch(*args: str) -> subprocess.CompletedProcess:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from mlic_edge.errors import BackendUnavailable, ConfigError, ModelFileError
+from torchless import TORCH_BLOCKER
 from mlic_edge.runtime import ModelMetadata, open_backend, read_model_metadata
 from mlic_edge.runtime.engine_info import (EngineInfo, check_engine_compatible, read_engine_info, same_build,
                                            sidecar_path, write_engine_info)
@@ -20,16 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 SIZE = 64
 CLASSES = ["cat", "dog", "car"]
 
-# Makes `import torch` / `import timm` fail in a subprocess, as on an edge device without them.
-TORCH_BLOCKER = textwrap.dedent("""
-    import sys
-    class _Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split('.')[0] in ('torch', 'timm', 'torchvision'):
-                raise ImportError(f'{name} is blocked for this test')
-            return None
-    sys.meta_path.insert(0, _Block())
-""")
 
 
 def run_without_torch(code: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
