@@ -6,7 +6,7 @@
 
 Medians over repeats; the ratio iRPE / standard is measured in the same process. Peak memory: CUDA
 max_memory_allocated on GPUs, else the bytes of tensors saved for backward (what a layer adds to
-training memory), counted with saved-tensor hooks.
+training memory), counted once per storage with saved-tensor hooks.
 """
 from __future__ import annotations
 
@@ -21,16 +21,18 @@ from mlic_edge.model.transformer import EncoderLayer
 
 
 def saved_bytes(fn) -> int:
-    total = 0
+    """Bytes of the distinct storages autograd keeps for backward (an expanded view, like the
+    iRPE gather index, costs its storage once, not numel times)."""
+    storages = {}
 
     def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
-    return total
+    return sum(storages.values())
 
 
 def bench(layer, x, repeats: int, device: torch.device) -> tuple[float, int]:
