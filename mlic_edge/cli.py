@@ -142,12 +142,13 @@ def quickstart(
     raise typer.Exit(result.get("exit_code", 0))
 
 
-from .export.commands import register as _register_export  # noqa: E402  (export, parity)
-_register_export(app)
-from .export.engine_commands import register as _register_engine  # noqa: E402  (build-engine)
-_register_engine(app)
-from .runtime.commands import register as _register_runtime  # noqa: E402  (infer, bench, doctor)
-_register_runtime(app)
+# Verbs defined beside their stage: export, parity, build-engine (export/); infer, bench, doctor
+# (runtime/). Their modules import nothing heavy until a command runs.
+from .export import commands as _export_verbs, engine_commands as _engine_verbs  # noqa: E402
+from .runtime import commands as _runtime_verbs  # noqa: E402
+
+for _verbs in (_export_verbs, _engine_verbs, _runtime_verbs):
+    _verbs.register(app)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

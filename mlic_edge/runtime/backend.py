@@ -13,6 +13,7 @@ lazily when a model is opened, so edge devices without torch can run ONNX models
 """
 from __future__ import annotations
 
+import abc
 import os
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ class Timer:
         return (time.perf_counter() - self._t0) * 1e3
 
 
-class Backend:
+class Backend(abc.ABC):
     """A loaded model. Subclasses set the attributes below in __init__ and implement `_run`.
 
     kind: "onnxruntime" | "tensorrt" | "torch"; device: where it actually runs (e.g. "cpu",
@@ -113,8 +114,9 @@ class Backend:
         self.close()
 
     # ---------------------------------------------------------------- subclasses
-    def _run(self, images: np.ndarray) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """One call of the model on a batch it accepts as is: {output name: array}."""
 
     def _check_input(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
