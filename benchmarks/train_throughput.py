@@ -21,6 +21,7 @@ from mlic_edge.config import ModelConfig
 from mlic_edge.losses import build_loss
 from mlic_edge.model import build_model
 from mlic_edge.train.trainer import resolve_amp
+from torch_cuda_latency import timed_calls  # same timing (CUDA events / perf_counter)
 
 
 def main() -> None:
@@ -74,19 +75,7 @@ def main() -> None:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     warmup_s = time.perf_counter() - t0
-    rates = []
-    for _ in range(args.steps):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            torch.cuda.synchronize()
-            rates.append(args.batch / (start.elapsed_time(end) / 1e3))
-        else:
-            t = time.perf_counter()
-            step()
-            rates.append(args.batch / (time.perf_counter() - t))
+    rates = list(args.batch / (timed_calls(step, device, warmup=0, repeats=args.steps) / 1e3))
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"train {args.backbone}@{args.image_size} d_model {args.d_model} batch {args.batch} on {name}, "

@@ -125,11 +125,14 @@ class AsymmetricLoss(nn.Module):
         y = _positive_mask(logits, targets)  # (B,K)
         one_minus_p = torch.sigmoid(-logits)  # (B,K)
         p_m, log_one_minus_p_m = _shifted_negative_terms(logits, self.clip, self.eps)  # (B,K) x2
+        base_pos, base_neg = self._base_losses(logits, one_minus_p, p_m, log_one_minus_p_m)
         weight_pos = _focusing_weight(one_minus_p, self.gamma_pos, self.detach_focusing)  # (B,K)
         weight_neg = _focusing_weight(p_m, self.gamma_neg, self.detach_focusing)  # (B,K)
-        loss_pos = -weight_pos * F.logsigmoid(logits)
-        loss_neg = -weight_neg * log_one_minus_p_m
-        return _reduce(y * loss_pos + (1.0 - y) * loss_neg)
+        return _reduce(y * weight_pos * base_pos + (1.0 - y) * weight_neg * base_neg)
+
+    def _base_losses(self, logits, one_minus_p, p_m, log_one_minus_p_m):
+        """Per-side losses before the focusing weights: here ASL's cross-entropy terms."""
+        return -F.logsigmoid(logits), -log_one_minus_p_m
 
     def extra_repr(self) -> str:
         return (
@@ -179,19 +182,15 @@ class AsymmetricPolynomialLoss(AsymmetricLoss):
         self.e_neg = float(e_neg)
         self.e_pow = float(e_pow)
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        y = _positive_mask(logits, targets)  # (B,K)
-        one_minus_p = torch.sigmoid(-logits)  # (B,K)
-        p_m, log_one_minus_p_m = _shifted_negative_terms(logits, self.clip, self.eps)  # (B,K) x2
+    def _base_losses(self, logits, one_minus_p, p_m, log_one_minus_p_m):
+        """The polynomial-corrected cross-entropy of each side (the focusing weights are ASL's)."""
         poly_pos = (
             -F.logsigmoid(logits)
             - self.e_pos * one_minus_p
             - 0.5 * self.e_pow * one_minus_p.pow(2)
         )  # (B,K)
         poly_neg = -log_one_minus_p_m - self.e_neg * (1.0 - p_m)  # (B,K)
-        loss_pos = _focusing_weight(one_minus_p, self.gamma_pos, self.detach_focusing) * poly_pos
-        loss_neg = _focusing_weight(p_m, self.gamma_neg, self.detach_focusing) * poly_neg
-        return _reduce(y * loss_pos + (1.0 - y) * loss_neg)
+        return poly_pos, poly_neg
 
     def extra_repr(self) -> str:
         return (

@@ -10,8 +10,8 @@ max/mean absolute logit error vs the reference, top-1 agreement (argmax of the l
 Without labels (`image_dir=`), the reference's own decisions (score >= its per-class thresholds)
 serve as targets: mAP then measures agreement with the reference (the reference scores 100).
 
-Models are run through `_predict_logits(model_path, batches)`, the one place that knows how to
-execute a file; ONNX goes to ONNX Runtime (CPU), TensorRT engines to `mlic_edge.runtime`'s backend.
+Models are run through `_predict_logits(model_path, batches)`, i.e. `mlic_edge.runtime`'s backends:
+ONNX on ONNX Runtime (CPU), TensorRT engines on their GPU, exactly as `infer` runs them.
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BackendUnavailable, DatasetError, ModelFileError
+from .errors import DatasetError, ModelFileError
+from .runtime.infer import sigmoid
 
 DEFAULT_THRESHOLDS = {"fp32": 0.01, "fp16": 0.1, "int8": 1.0}
 IN_MEMORY_LIMIT = 2 * 1024 ** 3  # preprocessed images kept in memory below this; streamed above
@@ -115,15 +116,12 @@ def _folder_batches(folder: str | os.PathLike, preprocess: dict, batch_size: int
                     max_images: int | None) -> ImageBatches:
     import logging
 
-    from .export.calibration import IMAGE_SUFFIXES
+    from .runtime.images import list_inputs
     from .runtime.preprocess import load_image, preprocess as preprocess_image
 
-    folder = Path(folder)
-    if not folder.is_dir():
+    if not Path(folder).is_dir():
         raise DatasetError(f"{folder}: image folder not found")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise DatasetError(f"{folder}: image folder has no images")
+    files = list_inputs(folder, recursive=True)
     files = files[:max_images] if max_images else files
     size = int(preprocess["image_size"])
     args = (size, preprocess["mean"], preprocess["std"], preprocess.get("interpolation", "bicubic"))
@@ -145,46 +143,16 @@ def _folder_batches(folder: str | os.PathLike, preprocess: dict, batch_size: int
 
 
 # ----------------------------------------------------------------------------------- backends
-def _ort_predict(path: Path, batches: Iterable[np.ndarray]) -> np.ndarray:
-    from .export.onnx_export import ort_session
-    from .runtime.onnx_metadata import read_metadata
-
-    try:
-        disabled = list(read_metadata(path).extra.get("ort_disabled_optimizers") or [])
-    except ModelFileError:
-        disabled = []
-    try:
-        session = ort_session(path, disabled_optimizers=disabled)
-    except Exception as e:
-        raise ModelFileError(f"{path}: ONNX Runtime cannot load it ({' '.join(str(e).split())[:200]})") from None
-    model_input = session.get_inputs()[0]
-    fixed = model_input.shape[0] if isinstance(model_input.shape[0], int) else None
-    outputs = []
-    for images in batches:
-        if fixed is None:
-            outputs.append(session.run(["logits"], {model_input.name: images})[0])
-            continue
-        for start in range(0, len(images), fixed):  # static-batch graph: pad the last chunk
-            chunk = images[start:start + fixed]
-            padded = np.concatenate([chunk, np.zeros((fixed - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-            outputs.append(session.run(["logits"], {model_input.name: padded})[0][:len(chunk)])
-    return np.concatenate(outputs).astype(np.float32)
-
-
 def _predict_logits(model_path: str | os.PathLike, batches: Iterable[np.ndarray]) -> np.ndarray:
-    """Logits (N, K) of a model file over preprocessed batches. The backend seam of parity:
-    .onnx runs on ONNX Runtime's CPU provider directly; engines go through mlic_edge.runtime."""
+    """Logits (N, K) of a model file over preprocessed batches, through the same runtime
+    backend `infer` and `bench` use (ONNX Runtime on the CPU, with the graph's recorded
+    optimizer workarounds and static-batch padding; TensorRT engines on their GPU)."""
+    from .runtime.backend import open_backend
+
     path = Path(model_path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file")
-    if path.suffix.lower() == ".onnx":
-        return _ort_predict(path, batches)
-    from .runtime.backend import ENGINE_SUFFIXES, open_backend
-    if path.suffix.lower() in ENGINE_SUFFIXES:  # TensorRT engines through the runtime backend
-        with open_backend(path) as backend:
-            return np.concatenate([backend.predict(images)["logits"] for images in batches]).astype(np.float32)
-    raise BackendUnavailable(f"{path}: no backend for {path.suffix or 'extension-less'} files yet "
-                             f"(parity runs .onnx models and TensorRT engines: .engine/.plan/.trt)")
+    device = "cpu" if path.suffix.lower() == ".onnx" else "auto"
+    with open_backend(path, device=device) as backend:
+        return np.concatenate([backend.predict(images)["logits"] for images in batches]).astype(np.float32)
 
 
 def _torch_logits(model, batches: Iterable[np.ndarray]) -> np.ndarray:
@@ -214,10 +182,6 @@ def _model_precision(path: Path, num_classes: int, preprocess: dict, reference_s
 
 
 # ----------------------------------------------------------------------------------- comparison
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
-
-
 def _evaluate(scores: np.ndarray, targets: np.ndarray) -> dict:
     from .metrics import evaluate
     return evaluate(scores, targets)
@@ -229,9 +193,9 @@ def compare_logits(reference_logits: np.ndarray, model_logits: np.ndarray, targe
     limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     if model_logits.shape != reference_logits.shape:
         raise ModelFileError(f"model gives logits {model_logits.shape}, the reference {reference_logits.shape}")
-    ref_metrics = _evaluate(_sigmoid(reference_logits), targets)
+    ref_metrics = _evaluate(sigmoid(reference_logits), targets)
     finite = bool(np.isfinite(model_logits).all())
-    metrics = _evaluate(_sigmoid(np.nan_to_num(model_logits)), targets)
+    metrics = _evaluate(sigmoid(np.nan_to_num(model_logits)), targets)
     diff = np.abs(model_logits.astype(np.float64) - reference_logits)
     delta = metrics["mAP"] - ref_metrics["mAP"]
     limit = limits.get(precision_family(precision), limits["fp32"])
@@ -304,7 +268,7 @@ def run_parity(
         eval_targets, target_kind = batches.targets, "labels"
     else:  # unlabelled: the reference's own decisions
         per_class = np.asarray(ckpt.get("thresholds") or [0.5] * num_classes, dtype=np.float64)
-        eval_targets = (_sigmoid(reference_logits) >= per_class).astype(np.float32)
+        eval_targets = (sigmoid(reference_logits) >= per_class).astype(np.float32)
         target_kind = "reference"
     if len(eval_targets) != len(reference_logits):
         raise DatasetError(f"{source}: {len(eval_targets)} targets for {len(reference_logits)} images")

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError
+from ..runtime.files import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ MANIFEST = "manifest.json"
 
 def default_cache_dir() -> Path:
     """Where the digits set lives unless told otherwise: $MLIC_EDGE_CACHE/digits or ~/.cache/mlic-edge/digits."""
-    base = os.environ.get("MLIC_EDGE_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "mlic-edge") / "digits"
+    return cache_dir("digits")
 
 
 def build_digits_dataset(

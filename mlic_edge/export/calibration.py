@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
+from ..runtime.files import cache_dir
+from ..runtime.images import IMAGE_SUFFIXES
 from .errors import CalibrationError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 CACHE_FORMAT = "mlic-edge-calib/1"  # bump when the selection or layout changes
 
 
@@ -38,8 +39,7 @@ class DatasetSource:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("MLIC_EDGE_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "mlic-edge") / "calib"
+    return cache_dir("calib")
 
 
 def _preprocess_args(spec: dict[str, Any]) -> tuple[int, tuple, tuple, str]:

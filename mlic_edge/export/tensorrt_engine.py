@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BackendUnavailable, ConfigError, ModelFileError
-from ..runtime.files import atomic_write_bytes, file_sha256
+from ..runtime.files import atomic_write_bytes, cache_dir, file_sha256
 from ..runtime.engine_info import EngineInfo, read_engine_info, same_build, sidecar_path, write_engine_info
 from ..runtime.metadata import ModelMetadata
 
@@ -73,8 +73,7 @@ def parse_batch_profile(text: str | int | tuple) -> tuple[int, int, int]:
 
 def default_timing_cache(trt_version: str, gpu: dict[str, Any]) -> Path:
     """Timing caches are only valid for one TensorRT version and GPU: one file per pair."""
-    base = os.environ.get("MLIC_EDGE_CACHE")
-    root = (Path(base) if base else Path.home() / ".cache" / "mlic-edge") / "tensorrt"
+    root = cache_dir("tensorrt")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", str(gpu.get("name", "gpu"))).strip("-").lower()
     return root / f"timing-trt{trt_version}-{slug}-sm{gpu.get('compute_capability', '')}.cache"
 

@@ -52,3 +52,10 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cache_dir(kind: str) -> Path:
+    """$MLIC_EDGE_CACHE/<kind>, default ~/.cache/mlic-edge/<kind> (digits set, calibration
+    tensors, TensorRT timing caches)."""
+    base = os.environ.get("MLIC_EDGE_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "mlic-edge") / kind
