@@ -38,12 +38,15 @@ def main() -> None:
     p.add_argument("--amp", default="auto")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--no-fused", action="store_true", help="AdamW foreach instead of the fused CUDA kernel")
+    p.add_argument("--irpe-kernel", default="torch", choices=["torch", "triton"],
+                   help="iRPE attention: the PyTorch ops or the fused Triton kernel")
     args = p.parse_args()
 
     device = torch.device(args.device)
     torch.manual_seed(0)
     cfg = ModelConfig(num_classes=args.num_classes, backbone=args.backbone, pretrained="none",
-                      image_size=args.image_size, d_model=args.d_model, dim_feedforward=args.ffn)
+                      image_size=args.image_size, d_model=args.d_model, dim_feedforward=args.ffn,
+                      irpe_kernel=args.irpe_kernel)
     model = build_model(cfg).to(device).train()
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -79,7 +82,7 @@ def main() -> None:
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"train {args.backbone}@{args.image_size} d_model {args.d_model} batch {args.batch} on {name}, "
-          f"amp {amp_dtype}, compile {args.compile}, fused AdamW {device.type == 'cuda' and not args.no_fused}: {statistics.median(rates):.1f} img/s "
+          f"amp {amp_dtype}, irpe kernel {args.irpe_kernel}, compile {args.compile}, fused AdamW {device.type == 'cuda' and not args.no_fused}: {statistics.median(rates):.1f} img/s "
           f"(median of {args.steps} steps; min {min(rates):.1f}, max {max(rates):.1f}), "
           f"peak memory {peak:.2f} GiB, warm-up {warmup_s:.1f} s")
 

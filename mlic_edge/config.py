@@ -18,6 +18,7 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 ENCODERS = ("irpe", "standard", "none")
+IRPE_KERNELS = ("torch", "triton")
 DECODER_SELF_ATTN = ("none", "all", "second")
 
 
@@ -100,6 +101,8 @@ class ModelConfig(_Serializable):
     irpe_on: str = "qkv"                  # any subset of "q", "k", "v"
     irpe_ratio: float = 1.9
     irpe_shared_head: bool = True
+    # torch (PyTorch ops) | triton (fused kernel, CUDA: less memory, slower on H200; see README)
+    irpe_kernel: str = "torch"
 
     def validate(self) -> None:
         if self.encoder not in ENCODERS:
@@ -111,6 +114,8 @@ class ModelConfig(_Serializable):
             raise ConfigError(f"pretrained must be none|timm|offline|auto, got {self.pretrained!r}")
         if not self.irpe_on or set(self.irpe_on) - set("qkv"):
             raise ConfigError(f"irpe_on must be a non-empty subset of 'qkv', got {self.irpe_on!r}")
+        if self.irpe_kernel not in IRPE_KERNELS:
+            raise ConfigError(f"irpe_kernel must be one of {IRPE_KERNELS}, got {self.irpe_kernel!r}")
         if self.d_model % self.nhead:
             raise ConfigError(f"d_model ({self.d_model}) must be divisible by nhead ({self.nhead})")
         if self.num_classes < 1 or self.image_size < 32:

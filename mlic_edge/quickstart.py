@@ -83,7 +83,8 @@ def run_quickstart(out: Path, epochs: int | None = None) -> dict:
                        threshold=0.5, ap_mode="noninterp", json_out=out / "eval.json",
                        plot=out / "per_class_ap.png", voc12_submission=None)
 
-    step("3/6  export to ONNX: fp32 (+ attention maps), fp16, int8 for TensorRT, int8 for CPUs")
+    step("3/6  export to ONNX: fp32 (+ attention maps), fp16, int8 for TensorRT, int8 for CPUs, "
+         "fp32 with the fused iRPE plugin node")
     onnx = {name: out / f"model_{name}.onnx" for name in ("fp32", "fp16", "int8", "int8_cpu")}
     calib = ["--calib-data", "digits", "--calib-images", str(CALIB_IMAGES)]
     exports = [
@@ -92,6 +93,11 @@ def run_quickstart(out: Path, epochs: int | None = None) -> dict:
         ["export", str(best), "--out", str(onnx["int8"]), "--precision", "int8", *calib],
         ["export", str(best), "--out", str(onnx["int8_cpu"]), "--precision", "int8", "--target", "cpu", *calib],
     ]
+    if importlib.util.find_spec("onnxruntime_extensions") is not None:  # the plugin's reference op
+        onnx["fp32_plugin"] = out / "model_fp32_plugin.onnx"
+        exports.append(["export", str(best), "--out", str(onnx["fp32_plugin"]), "--irpe-plugin"])
+    else:
+        console.print("iRPE plugin graph: skipped (pip install 'mlic-edge\\[plugin]' for its reference op)")
     for args in exports:
         if run_command(args) != 0:
             return {"exit_code": 1}
@@ -116,10 +122,13 @@ def run_quickstart(out: Path, epochs: int | None = None) -> dict:
                      "--repeats", "20", "--json", str(out / f"bench_{name}.json")])
 
     if tensorrt_ready():
-        step("TensorRT: fp16 and int8 engines, parity")
+        step("TensorRT: fp16 and int8 engines (+ fp16 with the iRPE plugin), parity")
         engines = [out / "model_fp16.engine", out / "model_int8.engine"]
         run_command(["build-engine", str(best), "--fp16", "--out", str(engines[0])])
         run_command(["build-engine", str(best), "--int8", *calib, "--out", str(engines[1])])
+        if "fp32_plugin" in onnx:  # the fused iRPE plugin (AOT PTX kernel) in an fp16 engine
+            engines.append(out / "model_fp16_plugin.engine")
+            run_command(["build-engine", str(best), "--fp16", "--irpe-plugin", "--out", str(engines[2])])
         parity_code |= run_command(["parity", "--data", "digits", "--reference", str(best),
                                     *map(str, engines), "--json", str(out / "parity_engines.json")])
     else:

@@ -42,6 +42,10 @@ def main(wheel: str) -> None:
         for py in Path(tmp).rglob("*.py"):  # pure-Python helpers of the wheel (volume, nptype, plugin API)
             tree = ast.parse(py.read_text())
             names |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+            # public instance attributes (tensorrt.plugin.KernelLaunchParams.grid_x, ...)
+            names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                      and isinstance(n.ctx, ast.Store) and isinstance(n.value, ast.Name)
+                      and n.value.id == "self" and not n.attr.startswith("_")}
         version = re.search(r'__version__ = "([^"]+)"',
                             next(Path(tmp).rglob("__init__.py")).read_text()).group(1)
     names |= set(SHORT_NAMES)

@@ -329,7 +329,8 @@ def test_doctor_reports_versions_and_backends(tmp_path):
         assert key in report
     assert "providers" in report["onnxruntime"]
     names = [row["backend"] for row in report["backends"]]
-    assert names == ["onnxruntime (CPU)", "onnxruntime (CUDA)", "tensorrt (.engine)", "torch (.pt)"]
+    assert names == ["onnxruntime (CPU)", "onnxruntime (CUDA)", "tensorrt (.engine)",
+                     "onnxruntime (IRPEAttention plugin graphs)", "torch (.pt)"]
     assert report["backends"][0]["ok"]
     assert "onnxruntime" in result.stdout and "tensorrt" in result.stdout
 

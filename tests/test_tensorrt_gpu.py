@@ -244,3 +244,44 @@ def test_parity_and_cli_run_engines(engines, workdir):
     report = run_bench(engines["fp16"].engine, batches=[1, 8], warmup=2, repeats=5)
     assert report["timer"] == "cuda_events" and report["baseline"]["device"].startswith("cuda")
     assert all(r["speedup_p50"] > 0 for r in report["results"])
+
+
+# ----------------------------------------------------------------------------- IRPEAttention plugin
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_irpe_plugin_engine_matches_the_lowered_engine(workdir, precision):
+    """The same checkpoint built twice: iRPE lowered to standard ops, and with the fused
+    IRPEAttention plugin (AOT PTX kernel). Both engines must agree, and the plugin engine must
+    agree with its own graph on ONNX Runtime (reference op)."""
+    pytest.importorskip("onnxruntime_extensions")
+    pytest.importorskip("triton")
+    import torch
+
+    from mlic_edge.checkpoint import load_model, save_checkpoint
+    from mlic_edge.export import build_engine
+    from mlic_edge.runtime import open_backend, preprocess_batch
+
+    model, ckpt = load_model(workdir / "tiny.pt")
+    with torch.no_grad():  # non-zero iRPE tables (the model starts them at zero)
+        for name, p in model.named_parameters():
+            if ".irpe." in name:
+                p.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
+    source = workdir / "tiny_irpe.pt"
+    save_checkpoint(source, {**ckpt, "model": model.state_dict()})
+    common = dict(precision=precision, batch="1:4:8", timing_cache=workdir / "timing.cache")
+    lowered = build_engine(source, workdir / f"lowered.{precision}.engine", **common)
+    plugin = build_engine(source, workdir / f"plugin.{precision}.engine", irpe_plugin=True, **common)
+    assert plugin.info.build["plugins"] and not lowered.info.build["plugins"]
+
+    spec = plugin.info.metadata.preprocess
+    files = sorted((workdir / "images").glob("*.png"))[:16]
+    x = preprocess_batch(files, spec["image_size"], spec["mean"], spec["std"], spec["interpolation"])
+    outputs = {}
+    for name, result in (("lowered", lowered), ("plugin", plugin)):
+        with open_backend(result.engine) as engine:
+            outputs[name] = engine.predict(x)["logits"]
+    with open_backend(plugin.onnx, device="cpu") as reference:
+        outputs["reference op"] = reference.predict(x)["logits"]
+    scale = float(np.abs(outputs["lowered"]).max())
+    limit = {"fp32": 2e-3, "fp16": 2e-2}[precision]          # TF32 / FP16 kernels on both sides
+    assert np.abs(outputs["plugin"] - outputs["lowered"]).max() <= limit * scale
+    assert np.abs(outputs["plugin"] - outputs["reference op"]).max() <= limit * scale

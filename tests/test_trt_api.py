@@ -21,7 +21,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NAMES_FILE = REPO / "tests" / "resources" / "tensorrt_bindings_names.txt"
 # Modules that touch TensorRT objects (engine build, engine runtime).
-TRT_MODULES = [REPO / "mlic_edge" / "export" / "tensorrt_engine.py", REPO / "mlic_edge" / "runtime" / "tensorrt_backend.py"]
+TRT_MODULES = [REPO / "mlic_edge" / "export" / "tensorrt_engine.py", REPO / "mlic_edge" / "runtime" / "tensorrt_backend.py",
+               REPO / "mlic_edge" / "runtime" / "irpe_plugin.py"]
 # Names used on TensorRT objects that are not in the extracted list, each with why it is right.
 ALLOWLIST = {
     "serialize": "ITimingCache.serialize(): documented in the TensorRT 11.4 Python API (see "
@@ -34,7 +35,11 @@ MUST_SEE = {"Builder", "create_network", "OnnxParser", "parse_from_file", "creat
             "create_timing_cache", "set_timing_cache", "build_serialized_network", "Runtime",
             "deserialize_cuda_engine", "num_io_tensors", "get_tensor_name", "get_tensor_mode",
             "get_tensor_profile_shape", "create_execution_context", "set_input_shape", "set_tensor_address",
-            "execute_async_v3", "STRONGLY_TYPED", "__version__"}
+            "execute_async_v3", "STRONGLY_TYPED", "__version__",
+            # the IRPEAttention plugin (tensorrt.plugin): decorators, launch parameters, descriptors
+            "PREFER_AOT_PYTHON_PLUGINS", "register", "impl", "aot_impl", "autotune", "TensorDesc",
+            "AutoTuneCombination", "KernelLaunchParams", "SymIntExprs", "SymInt32", "cdiv", "like",
+            "shape_expr", "is_constant", "constant_value", "grid_x", "grid_y", "block_x", "shared_mem"}
 # Removed in TensorRT 11 (deployment.md): never in our code, whatever the version.
 REMOVED_PATTERNS = [
     r"BuilderFlag\s*\.\s*(FP16|INT8|BF16|FP8|INT4|FP4)\b",
@@ -63,9 +68,13 @@ class _TrtUses(ast.NodeVisitor):
     def __init__(self, tree: ast.AST):
         self.names: set[str] = {"trt"}           # `trt` is our alias of the tensorrt module everywhere
         self.self_attrs: set[str] = set()
-        for node in ast.walk(tree):               # import tensorrt [as x]
+        for node in ast.walk(tree):               # import tensorrt[.plugin] [as x]
             if isinstance(node, ast.Import):
-                self.names |= {a.asname or a.name for a in node.names if a.name == "tensorrt"}
+                self.names |= {a.asname or a.name for a in node.names if a.name.split(".")[0] == "tensorrt"}
+        for node in ast.walk(tree):               # parameters annotated with a TensorRT type (q: trtp.TensorDesc)
+            if isinstance(node, ast.FunctionDef):
+                self.names |= {a.arg for a in node.args.args + node.args.kwonlyargs
+                               if a.annotation is not None and self.tainted(a.annotation)}
         changed = True
         while changed:                            # propagate through assignments to a fixpoint
             changed = False

@@ -50,6 +50,7 @@ def export_command(
     high_precision: str = typer.Option("fp32", "--int8-high-precision", help="int8 for TensorRT: type of the ops left out of INT8: fp32 (default; measured safer) | fp16 (faster on GPU; check with `mlic-edge parity`)."),
     attention: bool = typer.Option(False, "--attention", help="Also output the per-label cross-attention maps 'attention' (B, K, h, w)."),
     exporter: str = typer.Option("auto", help="auto (dynamo, falling back to TorchScript) | dynamo | torchscript."),
+    irpe_plugin: bool = typer.Option(False, "--irpe-plugin", help="Replace each encoder's iRPE attention core by one fused IRPEAttention TensorRT plugin node (mlic_edge namespace, version 1), after quantization; checked on ONNX Runtime with the reference op (needs onnxruntime-extensions: pip install 'mlic-edge[plugin]')."),
 ) -> None:
     """Export a checkpoint to one ONNX file (fp32/fp16/int8), checked against PyTorch on ONNX Runtime.
 
@@ -74,7 +75,7 @@ def export_command(
         result = export_onnx(checkpoint, out, precision=precision, batch=_parse_batch(batch), opset=opset,
                              target=target, calib=source, with_attention=attention,
                              calib_images=calib_images, calib_method=calib_method,
-                             high_precision=high_precision, exporter=exporter)
+                             high_precision=high_precision, exporter=exporter, irpe_plugin=irpe_plugin)
     table = Table(title=f"ONNX export: {result.path}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -149,8 +150,8 @@ def parity_command(
     first = rows[0]
     limits = ", ".join(f"{family} {limit:g}" for family, limit in
                        sorted({r["precision"].split("-")[0]: r["max_delta_mAP"] for r in rows}.items()))
-    if console.width < 110:  # keep the rows on one line each (piped output defaults to 80 columns)
-        console = Console(width=110)
+    if console.width < 130:  # keep the rows on one line each (piped output defaults to 80 columns)
+        console = Console(width=130)
     console.print(f"Parity on {first['source']}: {first['images']} images, targets: {first['targets']}; "
                   f"reference (PyTorch) mAP {first['reference_mAP']:.2f}; pass if |ΔmAP| <= {limits}")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)

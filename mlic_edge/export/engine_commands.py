@@ -27,6 +27,7 @@ def build_engine_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Engine file (default <source>.<precision>.engine); the sidecar is <engine>.json."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when a matching engine (and ONNX) exists."),
     verbose: bool = typer.Option(False, "--verbose", help="TensorRT's verbose log."),
+    irpe_plugin: bool = typer.Option(False, "--irpe-plugin", help="Checkpoint source: export with the fused IRPEAttention plugin (see `export --irpe-plugin`); the plugin's PTX kernel is compiled with Triton and baked into the engine."),
 ) -> None:
     """Build a TensorRT 10/11 engine (strongly typed: the precision is the ONNX graph's).
 
@@ -57,7 +58,8 @@ def build_engine_command(
         result = build_engine(source, out, precision=precision, calib=source_calib, batch=batch,
                               workspace_gb=workspace, timing_cache=timing_cache, optimization_level=opt_level,
                               with_attention=attention, calib_images=calib_images, force=force,
-                              verbose=verbose, status=lambda message: status.update(message))
+                              verbose=verbose, status=lambda message: status.update(message),
+                              irpe_plugin=irpe_plugin)
     info = result.info
     verb = "reused" if result.reused_engine else "built"
     console.print(escape(f"{verb} {result.engine} ({result.precision}, TensorRT {info.tensorrt_version}, "

@@ -48,6 +48,7 @@ EXPORTERS = ("auto", "dynamo", "torchscript")
 # minimum for int8); TensorRT 10.0-10.3 (JetPack 6) parses opsets 9-20, TensorRT 11 9-25.
 DEFAULT_OPSET = 19
 FP32_MAX_REL_ERROR = 1e-4
+PLUGIN_MAX_REL_ERROR = 1e-5  # fp32 plugin-mode graph (reference op) vs the lowered graph, both on ORT
 TWO_GB = 2 * 1024 ** 3
 INPUT_NAME = "images"
 TRACE_BATCH = 2  # batch >= 2 when tracing: size-1 dims get specialised
@@ -213,12 +214,29 @@ def ort_session(model: Any, *, disabled_optimizers: list[str] | None = None, thr
     threads = threads or int(os.environ.get("MLIC_EDGE_ORT_THREADS", "0") or 0)
     if threads:
         options.intra_op_num_threads = threads
-    if hasattr(model, "SerializeToString"):
-        model = model.SerializeToString()
-    elif isinstance(model, Path):
-        model = str(model)
+    from ..runtime.irpe_reference import ort_session_inputs, plugin_nodes
+
+    if isinstance(model, (str, Path)):
+        import onnx
+        has_plugins = plugin_nodes(onnx.load(str(model), load_external_data=False))
+        model = onnx.load(str(model)) if has_plugins else str(model)
+    if hasattr(model, "SerializeToString"):  # IRPEAttention plugin nodes run as the reference op
+        model = ort_session_inputs(model, options)
     kwargs = {"disabled_optimizers": disabled_optimizers} if disabled_optimizers else {}
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"], **kwargs)
+
+
+def compare_graphs(reference, candidate, batches: tuple[int, ...], image_size: int, *, seed: int = 0,
+                   disabled_optimizers: list[str] | None = None) -> float:
+    """Max relative logit error of `candidate` vs `reference` (two ModelProtos) on ORT, random inputs."""
+    sessions = [ort_session(m, disabled_optimizers=disabled_optimizers) for m in (reference, candidate)]
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for batch in batches:
+        x = rng.standard_normal((batch, 3, image_size, image_size), dtype=np.float32)
+        want, got = (s.run(["logits"], {INPUT_NAME: x})[0] for s in sessions)
+        worst = max(worst, max_relative_error(got, want))
+    return worst
 
 
 def compare_with_torch(module, proto, batches: tuple[int, ...], image_size: int, *, seed: int = 0,
@@ -271,6 +289,7 @@ def export_onnx(
     calib_cache_dir: Any = "default",
     exporter: str = "auto",
     check: bool = True,
+    irpe_plugin: bool = False,
 ) -> ExportResult:
     """Export a checkpoint to one ONNX file; see the module docstring for the steps.
 
@@ -283,6 +302,9 @@ def export_onnx(
     activations are asymmetric, its thresholds symmetric). high_precision: type ModelOpt gives
     the ops left out of INT8 (target tensorrt). Default fp32: with fp16 the Q/DQ graph lost
     2.2 mAP points on ONNX Runtime on the trained fixture (fp32: 0.2); fp16 is faster on GPU.
+    irpe_plugin: after quantization, replace each encoder's iRPE attention core by one
+    IRPEAttention plugin node (see irpe_plugin_graph.py); the plugin graph is checked on ORT with
+    the reference op against the lowered graph (fp32: max relative logit error <= 1e-5).
     Raises MLICError subclasses with one-line messages.
     """
     import torch
@@ -367,6 +389,26 @@ def export_onnx(
         if not np.isfinite(final_error):
             raise ExportParityError(f"{precision} graph gives non-finite logits on random inputs")
 
+    plugin_info = None
+    if irpe_plugin:  # after quantization: ModelOpt's calibration cannot run plugin nodes
+        from .irpe_plugin_graph import insert_irpe_plugins
+        lowered = proto
+        proto, plugin_nodes = insert_irpe_plugins(lowered, model)
+        plugin_error = compare_graphs(lowered, proto, check_batches, cfg.image_size,
+                                      disabled_optimizers=ort_disabled)
+        if check and precision == "fp32" and not plugin_error <= PLUGIN_MAX_REL_ERROR:
+            raise ExportParityError(
+                f"the IRPEAttention plugin graph disagrees with the lowered graph on ONNX Runtime: max "
+                f"relative logit error {plugin_error:.3g} > {PLUGIN_MAX_REL_ERROR:g}")
+        if precision != "fp32":
+            final_error = compare_with_torch(module, proto, (2,), cfg.image_size,
+                                             disabled_optimizers=ort_disabled)["logits"]
+        from ..runtime.irpe_reference import OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
+        plugin_info = {"op": OP_TYPE, "namespace": PLUGIN_NAMESPACE, "version": PLUGIN_VERSION,
+                       "nodes": plugin_nodes, "max_rel_error_vs_lowered": plugin_error}
+        notes.append(f"{plugin_nodes} IRPEAttention plugin node(s); ORT reference op vs lowered graph: "
+                     f"max relative logit error {plugin_error:.2g}")
+
     if target == "tensorrt":
         assert_trt_compatible(proto, what=f"{precision} graph")
 
@@ -391,6 +433,7 @@ def export_onnx(
                              "high_precision": high_precision if target == "tensorrt" else "fp32"}
                             if calibration is not None else None),
             "ort_disabled_optimizers": ort_disabled,
+            "irpe_plugin": plugin_info,
             "torch_version": torch.__version__,
         },
     )

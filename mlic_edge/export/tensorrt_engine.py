@@ -100,7 +100,8 @@ def _onnx_batch_dim(onnx_path: Path, input_name: str) -> int | None:
     raise ModelFileError(f"{onnx_path}: no graph input named {input_name!r}")
 
 
-def _reusable_onnx(onnx_path: Path, checkpoint: Path, precision: str, with_attention: bool) -> ModelMetadata | None:
+def _reusable_onnx(onnx_path: Path, checkpoint: Path, precision: str, with_attention: bool,
+                   irpe_plugin: bool = False) -> ModelMetadata | None:
     """Metadata of an earlier export at `onnx_path` that matches this request, else None."""
     from ..runtime.onnx_metadata import read_metadata
 
@@ -110,8 +111,9 @@ def _reusable_onnx(onnx_path: Path, checkpoint: Path, precision: str, with_atten
         meta = read_metadata(onnx_path)
     except ModelFileError:
         return None
-    ok = (meta.source_sha256 == filefile_sha256(checkpoint) and meta.precision == precision
+    ok = (meta.source_sha256 == file_sha256(checkpoint) and meta.precision == precision
           and ("attention" in meta.output_names) == with_attention
+          and bool(meta.extra.get("irpe_plugin")) == irpe_plugin
           and meta.extra.get("target") == "tensorrt" and meta.extra.get("batch") == "dynamic")
     return meta if ok else None
 
@@ -148,7 +150,8 @@ def _convert_onnx(source: Path, meta: ModelMetadata, precision: str, out_onnx: P
 
 def prepare_onnx(source: Path, precision: str | None, out_onnx: Path, *, calib: Any = None,
                  with_attention: bool = False, calib_images: int = 500, calib_method: str = "entropy",
-                 force: bool = False) -> tuple[Path, ModelMetadata, Path | None, bool, list[str]]:
+                 force: bool = False, irpe_plugin: bool = False
+                 ) -> tuple[Path, ModelMetadata, Path | None, bool, list[str]]:
     """(onnx path, its metadata, source checkpoint or None, reused?, notes) for the engine build."""
     from ..runtime.onnx_metadata import read_metadata
 
@@ -157,14 +160,14 @@ def prepare_onnx(source: Path, precision: str | None, out_onnx: Path, *, calib: 
     if suffix in (".pt", ".pth"):
         precision = precision or "fp32"
         if not force:
-            meta = _reusable_onnx(out_onnx, source, precision, with_attention)
+            meta = _reusable_onnx(out_onnx, source, precision, with_attention, irpe_plugin)
             if meta is not None:
                 notes.append(f"reused {out_onnx} (same checkpoint sha256 and options; --force re-exports)")
                 return out_onnx, meta, source, True, notes
         from ..export import export_onnx
         result = export_onnx(source, out_onnx, precision=precision, batch=None, target="tensorrt",
                              calib=calib, with_attention=with_attention, calib_images=calib_images,
-                             calib_method=calib_method)
+                             calib_method=calib_method, irpe_plugin=irpe_plugin)
         notes += result.notes
         return out_onnx, result.metadata, source, False, notes
     if suffix != ".onnx":
@@ -176,6 +179,13 @@ def prepare_onnx(source: Path, precision: str | None, out_onnx: Path, *, calib: 
                              f"--target tensorrt (or pass the checkpoint)")
     if with_attention and "attention" not in meta.output_names:
         raise ModelFileError(f"{source}: has no attention output; export it with --attention")
+    has_plugin = bool(meta.extra.get("irpe_plugin"))
+    if irpe_plugin and not has_plugin:
+        raise ModelFileError(f"{source}: has no IRPEAttention plugin nodes; export it with --irpe-plugin "
+                             f"(or pass the checkpoint)")
+    if has_plugin and precision not in (None, meta.precision):
+        raise ModelFileError(f"{source}: a plugin-mode graph cannot be converted to {precision} (quantization "
+                             f"runs before plugin insertion); export with --precision {precision} --irpe-plugin")
     if precision is None or precision == have:
         if calib is not None:
             notes.append("calibration ignored: the ONNX graph is already " + have)
@@ -191,8 +201,11 @@ def prepare_onnx(source: Path, precision: str | None, out_onnx: Path, *, calib: 
 def build_serialized_engine(trt, onnx_path: Path, input_name: str, image_size: int,
                             profile: tuple[int, int, int] | None, *, workspace_gb: float | None,
                             timing_cache: Path, optimization_level: int | None,
-                            verbose: bool = False) -> tuple[bytes, dict[str, Any]]:
-    """Parse the ONNX into a strongly typed network and build it; returns (engine bytes, facts)."""
+                            verbose: bool = False, irpe_plugin: bool = False) -> tuple[bytes, dict[str, Any]]:
+    """Parse the ONNX into a strongly typed network and build it; returns (engine bytes, facts).
+
+    irpe_plugin: the graph has IRPEAttention nodes; the plugin is registered first and its
+    ahead-of-time (PTX) implementation preferred, so the engine runs without Python."""
     from ..runtime.tensorrt_backend import make_logger, tensorrt_major
 
     logger = make_logger(trt, verbose)
@@ -202,6 +215,10 @@ def build_serialized_engine(trt, onnx_path: Path, input_name: str, image_size: i
         # TensorRT 10: opt in to strong typing (precision from the graph). TensorRT 11: every
         # network is strongly typed and the flag is deprecated, so none is passed.
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    if irpe_plugin:
+        from ..runtime.irpe_plugin import register_irpe_plugin
+        register_irpe_plugin()
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.PREFER_AOT_PYTHON_PLUGINS)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):  # parse_from_file: external weights resolved
@@ -232,7 +249,10 @@ def build_serialized_engine(trt, onnx_path: Path, input_name: str, image_size: i
         raise ModelFileError(f"{onnx_path}: TensorRT failed to build an engine (see its log above)")
     seconds = time.time() - started
     atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
-    facts = {"strongly_typed": True, "network_flags": "STRONGLY_TYPED" if flags else "none (TensorRT 11)",
+    facts = {"strongly_typed": True,
+             "network_flags": ("STRONGLY_TYPED" if tensorrt_major(trt) < 11 else "none (TensorRT 11)")
+             + (" + PREFER_AOT_PYTHON_PLUGINS" if irpe_plugin else ""),
+             "plugins": ["mlic_edge::IRPEAttention v1 (AOT PTX)"] if irpe_plugin else [],
              "timing_cache": str(timing_cache), "timing_cache_reused": cache_reused,
              "workspace_gb": workspace_gb, "optimization_level": optimization_level,
              "build_seconds": round(seconds, 2)}
@@ -255,6 +275,7 @@ def build_engine(
     force: bool = False,
     verbose: bool = False,
     status: Callable[[str], None] | None = None,
+    irpe_plugin: bool = False,
 ) -> BuildResult:
     """Build (or reuse) a TensorRT engine for `source` (.pt or .onnx); see the module docstring.
 
@@ -279,7 +300,7 @@ def build_engine(
     say(f"preparing the {precision or 'source'} ONNX graph...")
     onnx_path, meta, checkpoint, reused_onnx, notes = prepare_onnx(
         source, precision, onnx_out, calib=calib, with_attention=with_attention,
-        calib_images=calib_images, calib_method=calib_method, force=force)
+        calib_images=calib_images, calib_method=calib_method, force=force, irpe_plugin=irpe_plugin)
     precision = meta.precision
     if out is None and engine_guess == "onnx":
         engine_path = _default_paths(source, precision, None)[0]
@@ -324,7 +345,8 @@ def build_engine(
     say(f"building the TensorRT {trt_version} engine on {gpu['name']} (minutes for large models)...")
     data, facts = build_serialized_engine(trt, onnx_path, meta.input_name, image_size, profile,
                                           workspace_gb=workspace_gb, timing_cache=cache_file,
-                                          optimization_level=optimization_level, verbose=verbose)
+                                          optimization_level=optimization_level, verbose=verbose,
+                                          irpe_plugin=bool(meta.extra.get("irpe_plugin")))
     from .. import __version__
     wanted.build = {**facts, "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "mlic_edge_version": __version__, "engine_bytes": len(data)}

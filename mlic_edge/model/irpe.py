@@ -126,6 +126,8 @@ class IRPE(nn.Module):
         self.ratio = ratio
         n = num_buckets(ratio)
         self.register_buffer("ids", bucket_ids(*grid, ratio), persistent=False)
+        # The fused Triton kernel reads the ids as int32 (half the bytes; L*L < 2**31).
+        self.register_buffer("ids_int32", self.ids.to(torch.int32), persistent=False)
         self.register_buffer("one_hot", bucket_one_hot(self.ids, n) if "v" in on else None,
                              persistent=False)
         self.query_bias = ContextualBias(num_heads, head_dim, n, shared_head) if "q" in on else None

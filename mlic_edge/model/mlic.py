@@ -48,7 +48,7 @@ class MLICModel(nn.Module):
         self.transformer = Transformer(
             cfg.d_model, cfg.nhead, cfg.dim_feedforward, cfg.dropout, cfg.enc_layers,
             cfg.dec_layers, cfg.encoder, cfg.decoder_self_attn, self.grid, cfg.irpe_ratio,
-            cfg.irpe_on, cfg.irpe_shared_head)
+            cfg.irpe_on, cfg.irpe_shared_head, cfg.irpe_kernel)
         self.query_embed = nn.Embedding(cfg.num_classes, cfg.d_model)
         self.head = GroupWiseLinear(cfg.num_classes, cfg.d_model)
 

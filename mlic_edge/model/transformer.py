@@ -26,9 +26,9 @@ class FeedForward(nn.Module):
 
 class EncoderLayer(nn.Module):
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float,
-                 irpe: IRPE | None = None):
+                 irpe: IRPE | None = None, irpe_kernel: str = "torch"):
         super().__init__()
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout, irpe=irpe)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout, irpe=irpe, irpe_kernel=irpe_kernel)
         self.ffn = FeedForward(d_model, dim_feedforward, dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
@@ -73,7 +73,8 @@ class DecoderLayer(nn.Module):
 class Transformer(nn.Module):
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float,
                  enc_layers: int, dec_layers: int, encoder: str, decoder_self_attn: str,
-                 grid: tuple[int, int], irpe_ratio: float, irpe_on: str, irpe_shared_head: bool):
+                 grid: tuple[int, int], irpe_ratio: float, irpe_on: str, irpe_shared_head: bool,
+                 irpe_kernel: str = "torch"):
         super().__init__()
         head_dim = d_model // nhead
         if encoder == "none":
@@ -85,7 +86,7 @@ class Transformer(nn.Module):
             return IRPE(nhead, head_dim, grid, irpe_ratio, irpe_on, irpe_shared_head)
 
         self.encoder = nn.ModuleList(
-            EncoderLayer(d_model, nhead, dim_feedforward, dropout, irpe=make_irpe())
+            EncoderLayer(d_model, nhead, dim_feedforward, dropout, irpe=make_irpe(), irpe_kernel=irpe_kernel)
             for _ in range(enc_layers))
         with_self_attn = {"none": set(), "all": set(range(dec_layers)), "second": {1}}[decoder_self_attn]
         self.decoder = nn.ModuleList(

@@ -65,7 +65,8 @@ def collect() -> dict[str, Any]:
         "python": sys.version.split()[0], "platform": platform.platform(),
         "mlic_edge": _version("mlic-edge"),
         "packages": {name: _version(name) for name in ("numpy", "pillow", "timm", "onnx", "onnx-graphsurgeon",
-                                                       "nvidia-modelopt", "cuda-bindings")},
+                                                       "nvidia-modelopt", "cuda-bindings", "triton",
+                                                       "onnxruntime-extensions")},
         "torch": _probe_torch(), "onnxruntime": _probe_onnxruntime(), "tensorrt": _probe_tensorrt(),
     }
     gpus = []
@@ -99,6 +100,10 @@ def _capabilities(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append({"backend": "tensorrt (.engine)", "ok": trt_ok,
                  "precisions": "fp32, fp16, int8 (strongly typed: the ONNX graph's own types)" if trt_ok else "",
                  "note": trt.get("error", "") if "error" in trt else ("" if gpu else "no CUDA GPU")})
+    plugin_ort = report["packages"].get("onnxruntime-extensions") is not None and "error" not in ort
+    rows.append({"backend": "onnxruntime (IRPEAttention plugin graphs)", "ok": plugin_ort,
+                 "precisions": "fp32, fp16, int8 (the plugin node runs as a numpy reference op)" if plugin_ort else "",
+                 "note": "" if plugin_ort else "needs onnxruntime-extensions: pip install 'mlic-edge[plugin]'"})
     torch = report["torch"]
     rows.append({"backend": "torch (.pt)", "ok": "error" not in torch,
                  "precisions": "fp32" + (" on CPU and CUDA" if torch.get("cuda") else " on CPU"),

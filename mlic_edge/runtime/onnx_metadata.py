@@ -27,6 +27,20 @@ def _load_proto(path: Path):
         raise ModelFileError(f"{path}: not a readable ONNX file ({reason})") from None
 
 
+def load_model_proto(onnx_path: str | os.PathLike):
+    """The whole ModelProto (external weights included); one-line ModelFileError if unreadable."""
+    path = Path(onnx_path)
+    proto = _load_proto(path)
+    try:
+        import onnx
+        from onnx.external_data_helper import load_external_data_for_model
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+            load_external_data_for_model(proto, str(path.parent))
+    except Exception as e:
+        raise ModelFileError(f"{path}: cannot read its external weights ({' '.join(str(e).split())[:160]})") from None
+    return proto
+
+
 def read_metadata(onnx_path: str | os.PathLike) -> ModelMetadata:
     """ModelMetadata stored in an exported ONNX file; one-line ModelFileError when absent/malformed."""
     path = Path(onnx_path)

@@ -66,8 +66,13 @@ class OnnxRuntimeBackend(Backend):
         providers = _providers_for(device, ort.get_available_providers())
         if len(providers) > 1:
             ort.set_default_logger_severity(3)  # provider load failures: we check what was used
+        model = str(path)
+        if metadata.extra.get("irpe_plugin"):  # plugin nodes run as the reference op (numpy)
+            from .irpe_reference import ort_session_inputs
+            from .onnx_metadata import load_model_proto
+            model = ort_session_inputs(load_model_proto(path), options)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers, **kwargs)
+            self.session = ort.InferenceSession(model, options, providers=providers, **kwargs)
         except Exception as e:
             raise ModelFileError(f"{path}: ONNX Runtime cannot load it "
                                  f"({' '.join(str(e).split())[:200]})") from None

@@ -74,6 +74,9 @@ class TensorRTBackend(Backend):
         self.io = make_device_io(io, index)
         self._logger = make_logger(trt)
         self._runtime = trt.Runtime(self._logger)
+        if info.metadata.extra.get("irpe_plugin"):  # engines with the fused iRPE plugin node
+            from .irpe_plugin import register_irpe_plugin
+            register_irpe_plugin()
         engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise ModelFileError(f"{path}: TensorRT could not deserialize the engine (corrupt file, "
