@@ -54,7 +54,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     from .model import build_model
 
     ckpt = load_checkpoint(path)
-    cfg = ModelConfig.from_dict({**ckpt["config"], "pretrained": "none"})
+    # irpe_kernel is how training ran, not part of the model: export, eval and infer run anywhere.
+    cfg = ModelConfig.from_dict({**ckpt["config"], "pretrained": "none", "irpe_kernel": "torch"})
     model = build_model(cfg)
     try:
         model.load_state_dict(ckpt["model"])

@@ -194,3 +194,18 @@ def test_plugin_kernel_compiles_to_ptx_with_tensorrts_argument_list():
         assert row["params"] == 9, row
         assert row["last"] == ".u64", row                     # the output pointer comes last
         assert 0 < row["shared"] <= 232448, row
+
+
+def test_checkpoints_trained_with_the_kernel_load_for_any_device(tmp_path):
+    """irpe_kernel is how training ran: export / eval / infer rebuild the model with the PyTorch ops."""
+    from mlic_edge.checkpoint import load_model, save_checkpoint
+    from mlic_edge.config import ModelConfig
+    from mlic_edge.model import build_model
+
+    cfg = ModelConfig(num_classes=3, backbone="test_resnet", pretrained="none", image_size=64, d_model=32,
+                      nhead=4, dim_feedforward=64, irpe_kernel="triton")
+    save_checkpoint(tmp_path / "m.pt", {"model": build_model(cfg).state_dict(), "config": cfg.to_dict()})
+    model, ckpt = load_model(tmp_path / "m.pt")
+    assert ckpt["config"]["irpe_kernel"] == "triton" and model.cfg.irpe_kernel == "torch"
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 64, 64)).shape == (2, 3)
