@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mlic_edge.errors import BackendUnavailable, ConfigError, ModelFileError
-from torchless import TORCH_BLOCKER
+from torchless import TORCH_BLOCKER, blocker
 from mlic_edge.runtime import ModelMetadata, open_backend, read_model_metadata
 from mlic_edge.runtime.engine_info import (EngineInfo, check_engine_compatible, read_engine_info, same_build,
                                            sidecar_path, write_engine_info)
@@ -108,6 +108,16 @@ def tensorrt_importable() -> bool:
 
 
 # ----------------------------------------------------------------------------------- torch-free
+def test_runtime_package_imports_with_numpy_alone():
+    """`import mlic_edge.runtime` on a box with numpy only (Pillow, onnx and the runtimes come with
+    the first image or model)."""
+    heavy = ("torch", "timm", "torchvision", "PIL", "onnx", "onnxruntime", "tensorrt", "triton",
+             "rich", "typer", "yaml", "matplotlib")
+    code = blocker(*heavy) + "import mlic_edge.runtime, mlic_edge.runtime.images, mlic_edge.runtime.irpe_reference"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-800:]
+
+
 def test_runtime_imports_and_runs_onnx_without_torch(onnx_model):
     result = run_without_torch(f"""
         import numpy as np

@@ -1,6 +1,7 @@
 """The one image preprocessing implementation, shared by training-time evaluation and the runtime.
 
-Kept free of torch (edge devices often lack it): PIL + numpy only. The torch eval transform in
+Kept free of torch (edge devices often lack it): PIL + numpy only, and PIL is imported when an
+image is first touched, so `import mlic_edge.runtime` needs numpy alone. The torch eval transform in
 `mlic_edge.data.transforms` calls `preprocess` so that a model sees exactly the same pixels
 whether it is evaluated in PyTorch or served from an ONNX/TensorRT file.
 
@@ -14,17 +15,27 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from PIL import Image, ImageOps
 
-from ..errors import DatasetError
+from ..errors import BackendUnavailable, DatasetError
 
-INTERPOLATIONS: dict[str, Image.Resampling] = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
+if TYPE_CHECKING:
+    from PIL import Image
+
+# Names of PIL's resampling filters (Image.Resampling[name.upper()]).
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
+
+
+def pil():
+    """The PIL package, imported on first use; one-line error where Pillow is missing."""
+    try:
+        import PIL.Image
+        import PIL.ImageOps
+    except ImportError:
+        raise BackendUnavailable("reading images needs Pillow: pip install pillow") from None
+    return PIL
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
@@ -35,16 +46,17 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     (truncated files included: decoding is forced here, not deferred to the first pixel access).
     """
     path = Path(path)
+    PIL = pil()
     try:
         with warnings.catch_warnings():
             # Palette images with transparency warn on convert(); the alpha is dropped either way.
             warnings.simplefilter("ignore", UserWarning)
-            with Image.open(path) as image:
-                image = ImageOps.exif_transpose(image)
+            with PIL.Image.open(path) as image:
+                image = PIL.ImageOps.exif_transpose(image)
                 return _to_rgb(image)
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file not found") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as e:
         # PIL reports undecodable/truncated data as OSError (UnidentifiedImageError included),
         # and some malformed headers as ValueError or SyntaxError.
         raise DatasetError(f"{path}: cannot decode image ({_one_line(e)})") from None
@@ -56,7 +68,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         values = np.asarray(image, dtype=np.float64)
         scale = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-        image = Image.fromarray(np.clip(values * (255.0 / scale), 0, 255).round().astype(np.uint8))
+        image = pil().Image.fromarray(np.clip(values * (255.0 / scale), 0, 255).round().astype(np.uint8))
     return image.convert("RGB")
 
 
@@ -81,7 +93,7 @@ def preprocess(
     if image.mode != "RGB":
         image = _to_rgb(image)
     if image.size != (image_size, image_size):
-        image = image.resize((image_size, image_size), INTERPOLATIONS[interpolation])
+        image = image.resize((image_size, image_size), pil().Image.Resampling[interpolation.upper()])
     pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
     mean_ = np.asarray(mean, dtype=np.float32)
     std_ = np.asarray(std, dtype=np.float32)
@@ -99,6 +111,6 @@ def preprocess_batch(
     float32 (B, 3, S, S) array, ready for a runtime session."""
     batch = np.empty((len(images), 3, image_size, image_size), dtype=np.float32)
     for i, item in enumerate(images):
-        image = item if isinstance(item, Image.Image) else load_image(item)
+        image = load_image(item) if isinstance(item, (str, os.PathLike)) else item
         batch[i] = preprocess(image, image_size, mean, std, interpolation)
     return batch
