@@ -178,18 +178,54 @@ print(json.dumps(rows))
 """
 
 
-def test_plugin_kernel_compiles_to_ptx_with_tensorrts_argument_list():
-    """The AOT path without a GPU: Triton compiles the plugin kernel for sm_90; the PTX entry takes
-    exactly TensorRT's arguments (7 input pointers, the int32 seq_len, the output pointer)."""
+TRAINING_SCRIPT = """
+import json
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from mlic_edge.runtime import irpe_triton as K
+rows = []
+for fn in (K.irpe_attention_fwd_kernel, K.irpe_attention_bwd_dq_kernel, K.irpe_attention_bwd_dkv_kernel):
+    block_m, block_n, warps = K.block_configs(64, 2)[0]
+    const = dict(NUM_HEADS=8, HEAD_DIM=64, N_BUCKETS=49, HAS_Q=True, HAS_K=True, HAS_V=True, DROPOUT=True,
+                 BLOCK_M=block_m, BLOCK_N=block_n, D_PAD=64, NB_PAD=64, DOT_PRECISION="tf32")
+    scalars = dict(seq_len="i32", seed="i32", scale="fp32", dropout_p="fp32")
+    sig = {a: "constexpr" if a in const else scalars.get(a, "*i32" if a == "ids_ptr" else
+           "*bf16" if a in ("q_ptr", "k_ptr", "v_ptr", "out_ptr", "do_ptr", "dq_ptr", "dk_ptr", "dv_ptr")
+           else "*fp32") for a in fn.arg_names}
+    compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const),
+                              target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    rows.append(dict(name=compiled.metadata.name, shared=compiled.metadata.shared))
+print(json.dumps(rows))
+"""
+
+
+def _compile_for_sm90(script: str) -> list[dict]:
+    """Run `script` (prints a JSON list last) with a real Triton compile, not the interpreter."""
     pytest.importorskip("triton")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # a real compile
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(REPO)
-    done = subprocess.run([sys.executable, "-c", AOT_SCRIPT], capture_output=True, text=True, env=env,
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                           timeout=600)
     if done.returncode != 0 and "ptxas" in done.stderr and "not found" in done.stderr:
         pytest.skip("this Triton install ships no ptxas")
     assert done.returncode == 0, done.stderr[-2000:]
-    for row in json.loads(done.stdout.strip().splitlines()[-1]):
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_training_kernels_compile_for_a_gpu():
+    """The interpreter runs code a real compile rejects (e.g. a loop variable changing type), so the
+    forward and both backward kernels are also compiled for sm_90 here, bf16, head_dim 64."""
+    rows = _compile_for_sm90(TRAINING_SCRIPT)
+    assert [r["name"] for r in rows] == ["irpe_attention_fwd_kernel", "irpe_attention_bwd_dq_kernel",
+                                         "irpe_attention_bwd_dkv_kernel"]
+    assert all(0 < r["shared"] <= 232448 for r in rows), rows
+
+
+def test_plugin_kernel_compiles_to_ptx_with_tensorrts_argument_list():
+    """The AOT path without a GPU: Triton compiles the plugin kernel for sm_90; the PTX entry takes
+    exactly TensorRT's arguments (7 input pointers, the int32 seq_len, the output pointer)."""
+    for row in _compile_for_sm90(AOT_SCRIPT):
         assert row["name"] == "irpe_attention_plugin_kernel"
         assert row["params"] == 9, row
         assert row["last"] == ".u64", row                     # the output pointer comes last

@@ -77,6 +77,13 @@ def _load_table(ptr, offs_r, offs_c, ROWS: tl.constexpr, COLS: tl.constexpr):
 
 
 @triton.jit
+def _head_offset(bh, seq_len, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """(offset of head (b, h) = divmod(bh, H) in a (B, L, H * dh) tensor, h)."""
+    h = bh % NUM_HEADS
+    return (bh // NUM_HEADS) * seq_len * NUM_HEADS * HEAD_DIM + h * HEAD_DIM, h
+
+
+@triton.jit
 def _load_ids(ids_ptr, offs_a, offs_b, seq_len):
     """(len(a), len(b)) block of the bucket matrix R[a, b]; bucket 0 outside (masked later)."""
     mask = (offs_a[:, None] < seq_len) & (offs_b[None, :] < seq_len)
@@ -86,48 +93,40 @@ def _load_ids(ids_ptr, offs_a, offs_b, seq_len):
 @triton.jit
 def _bucket_scores(x_ptr, base, offs_rows, seq_len, table_ptr, scale, ROW_STRIDE: tl.constexpr,
                    HEAD_DIM: tl.constexpr, N_BUCKETS: tl.constexpr, BLOCK: tl.constexpr,
-                   D_CHUNK: tl.constexpr, NB_PAD: tl.constexpr, TABLE_IS_VALUE: tl.constexpr,
-                   DOT_PRECISION: tl.constexpr):
-    """(BLOCK, NB_PAD) float32 scores (x[rows] * scale) @ W, W = the (dh, N) table, or the
-    transpose of the (N, dh) value table. Head-dim chunks are read from global memory (L2) so a
-    (dh, N) table never has to sit in shared memory whole (dh = 512: 128 KiB in float32)."""
+                   D_CHUNK: tl.constexpr, NB_PAD: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """(BLOCK, NB_PAD) float32 scores (x[rows] * scale) @ W, W a (dh, N) table. Head-dim chunks
+    are read from global memory (L2) so the table never has to sit in shared memory whole
+    (dh = 512: 128 KiB in float32)."""
     dtype = x_ptr.dtype.element_ty
     offs_bucket = tl.arange(0, NB_PAD)
     scores = tl.zeros((BLOCK, NB_PAD), dtype=tl.float32)
     for d0 in range(0, HEAD_DIM, D_CHUNK):
         offs_d = d0 + tl.arange(0, D_CHUNK)
         x = (_load_rows(x_ptr, base, offs_rows, seq_len, offs_d, ROW_STRIDE, HEAD_DIM) * scale).to(dtype)
-        if TABLE_IS_VALUE:
-            w = tl.trans(_load_table(table_ptr, offs_bucket, offs_d, N_BUCKETS, HEAD_DIM))
-        else:
-            w = _load_table(table_ptr, offs_d, offs_bucket, HEAD_DIM, N_BUCKETS)
+        w = _load_table(table_ptr, offs_d, offs_bucket, HEAD_DIM, N_BUCKETS)
         scores += tl.dot(x, w.to(dtype), input_precision=DOT_PRECISION)   # (BLOCK, NB_PAD)
     return scores
 
 
 @triton.jit
-def _add_bucket_term(out_ptr, base, offs_rows, seq_len, coeff, table_ptr, factor,
-                     ROW_STRIDE: tl.constexpr, HEAD_DIM: tl.constexpr, N_BUCKETS: tl.constexpr,
-                     D_CHUNK: tl.constexpr, NB_PAD: tl.constexpr, TABLE_IS_VALUE: tl.constexpr,
-                     DOT_PRECISION: tl.constexpr):
-    """out[rows] += factor * coeff @ T (T = the (N, dh) value table, or the transpose of a (dh, N)
-    table), in head-dim chunks over what this program has just stored (read back after a
-    barrier), for the same shared-memory reason as `_bucket_scores`."""
+def _add_value_term(out_ptr, base, offs_rows, seq_len, mass, wv_ptr, ROW_STRIDE: tl.constexpr,
+                    HEAD_DIM: tl.constexpr, N_BUCKETS: tl.constexpr, D_CHUNK: tl.constexpr,
+                    NB_PAD: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """out[rows] += mass @ Wv (Wv the (N, dh) value table), in head-dim chunks over what this
+    program has just stored (read back after a barrier), for the same shared-memory reason as
+    `_bucket_scores`."""
     tl.debug_barrier()  # the rows were stored by other threads of this program
     dtype = out_ptr.dtype.element_ty
     offs_bucket = tl.arange(0, NB_PAD)
-    c = coeff.to(dtype)
+    m = mass.to(dtype)
     for d0 in range(0, HEAD_DIM, D_CHUNK):
         offs_d = d0 + tl.arange(0, D_CHUNK)
-        if TABLE_IS_VALUE:
-            t = _load_table(table_ptr, offs_bucket, offs_d, N_BUCKETS, HEAD_DIM)
-        else:
-            t = tl.trans(_load_table(table_ptr, offs_d, offs_bucket, HEAD_DIM, N_BUCKETS))
+        wv = _load_table(wv_ptr, offs_bucket, offs_d, N_BUCKETS, HEAD_DIM)             # (NB_PAD, D_CHUNK)
         mask = (offs_rows[:, None] < seq_len) & (offs_d[None, :] < HEAD_DIM)
         ptrs = out_ptr + base + offs_rows[:, None] * ROW_STRIDE + offs_d[None, :]
         current = tl.load(ptrs, mask=mask, other=0.0)     # promoted to float32 below if 16-bit
-        term = tl.dot(c, t.to(dtype), input_precision=DOT_PRECISION)         # (rows, D_CHUNK)
-        tl.store(ptrs, (current + factor * term).to(dtype), mask=mask)
+        term = tl.dot(m, wv.to(dtype), input_precision=DOT_PRECISION)        # (rows, D_CHUNK)
+        tl.store(ptrs, (current + term).to(dtype), mask=mask)
 
 
 @triton.jit
@@ -174,7 +173,7 @@ def _scores(x_ptr, table_ptr, scores_ptr, base, bh, offs_rows, seq_len, scale, R
     if PRESENT:
         if SELF_CONTAINED:
             scores = _bucket_scores(x_ptr, base, offs_rows, seq_len, table_ptr, scale, ROW_STRIDE, HEAD_DIM,
-                                    N_BUCKETS, BLOCK, D_CHUNK, NB_PAD, False, DOT_PRECISION)
+                                    N_BUCKETS, BLOCK, D_CHUNK, NB_PAD, DOT_PRECISION)
         else:
             scores = _load_scores(scores_ptr, bh, offs_rows, seq_len, offs_bucket, N_BUCKETS)
     return scores
@@ -195,7 +194,7 @@ def _logits(q_s, k, ids, ids_t, sk, sq, HAS_Q: tl.constexpr, HAS_K: tl.constexpr
 # ------------------------------------------------------------------------------------ forward
 @triton.jit
 def _forward_block(q_ptr, k_ptr, v_ptr, ids_ptr, wq_ptr, wk_ptr, wv_ptr, sk_ptr, sq_ptr, out_ptr, lse_ptr,
-                   mass_ptr, seq_len, scale, dropout_p, seed, b, h, pid_m,
+                   mass_ptr, seq_len, scale, dropout_p, seed, bh, pid_m,
                    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, N_BUCKETS: tl.constexpr,
                    TABLE_HEADS: tl.constexpr, HAS_Q: tl.constexpr, HAS_K: tl.constexpr,
                    HAS_V: tl.constexpr, SELF_CONTAINED: tl.constexpr, SAVE_STATS: tl.constexpr,
@@ -204,8 +203,7 @@ def _forward_block(q_ptr, k_ptr, v_ptr, ids_ptr, wq_ptr, wk_ptr, wv_ptr, sk_ptr,
     ROW_STRIDE: tl.constexpr = NUM_HEADS * HEAD_DIM
     D_CHUNK: tl.constexpr = min(D_PAD, 64)
     dtype = q_ptr.dtype.element_ty
-    bh = b * NUM_HEADS + h
-    base = b * seq_len * ROW_STRIDE + h * HEAD_DIM
+    base, h = _head_offset(bh, seq_len, NUM_HEADS, HEAD_DIM)
     table = (h if TABLE_HEADS > 1 else 0) * HEAD_DIM * N_BUCKETS
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D_PAD)
@@ -248,8 +246,8 @@ def _forward_block(q_ptr, k_ptr, v_ptr, ids_ptr, wq_ptr, wk_ptr, wv_ptr, sk_ptr,
              mask=out_mask)
     mass = mass / l_i[:, None]
     if HAS_V and SELF_CONTAINED:  # out += mass @ Wv: sum_n mass_in Wv[n] (training: the caller adds it)
-        _add_bucket_term(out_ptr, base, offs_m, seq_len, mass, wv_ptr + table, 1.0, ROW_STRIDE, HEAD_DIM,
-                         N_BUCKETS, D_CHUNK, NB_PAD, True, DOT_PRECISION)
+        _add_value_term(out_ptr, base, offs_m, seq_len, mass, wv_ptr + table, ROW_STRIDE, HEAD_DIM,
+                        N_BUCKETS, D_CHUNK, NB_PAD, DOT_PRECISION)
     if SAVE_STATS:
         tl.store(lse_ptr + bh * seq_len + offs_m, m_i + tl.log(l_i), mask=row_ok)
         if HAS_V:
@@ -265,10 +263,8 @@ def irpe_attention_fwd_kernel(q_ptr, k_ptr, v_ptr, ids_ptr, sk_ptr, sq_ptr, out_
                               D_PAD: tl.constexpr, NB_PAD: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Training/eager launch, grid (cdiv(L, BLOCK_M), B * H): scores sk, sq (B*H, L, N) given;
     writes the attention output without the value term, lse (B*H, L) and mass (B*H, L, N)."""
-    bh = tl.program_id(1)
     _forward_block(q_ptr, k_ptr, v_ptr, ids_ptr, q_ptr, q_ptr, q_ptr, sk_ptr, sq_ptr, out_ptr, lse_ptr,
-                   mass_ptr, seq_len, scale, dropout_p, seed, bh // NUM_HEADS, bh % NUM_HEADS,
-                   tl.program_id(0), NUM_HEADS, HEAD_DIM, N_BUCKETS, 1, HAS_Q, HAS_K, HAS_V, False, True,
+                   mass_ptr, seq_len, scale, dropout_p, seed, tl.program_id(1), tl.program_id(0), NUM_HEADS, HEAD_DIM, N_BUCKETS, 1, HAS_Q, HAS_K, HAS_V, False, True,
                    DROPOUT, BLOCK_M, BLOCK_N, D_PAD, NB_PAD, DOT_PRECISION)
 
 
@@ -281,9 +277,8 @@ def irpe_attention_plugin_kernel(q_ptr, k_ptr, v_ptr, ids_ptr, wq_ptr, wk_ptr, w
     """TensorRT AOT launch. Argument order is TensorRT's: the 7 inputs, the scalar extra
     argument (seq_len), the output. Self-contained (scores from the tables, value term added),
     inference only (no dropout, no statistics)."""
-    bh = tl.program_id(1)
     _forward_block(q_ptr, k_ptr, v_ptr, ids_ptr, wq_ptr, wk_ptr, wv_ptr, out_ptr, out_ptr, out_ptr, out_ptr,
-                   out_ptr, seq_len, SCALE, 0.0, 0, bh // NUM_HEADS, bh % NUM_HEADS, tl.program_id(0),
+                   out_ptr, seq_len, SCALE, 0.0, 0, tl.program_id(1), tl.program_id(0),
                    NUM_HEADS, HEAD_DIM, N_BUCKETS, TABLE_HEADS, True, True, True, True, False, False,
                    BLOCK_M, BLOCK_N, D_PAD, NB_PAD, DOT_PRECISION)
 
@@ -352,7 +347,7 @@ def irpe_attention_bwd_dq_kernel(q_ptr, k_ptr, v_ptr, ids_ptr, sk_ptr, sq_ptr, d
     ROW_STRIDE: tl.constexpr = NUM_HEADS * HEAD_DIM
     dtype = q_ptr.dtype.element_ty
     bh = tl.program_id(1)
-    base = (bh // NUM_HEADS) * seq_len * ROW_STRIDE + (bh % NUM_HEADS) * HEAD_DIM
+    base, _head = _head_offset(bh, seq_len, NUM_HEADS, HEAD_DIM)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D_PAD)
     offs_bucket = tl.arange(0, NB_PAD)
@@ -396,7 +391,7 @@ def irpe_attention_bwd_dkv_kernel(q_ptr, k_ptr, v_ptr, ids_ptr, sk_ptr, sq_ptr, 
     ROW_STRIDE: tl.constexpr = NUM_HEADS * HEAD_DIM
     dtype = q_ptr.dtype.element_ty
     bh = tl.program_id(1)
-    base = (bh // NUM_HEADS) * seq_len * ROW_STRIDE + (bh % NUM_HEADS) * HEAD_DIM
+    base, _head = _head_offset(bh, seq_len, NUM_HEADS, HEAD_DIM)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D_PAD)
     offs_bucket = tl.arange(0, NB_PAD)
