@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
-from .runtime.files import atomic_open, file_sha256  # noqa: F401 (file_sha256 re-exported)
+from .runtime.files import atomic_open
 
 FORMAT = "mlic-edge/1"
 

@@ -236,7 +236,8 @@ def run_parity(
     unlabelled, the reference's decisions become the targets) or arrays (`images` already
     preprocessed (N, 3, S, S), optional `targets` (N, K)).
     """
-    from .checkpoint import file_sha256, load_model
+    from .checkpoint import load_model
+    from .runtime.files import file_sha256
 
     if sum(x is not None for x in (data, image_dir, images)) != 1:
         raise DatasetError("parity needs exactly one image source: a dataset (--data), "

@@ -17,7 +17,8 @@ import onnx
 import pytest
 import torch
 
-from mlic_edge.checkpoint import file_sha256, load_model, save_checkpoint
+from mlic_edge.checkpoint import load_model, save_checkpoint
+from mlic_edge.runtime.files import file_sha256
 from mlic_edge.config import ModelConfig
 from mlic_edge.export import check_trt_ops, export_onnx, load_trt_ops
 from mlic_edge.export.onnx_export import max_relative_error, ort_session

@@ -64,7 +64,7 @@ def _core_nodes(graph, inputs: list, output) -> list:
     return core
 
 
-def _tables(irpe, num_heads: int, head_dim: int, dtype) -> list[np.ndarray]:
+def _tables(irpe, head_dim: int, dtype) -> list[np.ndarray]:
     """(query, key, value) tables as numpy in the graph's float type; zeros for absent sides."""
     from ..model.irpe import num_buckets
 
@@ -111,7 +111,7 @@ def insert_irpe_plugins(proto: Any, model: Any) -> tuple[Any, int]:
 
         dtype = np.dtype(q.dtype if q.dtype is not None else np.float32)
         irpe = attention.irpe
-        tables = _tables(irpe, attention.num_heads, attention.head_dim, dtype)
+        tables = _tables(irpe, attention.head_dim, dtype)
         constants = [gs.Constant(f"{prefix}.irpe_plugin.bucket_ids", irpe.ids.cpu().numpy().astype(np.int32))]
         constants += [gs.Constant(f"{prefix}.irpe_plugin.{side}_table", table)
                       for side, table in zip(("query", "key", "value"), tables)]

@@ -203,27 +203,11 @@ def cleanup_graph(proto, *, fold_size_limit: int = 16 * 1024 ** 2):
 
 
 def ort_session(model: Any, *, disabled_optimizers: list[str] | None = None, threads: int | None = None):
-    """CPU InferenceSession from a path or a ModelProto/bytes.
+    """CPU InferenceSession from a path or a ModelProto (runtime's `make_session`; plugin-mode
+    files are opened with `open_backend`, which reads their metadata)."""
+    from ..runtime.onnxruntime_backend import CPU, make_session
 
-    threads: intra-op threads (default: $MLIC_EDGE_ORT_THREADS, else ONNX Runtime's choice).
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    threads = threads or int(os.environ.get("MLIC_EDGE_ORT_THREADS", "0") or 0)
-    if threads:
-        options.intra_op_num_threads = threads
-    from ..runtime.irpe_reference import ort_session_inputs, plugin_nodes
-
-    if isinstance(model, (str, Path)):
-        import onnx
-        has_plugins = plugin_nodes(onnx.load(str(model), load_external_data=False))
-        model = onnx.load(str(model)) if has_plugins else str(model)
-    if hasattr(model, "SerializeToString"):  # IRPEAttention plugin nodes run as the reference op
-        model = ort_session_inputs(model, options)
-    kwargs = {"disabled_optimizers": disabled_optimizers} if disabled_optimizers else {}
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"], **kwargs)
+    return make_session(model, [CPU], threads=threads, disabled_optimizers=disabled_optimizers)
 
 
 def compare_graphs(reference, candidate, batches: tuple[int, ...], image_size: int, *, seed: int = 0,
@@ -309,7 +293,8 @@ def export_onnx(
     """
     import torch
 
-    from ..checkpoint import file_sha256, load_model
+    from ..checkpoint import load_model
+    from ..runtime.files import file_sha256
     from . import precision as precision_mod
     from .trt_ops import assert_trt_compatible, op_histogram
 
@@ -369,25 +354,13 @@ def export_onnx(
             f"{fp32_error:.3g} > {FP32_MAX_REL_ERROR:g} (exporter {used}, opset {opset})")
 
     ort_disabled: list[str] = []
-    final_error = None
     if precision != "fp32":
         with tempfile.TemporaryDirectory(prefix="mlic-export-") as tmp:
             fp32_file = Path(tmp) / "fp32.onnx"
             fp32_file.write_bytes(proto.SerializeToString())
-            if precision == "fp16":
-                proto = precision_mod.to_fp16(fp32_file)
-            elif target == "tensorrt":
-                proto = precision_mod.to_int8_tensorrt(
-                    fp32_file, calibration, batch=batch, method=calib_method,
-                    high_precision=high_precision, work_dir=Path(tmp))
-                ort_disabled = precision_mod.ort_workarounds(proto)
-            else:
-                proto = precision_mod.to_int8_cpu(fp32_file, calibration, batch=batch,
-                                                  method=calib_method, work_dir=Path(tmp))
-        final_error = compare_with_torch(module, proto, (2,), cfg.image_size,
-                                         disabled_optimizers=ort_disabled)["logits"]
-        if not np.isfinite(final_error):
-            raise ExportParityError(f"{precision} graph gives non-finite logits on random inputs")
+            proto, ort_disabled = precision_mod.convert(
+                fp32_file, precision, target, calibration, batch=batch, method=calib_method,
+                high_precision=high_precision, work_dir=Path(tmp))
 
     plugin_info = None
     if irpe_plugin:  # after quantization: ModelOpt's calibration cannot run plugin nodes
@@ -400,14 +373,18 @@ def export_onnx(
             raise ExportParityError(
                 f"the IRPEAttention plugin graph disagrees with the lowered graph on ONNX Runtime: max "
                 f"relative logit error {plugin_error:.3g} > {PLUGIN_MAX_REL_ERROR:g}")
-        if precision != "fp32":
-            final_error = compare_with_torch(module, proto, (2,), cfg.image_size,
-                                             disabled_optimizers=ort_disabled)["logits"]
         from ..runtime.irpe_reference import OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
         plugin_info = {"op": OP_TYPE, "namespace": PLUGIN_NAMESPACE, "version": PLUGIN_VERSION,
                        "nodes": plugin_nodes, "max_rel_error_vs_lowered": plugin_error}
         notes.append(f"{plugin_nodes} IRPEAttention plugin node(s); ORT reference op vs lowered graph: "
                      f"max relative logit error {plugin_error:.2g}")
+
+    final_error = None
+    if precision != "fp32":  # the graph as written (plugin nodes included) vs PyTorch
+        final_error = compare_with_torch(module, proto, (2,), cfg.image_size,
+                                         disabled_optimizers=ort_disabled)["logits"]
+        if not np.isfinite(final_error):
+            raise ExportParityError(f"{precision} graph gives non-finite logits on random inputs")
 
     if target == "tensorrt":
         assert_trt_compatible(proto, what=f"{precision} graph")

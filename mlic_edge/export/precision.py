@@ -294,3 +294,17 @@ def to_int8_cpu(fp32_path: Path, calibration: np.ndarray, *, batch: int | None,
     except Exception as e:
         raise ExportError(f"int8 quantization (ONNX Runtime) failed: {' '.join(str(e).split())[:300]}") from None
     return onnx.load(str(out_path))
+
+
+def convert(fp32_path: Path, precision: str, target: str, calibration: np.ndarray | None, *,
+            batch: int | None, method: str, high_precision: str, work_dir: Path) -> tuple[Any, list[str]]:
+    """The verified fp32 graph -> its fp16 / int8 version, as `export` and `build-engine` make it.
+
+    Returns (ModelProto, ONNX Runtime optimizers to disable for this graph)."""
+    if precision == "fp16":
+        return to_fp16(fp32_path), []
+    if target == "tensorrt":
+        proto = to_int8_tensorrt(fp32_path, calibration, batch=batch, method=method,
+                                 high_precision=high_precision, work_dir=work_dir)
+        return proto, ort_workarounds(proto)
+    return to_int8_cpu(fp32_path, calibration, batch=batch, method=method, work_dir=work_dir), []

@@ -88,16 +88,10 @@ def _default_paths(source: Path, precision: str, out: Path | None) -> tuple[Path
 
 
 # ----------------------------------------------------------------------------------- ONNX side
-def _onnx_batch_dim(onnx_path: Path, input_name: str) -> int | None:
-    """Fixed batch of the graph's input, or None when it is dynamic."""
-    import onnx
-
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    for value in proto.graph.input:
-        if value.name == input_name:
-            dim = value.type.tensor_type.shape.dim[0]
-            return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
-    raise ModelFileError(f"{onnx_path}: no graph input named {input_name!r}")
+def _static_batch(meta: ModelMetadata) -> int | None:
+    """The batch the exporter baked into the graph (metadata "batch"), None when dynamic."""
+    batch = meta.extra.get("batch")
+    return batch if isinstance(batch, int) else None
 
 
 def _reusable_onnx(onnx_path: Path, checkpoint: Path, precision: str, with_attention: bool,
@@ -127,19 +121,15 @@ def _convert_onnx(source: Path, meta: ModelMetadata, precision: str, out_onnx: P
     from .trt_ops import assert_trt_compatible
     from ..runtime.onnx_metadata import set_metadata
 
-    batch = meta.extra.get("batch")
-    batch = batch if isinstance(batch, int) else None
     extra = dict(meta.extra)
+    # Same conversion and defaults as `export` (non-INT8 ops in fp32: measured safer, precision.py).
+    calibration = collect_calibration(calib, meta.preprocess, calib_images) if precision == "int8" else None
     with tempfile.TemporaryDirectory(prefix="mlic-engine-") as tmp:
-        if precision == "fp16":
-            proto = precision_mod.to_fp16(source)
-        else:
-            calibration = collect_calibration(calib, meta.preprocess, calib_images)
-            proto = precision_mod.to_int8_tensorrt(source, calibration, batch=batch, method=calib_method,
-                                                   high_precision="fp16", work_dir=Path(tmp))
-            extra["ort_disabled_optimizers"] = precision_mod.ort_workarounds(proto)
-            extra["calibration"] = {"images": int(len(calibration)), "method": calib_method,
-                                    "high_precision": "fp16"}
+        proto, extra["ort_disabled_optimizers"] = precision_mod.convert(
+            source, precision, "tensorrt", calibration, batch=_static_batch(meta), method=calib_method,
+            high_precision="fp32", work_dir=Path(tmp))
+    if calibration is not None:
+        extra["calibration"] = {"images": int(len(calibration)), "method": calib_method, "high_precision": "fp32"}
     assert_trt_compatible(proto, what=f"{precision} graph")
     extra["converted_from"] = str(source)
     new_meta = ModelMetadata(**{**meta.__dict__, "precision": precision, "extra": extra})
@@ -317,7 +307,7 @@ def build_engine(
                                  f"there: {INSTALL_HINT})")
     trt_version = str(trt.__version__)
     image_size = int(meta.preprocess["image_size"])
-    fixed = _onnx_batch_dim(onnx_path, meta.input_name)
+    fixed = _static_batch(meta)
     if fixed is not None:
         if profile_req != parse_batch_profile(DEFAULT_PROFILE) and profile_req != (fixed,) * 3:
             raise ConfigError(f"{onnx_path}: the graph has a fixed batch of {fixed}; --batch {batch} "

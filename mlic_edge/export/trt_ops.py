@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..runtime.irpe_reference import is_irpe_plugin_node
 from .errors import UnsupportedOpsError
 
 # TensorRT 10.0-10.3 parses opsets 9-20 (TensorRT 11: 9-25); stay inside both.
@@ -51,14 +52,6 @@ def _zero_point_nonzero(model, name: str) -> bool:
     return False  # computed at run time: cannot tell statically
 
 
-def _is_our_plugin(node) -> bool:
-    from ..runtime.irpe_reference import OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
-
-    attrs = {a.name: a.s.decode() for a in node.attribute if a.name.startswith("plugin_")}
-    return (node.op_type == OP_TYPE and attrs.get("plugin_namespace") == PLUGIN_NAMESPACE
-            and attrs.get("plugin_version") == PLUGIN_VERSION)
-
-
 def check_trt_ops(model: Any) -> list[str]:
     """Problems that would stop TensorRT's ONNX parser; empty list = compatible.
 
@@ -77,7 +70,7 @@ def check_trt_ops(model: Any) -> list[str]:
     custom: Counter[str] = Counter()
     unsupported: Counter[str] = Counter()
     for node in _iter_nodes(model.graph):
-        if _is_our_plugin(node):  # registered by mlic-edge before parsing (runtime/irpe_plugin.py)
+        if is_irpe_plugin_node(node):  # registered by mlic-edge before parsing (runtime/irpe_plugin.py)
             continue
         if node.domain not in DEFAULT_DOMAINS:
             custom[f"{node.domain}::{node.op_type}"] += 1

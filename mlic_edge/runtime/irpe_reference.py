@@ -87,8 +87,16 @@ def ort_custom_op_library() -> str:
     return _library_path
 
 
+def is_irpe_plugin_node(node) -> bool:
+    """Our plugin node: op type, namespace and version as TensorRT's parser matches them."""
+    if node.op_type != OP_TYPE:
+        return False
+    attrs = {a.name: a.s.decode() for a in node.attribute if a.name.startswith("plugin_")}
+    return attrs.get("plugin_namespace") == PLUGIN_NAMESPACE and attrs.get("plugin_version") == PLUGIN_VERSION
+
+
 def plugin_nodes(proto) -> list:
-    return [n for n in proto.graph.node if n.op_type == OP_TYPE]
+    return [n for n in proto.graph.node if is_irpe_plugin_node(n)]
 
 
 def with_float32_plugin_io(proto):
@@ -109,7 +117,7 @@ def with_float32_plugin_io(proto):
     out.CopyFrom(proto)
     nodes = []
     for node in out.graph.node:
-        if node.op_type != OP_TYPE or types.get(node.input[0]) != fp16:
+        if not is_irpe_plugin_node(node) or types.get(node.input[0]) != fp16:
             nodes.append(node)
             continue
         for i, name in enumerate(node.input):

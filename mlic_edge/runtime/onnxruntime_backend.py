@@ -49,6 +49,29 @@ def _providers_for(device: str, available: list[str]) -> list:
     return [CPU]
 
 
+def make_session(model, providers: list, *, threads: int | None = None,
+                 disabled_optimizers: list[str] | None = None):
+    """InferenceSession from a path or a ModelProto, the one place mlic-edge opens ONNX Runtime.
+
+    threads: intra-op threads (default: $MLIC_EDGE_ORT_THREADS, else ONNX Runtime's choice).
+    A ModelProto with IRPEAttention plugin nodes gets the numpy reference op registered.
+    disabled_optimizers: exporter-recorded ORT bugs to avoid (e.g. NchwcTransformer on FP16 Q/DQ).
+    """
+    ort = _import_ort()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # provider fallback warnings: callers check what was used
+    threads = threads or int(os.environ.get("MLIC_EDGE_ORT_THREADS", "0") or 0)
+    if threads:
+        options.intra_op_num_threads = threads
+    if hasattr(model, "SerializeToString"):
+        from .irpe_reference import ort_session_inputs
+        model = ort_session_inputs(model, options)
+    else:
+        model = str(model)
+    kwargs = {"disabled_optimizers": disabled_optimizers} if disabled_optimizers else {}
+    return ort.InferenceSession(model, options, providers=providers, **kwargs)
+
+
 class OnnxRuntimeBackend(Backend):
     kind = "onnxruntime"
 
@@ -56,23 +79,16 @@ class OnnxRuntimeBackend(Backend):
         ort = _import_ort()
         path = Path(path)
         metadata = read_metadata(path)  # ModelFileError without mlic-edge metadata
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # provider fallback warnings: we report the real provider
-        if threads:
-            options.intra_op_num_threads = threads
-        # Exporter-recorded ORT bugs to avoid (e.g. NchwcTransformer on FP16 Q/DQ graphs).
-        disabled = list(metadata.extra.get("ort_disabled_optimizers") or [])
-        kwargs = {"disabled_optimizers": disabled} if disabled else {}
         providers = _providers_for(device, ort.get_available_providers())
         if len(providers) > 1:
             ort.set_default_logger_severity(3)  # provider load failures: we check what was used
-        model = str(path)
+        model = path
         if metadata.extra.get("irpe_plugin"):  # plugin nodes run as the reference op (numpy)
-            from .irpe_reference import ort_session_inputs
             from .onnx_metadata import load_model_proto
-            model = ort_session_inputs(load_model_proto(path), options)
+            model = load_model_proto(path)
         try:
-            self.session = ort.InferenceSession(model, options, providers=providers, **kwargs)
+            self.session = make_session(model, providers, threads=threads,
+                                        disabled_optimizers=metadata.extra.get("ort_disabled_optimizers"))
         except Exception as e:
             raise ModelFileError(f"{path}: ONNX Runtime cannot load it "
                                  f"({' '.join(str(e).split())[:200]})") from None

@@ -26,7 +26,8 @@ def _import_torch():
 def checkpoint_metadata(path: str | os.PathLike, ckpt: dict | None = None, model=None) -> ModelMetadata:
     """ModelMetadata of a checkpoint, shaped like an exported file's (outputs: logits + attention)."""
     _import_torch()
-    from ..checkpoint import file_sha256, load_checkpoint
+    from ..checkpoint import load_checkpoint
+    from .files import file_sha256
 
     ckpt = ckpt if ckpt is not None else load_checkpoint(path)
     config = dict(ckpt["config"])
