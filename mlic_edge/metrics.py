@@ -19,6 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Scores from logits, in float64 and without overflow warnings for large |logit|."""
+    return 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -60, 60)))
+
 __all__ = [
     "AP_MODES",
     "average_precision",

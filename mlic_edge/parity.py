@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DatasetError, ModelFileError
-from .runtime.infer import sigmoid
+from .metrics import sigmoid
 
 DEFAULT_THRESHOLDS = {"fp32": 0.01, "fp16": 0.1, "int8": 1.0}
 IN_MEMORY_LIMIT = 2 * 1024 ** 3  # preprocessed images kept in memory below this; streamed above
@@ -117,14 +117,14 @@ def _folder_batches(folder: str | os.PathLike, preprocess: dict, batch_size: int
     import logging
 
     from .runtime.images import list_inputs
-    from .runtime.preprocess import load_image, preprocess as preprocess_image
+    from .runtime.preprocess import load_image, preprocess as preprocess_image, preprocess_args
 
     if not Path(folder).is_dir():
         raise DatasetError(f"{folder}: image folder not found")
     files = list_inputs(folder, recursive=True)
     files = files[:max_images] if max_images else files
-    size = int(preprocess["image_size"])
-    args = (size, preprocess["mean"], preprocess["std"], preprocess.get("interpolation", "bicubic"))
+    args = preprocess_args(preprocess)
+    size = args[0]
 
     def load():
         batch = []

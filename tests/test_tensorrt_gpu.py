@@ -174,7 +174,7 @@ def test_engine_matches_onnxruntime_on_the_same_graph(engines, workdir, precisio
     from mlic_edge.checkpoint import load_model
     from mlic_edge.parity import compare_logits
     from mlic_edge.runtime import open_backend
-    from mlic_edge.runtime.infer import sigmoid
+    from mlic_edge.metrics import sigmoid
 
     x = _images(workdir)                                                       # (48, 3, 64, 64)
     result = engines[precision]

@@ -42,11 +42,6 @@ def default_cache_dir() -> Path:
     return cache_dir("calib")
 
 
-def _preprocess_args(spec: dict[str, Any]) -> tuple[int, tuple, tuple, str]:
-    return (int(spec["image_size"]), tuple(float(m) for m in spec["mean"]),
-            tuple(float(s) for s in spec["std"]), str(spec.get("interpolation", "bicubic")))
-
-
 def _pick(count: int, n: int, seed: int) -> list[int]:
     """Indices of n of count items: all when n >= count, else a seeded sample kept in order."""
     if n >= count:
@@ -91,7 +86,7 @@ def _cached(key: str, cache_dir: Path | None, build) -> np.ndarray:
 def calibration_from_folder(folder: str | os.PathLike, preprocess: dict[str, Any], num_images: int = 500,
                             *, seed: int = 0, cache_dir: Path | None | str = "default") -> np.ndarray:
     """(N, 3, S, S) float32 from up to `num_images` images of `folder` (recursive)."""
-    from ..runtime.preprocess import load_image, preprocess as preprocess_image
+    from ..runtime.preprocess import load_image, preprocess as preprocess_image, preprocess_args
 
     folder = Path(folder).resolve()
     files = list_images(folder)
@@ -99,7 +94,7 @@ def calibration_from_folder(folder: str | os.PathLike, preprocess: dict[str, Any
     stats = [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in chosen]
     key = _hash({"format": CACHE_FORMAT, "source": f"folder:{folder}", "files": stats,
                  "n": num_images, "preprocess": preprocess, "seed": seed})
-    size, mean, std, interpolation = _preprocess_args(preprocess)
+    size, mean, std, interpolation = preprocess_args(preprocess)
 
     def build() -> np.ndarray:
         arrays = []

@@ -26,6 +26,22 @@ def _parse_batch(value: str) -> Optional[int]:
     return batch
 
 
+def calib_source(precision: str | None, calib: Optional[Path], calib_data: Optional[str],
+                 calib_root: Optional[Path], calib_split: str):
+    """The int8 calibration source from the --calib* options (export and build-engine), or None."""
+    from .calibration import DatasetSource
+
+    if calib is not None and calib_data is not None:
+        raise ConfigError("give either --calib DIR or --calib-data NAME, not both")
+    if calib_root is not None and calib_data is None:
+        raise ConfigError("--calib-root needs --calib-data NAME")
+    if precision != "int8" and (calib is not None or calib_data is not None):
+        raise ConfigError(f"calibration images are only used for int8 (got {precision or 'the source precision'})")
+    if calib is not None:
+        return calib
+    return DatasetSource(calib_data, str(calib_root) if calib_root else None, calib_split) if calib_data else None
+
+
 def _fmt(value, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -60,16 +76,8 @@ def export_command(
     from rich.table import Table
 
     from . import export_onnx
-    from .calibration import DatasetSource
 
-    if calib is not None and calib_data is not None:
-        raise ConfigError("give either --calib DIR or --calib-data NAME, not both")
-    if calib_root is not None and calib_data is None:
-        raise ConfigError("--calib-root needs --calib-data NAME")
-    if precision != "int8" and (calib is not None or calib_data is not None):
-        raise ConfigError(f"calibration images are only used for int8 (got --precision {precision})")
-    source = calib if calib is not None else (
-        DatasetSource(calib_data, str(calib_root) if calib_root else None, calib_split) if calib_data else None)
+    source = calib_source(precision, calib, calib_data, calib_root, calib_split)
     console = Console()
     with console.status(f"exporting {checkpoint} ({precision}, {target})..."):
         result = export_onnx(checkpoint, out, precision=precision, batch=_parse_batch(batch), opset=opset,

@@ -39,20 +39,13 @@ def build_engine_command(
     from rich.console import Console
     from rich.markup import escape
 
-    from ..export.calibration import DatasetSource
+    from .commands import calib_source
     from .tensorrt_engine import build_engine
 
     if fp16 and int8:
         raise ConfigError("give --fp16 or --int8, not both")
     precision = "fp16" if fp16 else "int8" if int8 else None
-    if calib is not None and calib_data is not None:
-        raise ConfigError("give either --calib DIR or --calib-data NAME, not both")
-    if calib_root is not None and calib_data is None:
-        raise ConfigError("--calib-root needs --calib-data NAME")
-    if precision != "int8" and (calib is not None or calib_data is not None):
-        raise ConfigError("calibration images are only used with --int8")
-    source_calib = calib if calib is not None else (
-        DatasetSource(calib_data, str(calib_root) if calib_root else None, calib_split) if calib_data else None)
+    source_calib = calib_source(precision, calib, calib_data, calib_root, calib_split)
     console = Console()
     with console.status("building...") as status:
         result = build_engine(source, out, precision=precision, calib=source_calib, batch=batch,

@@ -24,6 +24,7 @@ kept as the fallback when the dynamo path raises or yields a graph with custom-d
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -294,7 +295,7 @@ def export_onnx(
     import torch
 
     from ..checkpoint import load_model
-    from ..runtime.files import file_sha256
+    from ..runtime.torch_backend import checkpoint_metadata
     from . import precision as precision_mod
     from .trt_ops import assert_trt_compatible, op_histogram
 
@@ -321,8 +322,8 @@ def export_onnx(
 
     model, ckpt = load_model(checkpoint_path)  # CheckpointError on a bad file
     cfg = model.cfg
-    preprocess = dict(ckpt.get("preprocess") or model.data_config())
-    preprocess = {k: list(v) if isinstance(v, tuple) else v for k, v in preprocess.items()}
+    source = checkpoint_metadata(checkpoint_path, ckpt, model)  # classes, preprocess, thresholds, sha256
+    preprocess = source.preprocess
     if int(preprocess.get("image_size", cfg.image_size)) != cfg.image_size:
         raise ExportError(f"checkpoint preprocess image_size {preprocess['image_size']} != model "
                           f"image_size {cfg.image_size}")
@@ -390,14 +391,10 @@ def export_onnx(
         assert_trt_compatible(proto, what=f"{precision} graph")
 
     precision_tag = f"{precision}-cpu" if (precision == "int8" and target == "cpu") else precision
-    num_classes = cfg.num_classes
-    metadata = ModelMetadata(
-        classes=list(ckpt.get("classes") or [f"class_{k}" for k in range(num_classes)]),
-        preprocess=preprocess,
-        thresholds=[float(t) for t in (ckpt.get("thresholds") or [0.5] * num_classes)],
+    metadata = dataclasses.replace(
+        source,
         model_config=cfg.to_dict(),
         precision=precision_tag,
-        source_sha256=file_sha256(checkpoint_path),
         input_name=INPUT_NAME,
         output_names=output_names,
         extra={

@@ -72,22 +72,15 @@ def time_backend(backend: Backend, images: np.ndarray, warmup: int, repeats: int
 
 
 def environment() -> dict[str, Any]:
-    from importlib import metadata
-
-    def version(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
     from .cuda_io import gpu_info
+    from .doctor import package_version as version
     try:
         gpu = gpu_info(0)
     except Exception:  # broken driver installs must not stop a CPU benchmark
         gpu = None
     return {"python": platform.python_version(), "platform": platform.platform(), "numpy": np.__version__,
-            "onnxruntime": version("onnxruntime") or version("onnxruntime-gpu"), "torch": version("torch"),
-            "tensorrt": version("tensorrt") or version("tensorrt-cu13") or version("tensorrt-cu12"),
+            "onnxruntime": version("onnxruntime", "onnxruntime-gpu"), "torch": version("torch"),
+            "tensorrt": version("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
             "gpu": gpu}
 
 

@@ -61,22 +61,18 @@ def cuda_device_count() -> int:
     return int(count.value)
 
 
-def gpu_info(index: int = 0, prefer_torch: bool = False) -> dict[str, Any] | None:
+def gpu_info(index: int = 0) -> dict[str, Any] | None:
     """{"name", "compute_capability": "M.m", "memory_gb", "index"} of CUDA device `index`, or None
     when no CUDA GPU is visible. Uses cuda-bindings (no torch needed), else torch."""
     if cuda_device_count() <= index:  # cheap driver query first: no torch import on CPU machines
         return None
-    cudart = None if prefer_torch else _cudart()
+    cudart = _cudart()
     if cudart is not None:
-        err, count = cudart.cudaGetDeviceCount()
-        if err == cudart.cudaError_t.cudaSuccess and count > index:
-            err, props = cudart.cudaGetDeviceProperties(index)
-            if err == cudart.cudaError_t.cudaSuccess:
-                name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-                return {"name": name.rstrip("\x00").strip(), "compute_capability": f"{props.major}.{props.minor}",
-                        "memory_gb": round(props.totalGlobalMem / 2 ** 30, 1), "index": index}
-        elif err == cudart.cudaError_t.cudaSuccess:
-            return None
+        err, props = cudart.cudaGetDeviceProperties(index)
+        if err == cudart.cudaError_t.cudaSuccess:
+            name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+            return {"name": name.rstrip("\x00").strip(), "compute_capability": f"{props.major}.{props.minor}",
+                    "memory_gb": round(props.totalGlobalMem / 2 ** 30, 1), "index": index}
     try:
         import torch
     except ImportError:
@@ -177,13 +173,13 @@ class TorchDeviceIO(DeviceIO):
         return replay
 
     def event_timer(self):
-        return _TorchEventTimer(self.torch, self.stream)
+        return TorchEventTimer(self.torch, self.stream)
 
     def close(self) -> None:
         self._graphs.clear()
 
 
-class _TorchEventTimer:
+class TorchEventTimer:
     kind = "cuda_events"
 
     def __init__(self, torch, stream):

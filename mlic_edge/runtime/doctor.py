@@ -12,7 +12,8 @@ from importlib import metadata
 from typing import Any
 
 
-def _version(*names: str) -> str | None:
+def package_version(*names: str) -> str | None:
+    """Installed version of the first of `names` (alternative distributions of one package)."""
     for name in names:
         try:
             return metadata.version(name)
@@ -22,7 +23,7 @@ def _version(*names: str) -> str | None:
 
 
 def _probe_torch() -> dict[str, Any]:
-    info: dict[str, Any] = {"version": _version("torch")}
+    info: dict[str, Any] = {"version": package_version("torch")}
     try:
         import torch
     except Exception as e:  # not installed, or broken
@@ -35,7 +36,7 @@ def _probe_torch() -> dict[str, Any]:
 
 
 def _probe_onnxruntime() -> dict[str, Any]:
-    info: dict[str, Any] = {"version": _version("onnxruntime", "onnxruntime-gpu")}
+    info: dict[str, Any] = {"version": package_version("onnxruntime", "onnxruntime-gpu")}
     try:
         import onnxruntime as ort
     except Exception as e:
@@ -46,7 +47,7 @@ def _probe_onnxruntime() -> dict[str, Any]:
 
 
 def _probe_tensorrt() -> dict[str, Any]:
-    info: dict[str, Any] = {"version": _version("tensorrt", "tensorrt-cu13", "tensorrt-cu12")}
+    info: dict[str, Any] = {"version": package_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12")}
     try:
         from .tensorrt_backend import import_tensorrt
         trt = import_tensorrt()
@@ -59,22 +60,19 @@ def _probe_tensorrt() -> dict[str, Any]:
 
 def collect() -> dict[str, Any]:
     """Everything `doctor` prints, as a dict (also its --json)."""
-    from .cuda_io import cuda_driver_version, gpu_info
+    from .cuda_io import cuda_device_count, cuda_driver_version, gpu_info
 
     report: dict[str, Any] = {
         "python": sys.version.split()[0], "platform": platform.platform(),
-        "mlic_edge": _version("mlic-edge"),
-        "packages": {name: _version(name) for name in ("numpy", "pillow", "timm", "onnx", "onnx-graphsurgeon",
+        "mlic_edge": package_version("mlic-edge"),
+        "packages": {name: package_version(name) for name in ("numpy", "pillow", "timm", "onnx", "onnx-graphsurgeon",
                                                        "nvidia-modelopt", "cuda-bindings", "triton",
                                                        "onnxruntime-extensions")},
         "torch": _probe_torch(), "onnxruntime": _probe_onnxruntime(), "tensorrt": _probe_tensorrt(),
     }
     gpus = []
     try:
-        index = 0
-        while (gpu := gpu_info(index)) is not None and index < 16:
-            gpus.append(gpu)
-            index += 1
+        gpus = [gpu for index in range(cuda_device_count()) if (gpu := gpu_info(index)) is not None]
     except Exception as e:
         report["gpu_error"] = str(e)[:160]
     report["gpus"] = gpus

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 from ..errors import DatasetError
-from .preprocess import load_image, preprocess
+from .preprocess import load_image, preprocess, preprocess_args
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 
@@ -61,10 +61,9 @@ class Batch:
     failures: list[tuple[int, Path, str]] = field(default_factory=list)  # (index, path, message)
 
 
-def _decode(path: Path, spec: dict, keep_original: bool):
+def _decode(path: Path, args: tuple, keep_original: bool):
     image = load_image(path)  # DatasetError (one line, names the file) on missing/undecodable data
-    array = preprocess(image, int(spec["image_size"]), spec["mean"], spec["std"],
-                       spec.get("interpolation", "bicubic"))       # (3, S, S)
+    array = preprocess(image, *args)                               # (3, S, S)
     return array, (image if keep_original else None)
 
 
@@ -72,7 +71,8 @@ def iter_batches(paths: Sequence[Path], spec: dict, batch_size: int, *, workers:
                  prefetch_batches: int = 2, keep_originals: bool = False) -> Iterator[Batch]:
     """Yield Batches of up to `batch_size` decoded images, in order. Up to `prefetch_batches`
     batches are decoded ahead by `workers` threads while the caller runs the model."""
-    size = int(spec["image_size"])
+    args = preprocess_args(spec)
+    size = args[0]
     window = max(batch_size * (prefetch_batches + 1), 1)
     with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="mlic-decode") as pool:
         pending: deque[tuple[int, Path, Future]] = deque()
@@ -82,7 +82,7 @@ def iter_batches(paths: Sequence[Path], spec: dict, batch_size: int, *, workers:
             nonlocal position
             while position < len(paths) and len(pending) < window:
                 path = Path(paths[position])
-                pending.append((position, path, pool.submit(_decode, path, spec, keep_originals)))
+                pending.append((position, path, pool.submit(_decode, path, args, keep_originals)))
                 position += 1
 
         fill()

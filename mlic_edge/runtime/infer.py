@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import ConfigError, ModelFileError
+from ..metrics import sigmoid
 from .files import atomic_open
 from .backend import Backend, open_backend
 from .images import iter_batches, list_inputs
@@ -45,10 +46,6 @@ class InferSummary:
     attention_images: int
     seconds: float
     backend: dict[str, Any]
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -60, 60)))
 
 
 # ----------------------------------------------------------------------------------- writers

@@ -100,6 +100,12 @@ def preprocess(
     return np.ascontiguousarray(((pixels - mean_) / std_).transpose(2, 0, 1))
 
 
+def preprocess_args(spec: dict) -> tuple[int, tuple[float, ...], tuple[float, ...], str]:
+    """(image_size, mean, std, interpolation) of a stored preprocess spec, for `preprocess(image, *args)`."""
+    return (int(spec["image_size"]), tuple(float(m) for m in spec["mean"]),
+            tuple(float(s) for s in spec["std"]), str(spec.get("interpolation", "bicubic")))
+
+
 def preprocess_batch(
     images: Sequence[Image.Image | str | os.PathLike],
     image_size: int,

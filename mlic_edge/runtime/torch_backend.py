@@ -45,24 +45,6 @@ def checkpoint_metadata(path: str | os.PathLike, ckpt: dict | None = None, model
         output_names=["logits", "attention"], extra={"backend": "torch"})
 
 
-class _CudaEventTimer(Timer):
-    kind = "cuda_events"
-
-    def __init__(self, torch, device):
-        self._torch, self._device = torch, device
-
-    def start(self) -> None:
-        stream = self._torch.cuda.current_stream(self._device)
-        self._start = self._torch.cuda.Event(enable_timing=True)
-        self._end = self._torch.cuda.Event(enable_timing=True)
-        self._start.record(stream)
-
-    def stop(self) -> float:
-        self._end.record(self._torch.cuda.current_stream(self._device))
-        self._end.synchronize()
-        return float(self._start.elapsed_time(self._end))
-
-
 class TorchBackend(Backend):
     kind = "torch"
 
@@ -90,7 +72,8 @@ class TorchBackend(Backend):
 
     def timer(self) -> Timer:
         if self._device.type == "cuda":
-            return _CudaEventTimer(self._torch, self._device)
+            from .cuda_io import TorchEventTimer
+            return TorchEventTimer(self._torch, self._torch.cuda.current_stream(self._device))
         return Timer()
 
     def close(self) -> None:
