@@ -2,7 +2,8 @@
 
 digits set -> train (tf_efficientnet_lite0, offline ImageNet weights, CPU) -> eval -> ONNX export
 (fp32, fp16, int8 for TensorRT, int8 for CPUs) -> parity table -> infer on sample images ->
-bench -> (TensorRT engines, where TensorRT and a GPU exist).
+bench -> TensorRT engines (TensorRT for RTX builds them without a GPU; they run where a GPU
+they support exists).
 
 Every step after training runs the same CLI command a user would type (printed before it runs).
 """
@@ -51,17 +52,56 @@ def run_command(args: list[str]) -> int:
     return result if isinstance(result, int) else 0
 
 
-def tensorrt_ready() -> bool:
-    """TensorRT importable (the registry's wheels can be stubs that fail on import) and a GPU."""
-    from .errors import BackendUnavailable
+def engine_runtime():
+    """(TensorRT runtime that can build here, None) or (None, why not): TensorRT 10/11 with a
+    GPU, else TensorRT for RTX, which builds without one."""
+    from .export.tensorrt_engine import resolve_build_runtime
     from .runtime.cuda_io import gpu_info
-    from .runtime.tensorrt_backend import import_tensorrt
 
+    return resolve_build_runtime("auto", gpu_info(0))
+
+
+def build_engines(out: Path, onnx: dict[str, Path], best: Path) -> int:
+    """Build an engine from each exported TensorRT graph (no second export), list them, and run
+    parity on them where this machine has a GPU they run on. Returns parity's exit code (0 when
+    the engines cannot run here)."""
+    from rich.markup import escape
+
+    from .errors import MLICError
+    from .export import build_engine
+    from .export.engine_commands import describe_build
+    from .runtime.cuda_io import gpu_info
+    from .runtime.engine_info import check_engine_compatible
+
+    runtime, why_not = engine_runtime()
+    if runtime is None:
+        console.print(f"TensorRT engines: skipped ({escape(why_not)})")
+        return 0
+    sources = {"fp32": onnx["fp32"], "fp16": onnx["fp16"], "int8": onnx["int8"]}
+    if "fp32_plugin" in onnx and runtime.plugin_support() is None:
+        sources["fp32_plugin"] = onnx["fp32_plugin"]
+    elif "fp32_plugin" in onnx:
+        console.print(f"iRPE plugin engine: not built ({escape(runtime.plugin_support())})")
+    engines = []
+    for name, source in sources.items():
+        engine = out / f"model_{name}.engine"
+        console.print(f"[dim]$ mlic-edge build-engine {source} --out {engine} --runtime {runtime.name}[/dim]")
+        try:
+            result = build_engine(source, engine, runtime=runtime.name)
+        except MLICError as e:
+            console.print(f"[red]error: {escape(str(e))}[/red]")
+            return 1
+        for line in describe_build(result):
+            console.print(escape(line), highlight=False, soft_wrap=True)
+        engines.append(engine)
+    gpu = gpu_info(0)
     try:
-        import_tensorrt()
-    except BackendUnavailable:
-        return False
-    return gpu_info(0) is not None
+        check_engine_compatible(result.info, engines[-1], runtime.version, gpu)
+    except MLICError as e:
+        console.print(f"engines built, not run here: {escape(str(e))}")
+        return 0
+    return run_command(["parity", "--data", "digits", "--reference", str(best), *map(str, engines),
+                        "--json", str(out / "parity_engines.json")])
 
 
 def run_quickstart(out: Path, epochs: int | None = None) -> dict:
@@ -74,19 +114,19 @@ def run_quickstart(out: Path, epochs: int | None = None) -> dict:
         recipe = recipe.with_values({"train.epochs": epochs})
     run_dir = out / "train"
 
-    step("1/6  train on the digits demo set (built on first use)")
+    step("1/7  train on the digits demo set (built on first use)")
     code = run_training(recipe, run_dir)
     if code != 0:
         return {"exit_code": code}
     best = run_dir / "best.pt"
     trained_s = time.perf_counter() - started
 
-    step("2/6  evaluate best.pt on the digits test split")
+    step("2/7  evaluate best.pt on the digits test split")
     metrics = run_eval(best, "digits", None, "test", batch_size=64, device="cpu", workers=1,
                        threshold=0.5, ap_mode="noninterp", json_out=out / "eval.json",
                        plot=out / "per_class_ap.png", voc12_submission=None)
 
-    step("3/6  export to ONNX: fp32 (+ attention maps), fp16, int8 for TensorRT, int8 for CPUs, "
+    step("3/7  export to ONNX: fp32 (+ attention maps), fp16, int8 for TensorRT, int8 for CPUs, "
          "fp32 with the fused iRPE plugin node")
     onnx = {name: out / f"model_{name}.onnx" for name in ("fp32", "fp16", "int8", "int8_cpu")}
     calib = ["--calib-data", "digits", "--calib-images", str(CALIB_IMAGES)]
@@ -105,11 +145,11 @@ def run_quickstart(out: Path, epochs: int | None = None) -> dict:
         if run_command(args) != 0:
             return {"exit_code": 1}
 
-    step("4/6  accuracy parity: PyTorch vs every graph on the digits test split")
+    step("4/7  accuracy parity: PyTorch vs every graph on the digits test split")
     parity_code = run_command(["parity", "--data", "digits", "--reference", str(best),
                                *map(str, onnx.values()), "--json", str(out / "parity.json")])
 
-    step("5/6  infer: tag sample images with the fp32 ONNX model (no torch needed for this)")
+    step("5/7  infer: tag sample images with the fp32 ONNX model (no torch needed for this)")
     from .data import build_digits_dataset
     test_dir = build_digits_dataset() / "test"
     samples = sorted(test_dir.glob("*.png"))[:SAMPLE_IMAGES]
@@ -119,25 +159,13 @@ def run_quickstart(out: Path, epochs: int | None = None) -> dict:
                               str(out / "predictions.csv"), "--save-attention", str(out / "attention"),
                               "--no-progress"])
 
-    step("6/6  bench: ONNX Runtime vs PyTorch eager on this CPU")
+    step("6/7  bench: ONNX Runtime vs PyTorch eager on this CPU")
     for name in ("fp32", "int8_cpu"):
         run_command(["bench", "--model", str(onnx[name]), "--reference", str(best), "--batch", "1,8",
                      "--repeats", "20", "--json", str(out / f"bench_{name}.json")])
 
-    if tensorrt_ready():
-        step("TensorRT: fp16 and int8 engines (+ fp16 with the iRPE plugin), parity")
-        engines = [out / "model_fp16.engine", out / "model_int8.engine"]
-        # from the graphs exported (and parity-checked) above, not a second export
-        run_command(["build-engine", str(onnx["fp16"]), "--out", str(engines[0])])
-        run_command(["build-engine", str(onnx["int8"]), "--out", str(engines[1])])
-        if "fp32_plugin" in onnx:  # the fused iRPE plugin (AOT PTX kernel) in an fp16 engine
-            engines.append(out / "model_fp16_plugin.engine")
-            run_command(["build-engine", str(best), "--fp16", "--irpe-plugin", "--out", str(engines[2])])
-        parity_code |= run_command(["parity", "--data", "digits", "--reference", str(best),
-                                    *map(str, engines), "--json", str(out / "parity_engines.json")])
-    else:
-        console.print("TensorRT engines: skipped (TensorRT or a CUDA GPU is not available here; "
-                      "pip install 'mlic-edge\\[trt]' on a GPU machine)")
+    step("7/7  TensorRT engines from the exported graphs (TensorRT 10/11 on a GPU, else TensorRT for RTX)")
+    parity_code |= build_engines(out, onnx, best)
 
     total = time.perf_counter() - started
     console.print(Rule())

@@ -218,7 +218,8 @@ def test_torch_backend_matches_the_model(checkpoint):
 
 # ----------------------------------------------------------------------------------- engines
 def _info(meta: ModelMetadata, **kw) -> EngineInfo:
-    base = dict(metadata=meta, tensorrt_version="11.4.0.106", gpu={"name": "NVIDIA H100", "compute_capability": "9.0"},
+    base = dict(metadata=meta, runtime="tensorrt", runtime_version="11.4.0.106", compute_capabilities=["9.0"],
+                gpu={"name": "NVIDIA H100", "compute_capability": "9.0"},
                 onnx_sha256="ab" * 32, precision="fp16", profile={"min": 1, "opt": 8, "max": 32},
                 onnx_path="m.fp16.onnx")
     return EngineInfo(**{**base, **kw})
@@ -233,8 +234,9 @@ def test_engine_sidecar_roundtrip_key_and_compatibility(tmp_path, onnx_model):
     back = read_engine_info(engine)
     assert back.metadata == meta and back.build == {"workspace_gb": 4} and same_build(back, info)
     assert read_model_metadata(engine).classes == CLASSES  # metadata without TensorRT
-    for change in ({"tensorrt_version": "10.9.0"}, {"precision": "int8"}, {"onnx_sha256": "cd" * 32},
-                   {"profile": {"min": 1, "opt": 4, "max": 16}}, {"gpu": {"name": "A10", "compute_capability": "8.6"}}):
+    for change in ({"runtime_version": "10.9.0"}, {"precision": "int8"}, {"onnx_sha256": "cd" * 32},
+                   {"profile": {"min": 1, "opt": 4, "max": 16}}, {"gpu": {"name": "A10", "compute_capability": "8.6"}},
+                   {"runtime": "tensorrt-rtx"}, {"compute_capabilities": ["8.6"]}):
         assert not same_build(back, _info(meta, **change)), change
     check_engine_compatible(info, engine, "11.4.0.106", {"name": "NVIDIA H100", "compute_capability": "9.0"})
     with pytest.raises(BackendUnavailable, match="built with TensorRT 11.4.0.106.*this machine has TensorRT 10.9"):
@@ -273,7 +275,8 @@ def test_build_engine_without_tensorrt_stops_after_the_onnx(tmp_path, onnx_model
     from mlic_edge.cli import main
 
     out = tmp_path / "model.engine"
-    result = subprocess.run([sys.executable, "-m", "mlic_edge", "build-engine", str(onnx_model), "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "mlic_edge", "build-engine", str(onnx_model), "--out", str(out),
+                             "--runtime", "tensorrt"],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     message = result.stderr.strip()
@@ -335,12 +338,17 @@ def test_doctor_reports_versions_and_backends(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    for key in ("python", "packages", "torch", "onnxruntime", "tensorrt", "gpus", "cuda_driver", "backends"):
+    for key in ("python", "packages", "torch", "onnxruntime", "tensorrt", "tensorrt_rtx", "gpus", "cuda_driver",
+                "backends"):
         assert key in report
     assert "providers" in report["onnxruntime"]
     names = [row["backend"] for row in report["backends"]]
-    assert names == ["onnxruntime (CPU)", "onnxruntime (CUDA)", "tensorrt (.engine)",
+    assert names == ["onnxruntime (CPU)", "onnxruntime (CUDA)", "tensorrt (.engine): build + run",
+                     "tensorrt-rtx (.engine): build (no GPU needed)", "tensorrt-rtx (.engine): run",
                      "onnxruntime (IRPEAttention plugin graphs)", "torch (.pt)"]
+    rtx = report["tensorrt_rtx"]
+    if "error" not in rtx:  # the dev extra installs it: it builds here, and refuses the plugin with a reason
+        assert report["backends"][3]["ok"] and "PREFER_AOT_PYTHON_PLUGINS" in rtx["irpe_plugin"]
     assert report["backends"][0]["ok"]
     assert "onnxruntime" in result.stdout and "tensorrt" in result.stdout
 
@@ -355,7 +363,7 @@ def test_build_engine_converts_an_fp32_onnx_before_needing_tensorrt(tmp_path):
 
     source = make_onnx(tmp_path / "model.onnx")
     with pytest.raises(BackendUnavailable, match=r"fp16 ONNX graph ready at .*model\.fp16\.onnx"):
-        build_engine(source, precision="fp16")
+        build_engine(source, precision="fp16", runtime="tensorrt")
     fp16 = tmp_path / "model.fp16.onnx"
     meta = read_model_metadata(fp16)
     assert meta.precision == "fp16" and meta.classes == CLASSES and meta.extra["converted_from"] == str(source)

@@ -1,7 +1,8 @@
 """TensorRT on a real GPU: engines built from a tiny model vs ONNX Runtime on the same graphs.
 
-Skipped (with the reason) where TensorRT or a CUDA GPU is missing: no CI machine here has
-TensorRT. `scripts/gpu_selfcheck.sh` runs this file plus the CLI path on a GPU machine. The device
+Runs with TensorRT 10/11, or with TensorRT for RTX on a GPU it supports (`run_runtime`);
+skipped (with the reason) elsewhere: no CI machine here has a GPU. Engine builds without a GPU
+are tested in tests/test_engine_build.py. `scripts/gpu_selfcheck.sh` runs this file plus the CLI path on a GPU machine. The device
 buffer / CUDA-graph layer the engine backend uses (`cuda_io`) needs only a CUDA GPU and is tested
 on its own first, with a plain CUDA copy as the captured work (no TensorRT involved).
 """
@@ -31,14 +32,35 @@ def gpu_count() -> int:
     return cuda_device_count()
 
 
+def run_runtime():
+    """(runtime that can build and run engines on this machine's GPU 0, None) or (None, why not)."""
+    from mlic_edge.runtime.cuda_io import gpu_info
+    from mlic_edge.runtime.tensorrt_runtimes import RTX_TARGETS, import_runtime
+
+    gpu = gpu_info(0)
+    if gpu is None:
+        return None, "no CUDA GPU"
+    reasons = []
+    for name in ("tensorrt", "tensorrt-rtx"):
+        try:
+            runtime = import_runtime(name)
+        except Exception as e:
+            reasons.append(f"{name} not importable ({type(e).__name__}: {str(e)[:80]})")
+            continue
+        if runtime.is_rtx and gpu["compute_capability"] not in RTX_TARGETS:
+            reasons.append(f"TensorRT for RTX does not support {gpu['name']} (compute capability "
+                           f"{gpu['compute_capability']})")
+            continue
+        return runtime, None
+    return None, "; ".join(reasons)
+
+
 def tensorrt_reason() -> str | None:
-    try:
-        import tensorrt  # noqa: F401
-    except Exception as e:
-        return f"TensorRT not importable ({type(e).__name__}: {str(e)[:80]})"
-    if gpu_count() == 0:
-        return "no CUDA GPU"
-    return None
+    return run_runtime()[1]
+
+
+def runtime_name() -> str:
+    return run_runtime()[0].name
 
 
 needs_gpu = pytest.mark.skipif(gpu_count() == 0, reason="no CUDA GPU")
@@ -135,10 +157,11 @@ def engines(workdir):
     built = {}
     try:
         built["fp16"] = build_engine(workdir / "tiny.pt", workdir / "tiny.fp16.engine", precision="fp16",
-                                     batch="1:4:8", with_attention=True, timing_cache=workdir / "timing.cache")
+                                     batch="1:4:8", with_attention=True, timing_cache=workdir / "timing.cache",
+                                     runtime=runtime_name())
         built["int8"] = build_engine(workdir / "tiny.pt", workdir / "tiny.int8.engine", precision="int8",
                                      calib=str(workdir / "calib"), calib_images=64, batch="1:4:8",
-                                     timing_cache=workdir / "timing.cache")
+                                     timing_cache=workdir / "timing.cache", runtime=runtime_name())
     except MissingDependencyError as e:
         pytest.skip(f"export dependencies missing: {e}")
     return built
@@ -154,19 +177,20 @@ def _images(workdir: Path) -> np.ndarray:
 
 
 def test_sidecar_records_the_build(engines):
-    import tensorrt as trt
-
     from mlic_edge.runtime.files import file_sha256 as _sha256
     from mlic_edge.runtime import read_engine_info
 
+    runtime = run_runtime()[0]
     for precision, result in engines.items():
         assert not result.reused_engine and result.engine.is_file()
         info = read_engine_info(result.engine)
-        assert info.tensorrt_version == trt.__version__ and info.precision == precision
+        assert info.runtime == runtime.name and info.runtime_version == runtime.version
+        assert info.precision == precision
         assert info.profile == {"min": 1, "opt": 4, "max": 8}
         assert info.onnx_sha256 == _sha256(result.onnx) and info.gpu["compute_capability"]
         assert info.metadata.classes == CLASSES and info.build["strongly_typed"]
-        assert Path(info.build["timing_cache"]).is_file()
+        if runtime.uses_timing_cache:
+            assert Path(info.build["timing_cache"]).is_file()
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
@@ -183,6 +207,8 @@ def test_engine_matches_onnxruntime_on_the_same_graph(engines, workdir, precisio
     with open_backend(result.engine) as engine:
         assert engine.kind == "tensorrt" and engine.precision == precision
         trt_logits = engine.predict(x)["logits"]                               # chunks of <= 8
+        if engine.runtime.is_rtx:  # the JIT kernels of this GPU are cached next to the engine
+            assert engine.runtime_cache_file.is_file() and engine.runtime_cache_file.stat().st_size > 0
     import torch
     model, _ = load_model(workdir / "tiny.pt")
     with torch.no_grad():
@@ -220,12 +246,12 @@ def test_matching_engine_is_reused_and_foreign_engine_refused(engines, workdir, 
     from mlic_edge.runtime.engine_info import sidecar_path
 
     again = build_engine(workdir / "tiny.pt", workdir / "tiny.fp16.engine", precision="fp16", batch="1:4:8",
-                         with_attention=True, timing_cache=workdir / "timing.cache")
+                         with_attention=True, timing_cache=workdir / "timing.cache", runtime=runtime_name())
     assert again.reused_engine and again.reused_onnx
     foreign = tmp_path / "foreign.engine"
     shutil.copy(engines["fp16"].engine, foreign)
     data = json.loads(sidecar_path(engines["fp16"].engine).read_text())
-    data["tensorrt_version"] = "9.0.0"
+    data["runtime_version"] = "9.0.0"
     sidecar_path(foreign).write_text(json.dumps(data))
     with pytest.raises(BackendUnavailable, match="rebuild"):
         open_backend(foreign)
@@ -254,6 +280,8 @@ def test_irpe_plugin_engine_matches_the_lowered_engine(workdir, precision):
     agree with its own graph on ONNX Runtime (reference op)."""
     pytest.importorskip("onnxruntime_extensions")
     pytest.importorskip("triton")
+    if run_runtime()[0].plugin_support():
+        pytest.skip(run_runtime()[0].plugin_support())
     import torch
 
     from mlic_edge.checkpoint import load_model, save_checkpoint
@@ -267,7 +295,8 @@ def test_irpe_plugin_engine_matches_the_lowered_engine(workdir, precision):
                 p.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
     source = workdir / "tiny_irpe.pt"
     save_checkpoint(source, {**ckpt, "model": model.state_dict()})
-    common = dict(precision=precision, batch="1:4:8", timing_cache=workdir / "timing.cache")
+    common = dict(precision=precision, batch="1:4:8", timing_cache=workdir / "timing.cache",
+                  runtime=runtime_name())
     lowered = build_engine(source, workdir / f"lowered.{precision}.engine", **common)
     plugin = build_engine(source, workdir / f"plugin.{precision}.engine", irpe_plugin=True, **common)
     assert plugin.info.build["plugins"] and not lowered.info.build["plugins"]

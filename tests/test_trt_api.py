@@ -22,13 +22,17 @@ REPO = Path(__file__).resolve().parents[1]
 NAMES_FILE = REPO / "tests" / "resources" / "tensorrt_bindings_names.txt"
 # Modules that touch TensorRT objects (engine build, engine runtime).
 TRT_MODULES = [REPO / "mlic_edge" / "export" / "tensorrt_engine.py", REPO / "mlic_edge" / "runtime" / "tensorrt_backend.py",
-               REPO / "mlic_edge" / "runtime" / "irpe_plugin.py"]
+               REPO / "mlic_edge" / "runtime" / "irpe_plugin.py", REPO / "mlic_edge" / "runtime" / "tensorrt_runtimes.py"]
 # Names used on TensorRT objects that are not in the extracted list, each with why it is right.
 ALLOWLIST = {
     "serialize": "ITimingCache.serialize(): documented in the TensorRT 11.4 Python API (see "
                  "shared/docs/deployment.md, 'Still present in 11.4'); too short to survive in the "
                  "wheel's string table, which scripts/extract_trt_names.py reads",
 }
+# TensorRT for RTX's own names (tensorrt_runtimes.py, used only when runtime.is_rtx), checked
+# against the installed tensorrt_rtx bindings by test_rtx_only_names_exist_in_tensorrt_rtx.
+RTX_ONLY = {"ComputeCapability", "CURRENT", "num_compute_capabilities", "set_compute_capability",
+            "create_runtime_config", "create_runtime_cache", "set_runtime_cache", "deserialize"}
 # The core of the API we rely on: the checker must see these (else it checks nothing).
 MUST_SEE = {"Builder", "create_network", "OnnxParser", "parse_from_file", "create_builder_config",
             "create_optimization_profile", "set_shape", "add_optimization_profile", "set_memory_pool_limit",
@@ -66,8 +70,10 @@ class _TrtUses(ast.NodeVisitor):
     tensorrt module are TensorRT objects; attributes accessed on them are collected."""
 
     def __init__(self, tree: ast.AST):
-        self.names: set[str] = {"trt"}           # `trt` is our alias of the tensorrt module everywhere
-        self.self_attrs: set[str] = set()
+        # `trt` is our alias of the TensorRT module everywhere (tensorrt or tensorrt_rtx), `trtp` of its
+        # plugin API, `engine` / `self.engine` / `self.context` the engine and execution context.
+        self.names: set[str] = {"trt", "trtp", "engine"}
+        self.self_attrs: set[str] = {"trt", "engine", "context"}
         for node in ast.walk(tree):               # import tensorrt[.plugin] [as x]
             if isinstance(node, ast.Import):
                 self.names |= {a.asname or a.name for a in node.names if a.name.split(".")[0] == "tensorrt"}
@@ -134,7 +140,7 @@ def trt_attribute_uses(source: str) -> dict[str, list[int]]:
 
 def unknown_trt_attributes(source: str, known: set[str]) -> dict[str, list[int]]:
     return {name: lines for name, lines in trt_attribute_uses(source).items()
-            if name not in known and name not in ALLOWLIST}
+            if name not in known and name not in ALLOWLIST and name not in RTX_ONLY}
 
 
 def code_only(source: str) -> str:
@@ -209,6 +215,18 @@ def test_checker_sees_the_whole_trt_layer():
         seen |= set(trt_attribute_uses(module.read_text()))
     assert MUST_SEE <= seen, f"checker missed: {sorted(MUST_SEE - seen)}"
     assert set(ALLOWLIST) <= seen, f"stale allowlist entries: {sorted(set(ALLOWLIST) - seen)}"
+
+
+def test_rtx_only_names_exist_in_tensorrt_rtx():
+    """The names TensorRT for RTX adds are real: each is bound somewhere in its module."""
+    rtx = pytest.importorskip("tensorrt_rtx")
+    bound = set(dir(rtx))
+    for name in dir(rtx):
+        bound |= set(dir(getattr(rtx, name)))
+    assert RTX_ONLY <= bound, sorted(RTX_ONLY - bound)
+    seen = set(trt_attribute_uses((REPO / "mlic_edge" / "runtime" / "tensorrt_runtimes.py").read_text()))
+    assert RTX_ONLY <= seen | set(trt_attribute_uses((REPO / "mlic_edge" / "runtime" / "tensorrt_backend.py").read_text())), \
+        "stale RTX_ONLY entries"
 
 
 def test_no_removed_tensorrt_api_anywhere():

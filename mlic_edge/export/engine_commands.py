@@ -27,14 +27,17 @@ def build_engine_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Engine file (default <source>.<precision>.engine); the sidecar is <engine>.json."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when a matching engine (and ONNX) exists."),
     verbose: bool = typer.Option(False, "--verbose", help="TensorRT's verbose log."),
-    irpe_plugin: bool = typer.Option(False, "--irpe-plugin", help="Checkpoint source: export with the fused IRPEAttention plugin (see `export --irpe-plugin`); the plugin's PTX kernel is compiled with Triton and baked into the engine."),
+    irpe_plugin: bool = typer.Option(False, "--irpe-plugin", help="Checkpoint source: export with the fused IRPEAttention plugin (see `export --irpe-plugin`); the plugin's PTX kernel is compiled with Triton and baked into the engine. TensorRT 10/11 only (TensorRT for RTX 1.7 has no AOT Python plugins)."),
+    runtime: str = typer.Option("auto", "--runtime", help="auto | tensorrt | tensorrt-rtx. auto: TensorRT 10/11 where it imports and a GPU exists, else TensorRT for RTX (builds without a GPU)."),
+    compute_capability: Optional[str] = typer.Option(None, "--compute-capability", help="TensorRT for RTX: the GPUs the engine runs on: portable (default: 8.0,8.6,8.9,12.0), current (this machine's GPU), or a list such as 8.6,8.9 (7.5 8.0 8.6 8.9 12.0 12.1)."),
 ) -> None:
-    """Build a TensorRT 10/11 engine (strongly typed: the precision is the ONNX graph's).
+    """Build a TensorRT 10/11 or TensorRT for RTX engine (strongly typed: the precision is the ONNX graph's).
 
     Writes the precision ONNX first (model.fp16.onnx, ...), then the engine and its JSON sidecar
-    (classes, preprocessing, thresholds, TensorRT version, GPU, ONNX sha256, build options). An
-    engine with the same ONNX sha256, TensorRT version, GPU, precision and profile is reused.
-    Without TensorRT or a GPU it stops after the ONNX, saying how to install TensorRT.
+    (classes, preprocessing, thresholds, runtime and version, target compute capabilities, build
+    GPU, ONNX sha256, build options, I/O). An engine with the same key is reused. TensorRT for RTX
+    builds on a machine without a GPU; the engine is specialised on first run on the target GPU
+    (cached next to the engine). Without any runtime it stops after the ONNX, saying what to install.
     """
     from rich.console import Console
     from rich.markup import escape
@@ -52,14 +55,29 @@ def build_engine_command(
                               workspace_gb=workspace, timing_cache=timing_cache, optimization_level=opt_level,
                               with_attention=attention, calib_images=calib_images, force=force,
                               verbose=verbose, status=lambda message: status.update(message),
-                              irpe_plugin=irpe_plugin)
+                              irpe_plugin=irpe_plugin, runtime=runtime, compute_capability=compute_capability)
+    for line in describe_build(result):
+        console.print(escape(line), highlight=False, soft_wrap=True)
+
+
+def describe_build(result) -> list[str]:
+    """What a user reads after a build: engine, runtime, targets, size, time, I/O."""
     info = result.info
     verb = "reused" if result.reused_engine else "built"
-    console.print(escape(f"{verb} {result.engine} ({result.precision}, TensorRT {info.tensorrt_version}, "
-                  f"{info.gpu.get('name')}, profile {info.profile or 'static'}) from {result.onnx}; "
-                  f"sidecar {result.sidecar}; {result.seconds:.1f} s"), highlight=False)
-    for note in result.notes:
-        console.print(f"note: {escape(note)}", highlight=False)
+    size = result.engine.stat().st_size / 2 ** 20
+    build_s = info.build.get("build_seconds")
+    profile = ":".join(str(info.profile[k]) for k in ("min", "opt", "max")) if info.profile else "static"
+    lines = [f"{verb} {result.engine} ({size:.1f} MiB) with {info.runtime_label}: {result.precision}, compute "
+             f"capability {', '.join(info.compute_capabilities)}, batch {profile}"
+             + (f", build {build_s:.1f} s" if build_s is not None and not result.reused_engine else ""),
+             f"  from {result.onnx}; sidecar {result.sidecar}"]
+    network = info.build.get("network") or {}
+    for kind in ("inputs", "outputs"):
+        for tensor in network.get(kind, []):
+            shape = "x".join("B" if d == -1 else str(d) for d in tensor["shape"])
+            lines.append(f"  {kind[:-1]:6s} {tensor['name']:12s} {shape:16s} {tensor['dtype']}")
+    lines += [f"note: {note}" for note in result.notes]
+    return lines
 
 
 def register(app: typer.Typer) -> None:

@@ -3,18 +3,23 @@
     from mlic_edge.export import build_engine
     result = build_engine("best.pt", "best.fp16.engine", precision="fp16", batch="1:8:32")
 
+Two runtimes (`runtime.tensorrt_runtimes`): TensorRT 10/11 builds on the GPU that will run the
+engine; TensorRT for RTX builds anywhere, a CPU-only machine included, for a list of compute
+capabilities, and specialises the engine just in time on the GPU that runs it. `runtime="auto"`
+takes TensorRT where it imports and a GPU exists, else TensorRT for RTX.
+
 Why this order: every numerical decision (FP16 casts, INT8 Q/DQ scales) is made in the ONNX graph
 by `mlic_edge.export`, where ONNX Runtime on any CPU can check it (`mlic-edge parity`). TensorRT
 11 is strongly typed (TensorRT 10 with NetworkDefinitionCreationFlag.STRONGLY_TYPED behaves the
 same), so the engine runs exactly the types of that graph and no precision flag is set here:
 BuilderFlag.FP16/INT8, calibrators and layer precisions are gone in TensorRT 11.
 
-Steps: (1) write/reuse the precision ONNX; (2) import TensorRT and find the GPU, else stop with a
-one-line BackendUnavailable naming the written ONNX and `pip install 'mlic-edge[trt]'`; (3) reuse
-an existing engine whose sidecar key (ONNX sha256, TensorRT version, GPU, precision, batch
-profile) matches; (4) parse, one optimization profile for the batch range, timing cache loaded
-from and saved back to a file (later builds on this GPU skip tactic timing), build, write engine
-and sidecar atomically.
+Steps: (1) pick the runtime; (2) write/reuse the precision ONNX; (3) without a runtime that can
+build here, stop with a one-line BackendUnavailable naming the written ONNX and the pip extra;
+(4) reuse an existing engine whose sidecar key (ONNX sha256, runtime and version, target compute
+capabilities, precision, batch profile; the GPU for TensorRT 10/11) matches; (5) parse, one
+optimization profile for the batch range, (TensorRT 10/11) timing cache loaded from and saved
+back to a file, build, write engine and sidecar atomically.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from ..errors import BackendUnavailable, ConfigError, ModelFileError
 from ..runtime.files import atomic_write_bytes, cache_dir, file_sha256
 from ..runtime.engine_info import EngineInfo, read_engine_info, same_build, sidecar_path, write_engine_info
 from ..runtime.metadata import ModelMetadata
+from ..runtime.tensorrt_runtimes import TensorRTRuntime, choose_runtime, parse_targets
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +77,7 @@ def parse_batch_profile(text: str | int | tuple) -> tuple[int, int, int]:
     return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
-def default_timing_cache(trt_version: str, gpu: dict[str, Any]) -> Path:
+def default_timing_cache(trt_version: str, gpu: dict[str, Any]) -> Path:  # TensorRT 10/11 only
     """Timing caches are only valid for one TensorRT version and GPU: one file per pair."""
     root = cache_dir("tensorrt")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", str(gpu.get("name", "gpu"))).strip("-").lower()
@@ -165,8 +171,10 @@ def prepare_onnx(source: Path, precision: str | None, out_onnx: Path, *, calib: 
     meta = read_metadata(source)
     have = meta.precision
     if meta.extra.get("target", "tensorrt") != "tensorrt" or have.endswith("-cpu"):
-        raise ModelFileError(f"{source}: exported for ONNX Runtime CPU ({have}); export with "
-                             f"--target tensorrt (or pass the checkpoint)")
+        # ORT's CPU int8 (int32 biases behind DequantizeLinear, QLinear ops) is not a TensorRT graph
+        raise ModelFileError(f"{source}: made for ONNX Runtime on CPUs ({have}, --target cpu), which "
+                             f"TensorRT cannot parse; use `mlic-edge export <best.pt> --precision "
+                             f"{have.removesuffix('-cpu')}` (--target tensorrt, the default), or pass the checkpoint")
     if with_attention and "attention" not in meta.output_names:
         raise ModelFileError(f"{source}: has no attention output; export it with --attention")
     has_plugin = bool(meta.extra.get("irpe_plugin"))
@@ -188,32 +196,75 @@ def prepare_onnx(source: Path, precision: str | None, out_onnx: Path, *, calib: 
 
 
 # ----------------------------------------------------------------------------------- TensorRT side
-def build_serialized_engine(trt, onnx_path: Path, input_name: str, image_size: int,
+def load_timing_cache(config, path: Path) -> tuple[Any, bool]:
+    """(timing cache set on `config`, reused?). A corrupt or foreign file (create_timing_cache
+    returns None, or set_timing_cache refuses it) gives a fresh cache and a warning, never a crash."""
+    data = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(data) if data else None
+    if cache is not None and config.set_timing_cache(cache, False):  # False: refuse foreign caches
+        return cache, True
+    if data:
+        log.warning("timing cache %s is corrupt or from another TensorRT/GPU; starting a new one", path)
+    cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, False)
+    return cache, False
+
+
+def parser_error_line(parser) -> str:
+    """The ONNX parser's errors in one line, each naming the node and its op type."""
+    errors = []
+    for i in range(parser.num_errors):
+        error = parser.get_error(i)
+        where = ""
+        try:
+            name, op = error.node_name(), error.node_operator()
+            where = f"node {name or '#' + str(error.node())} ({op}): " if (name or op) else ""
+        except AttributeError:  # older parsers: the description alone
+            pass
+        errors.append(where + " ".join(str(error.desc()).split()))
+    return "; ".join(errors)[:600]
+
+
+def describe_network(trt, network) -> dict[str, Any]:
+    """What the built engine will hold, read from the parsed network (no GPU needed): I/O names,
+    shapes and dtypes, layer counts by type and the dtypes of the layers' outputs."""
+    def tensor(t) -> dict[str, Any]:
+        return {"name": t.name, "shape": [int(d) for d in t.shape], "dtype": t.dtype.name}
+
+    layers: dict[str, int] = {}
+    dtypes: dict[str, int] = {}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        layers[layer.type.name] = layers.get(layer.type.name, 0) + 1
+        for j in range(layer.num_outputs):
+            name = layer.get_output(j).dtype.name
+            dtypes[name] = dtypes.get(name, 0) + 1
+    return {"inputs": [tensor(network.get_input(i)) for i in range(network.num_inputs)],
+            "outputs": [tensor(network.get_output(i)) for i in range(network.num_outputs)],
+            "layers": dict(sorted(layers.items())), "tensor_dtypes": dict(sorted(dtypes.items()))}
+
+
+def build_serialized_engine(runtime: TensorRTRuntime, onnx_path: Path, input_name: str, image_size: int,
                             profile: tuple[int, int, int] | None, *, workspace_gb: float | None,
-                            timing_cache: Path, optimization_level: int | None,
-                            verbose: bool = False, irpe_plugin: bool = False) -> tuple[bytes, dict[str, Any]]:
+                            timing_cache: Path | None, optimization_level: int | None,
+                            targets: tuple[str, ...] | None = None, verbose: bool = False,
+                            irpe_plugin: bool = False) -> tuple[bytes, dict[str, Any]]:
     """Parse the ONNX into a strongly typed network and build it; returns (engine bytes, facts).
 
     irpe_plugin: the graph has IRPEAttention nodes; the plugin is registered first and its
-    ahead-of-time (PTX) implementation preferred, so the engine runs without Python."""
-    from ..runtime.tensorrt_backend import make_logger, tensorrt_major
-
-    logger = make_logger(trt, verbose)
+    ahead-of-time (PTX) implementation preferred, so the engine runs without Python.
+    targets: TensorRT for RTX's compute capabilities (None: its portable set)."""
+    trt = runtime.trt
+    logger = runtime.logger(verbose)
     builder = trt.Builder(logger)
-    flags = 0
-    if tensorrt_major(trt) < 11:
-        # TensorRT 10: opt in to strong typing (precision from the graph). TensorRT 11: every
-        # network is strongly typed and the flag is deprecated, so none is passed.
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     if irpe_plugin:
         from ..runtime.irpe_plugin import register_irpe_plugin
-        register_irpe_plugin()
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.PREFER_AOT_PYTHON_PLUGINS)
+        register_irpe_plugin(runtime)
+    flags, flag_names = runtime.network_flags(irpe_plugin)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):  # parse_from_file: external weights resolved
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ModelFileError(f"{onnx_path}: TensorRT's ONNX parser rejected it: {' '.join(errors.split())[:400]}")
+        raise ModelFileError(f"{onnx_path}: {runtime.label}'s ONNX parser rejected it: {parser_error_line(parser)}")
     config = builder.create_builder_config()
     if workspace_gb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * 2 ** 30))
@@ -225,28 +276,54 @@ def build_serialized_engine(trt, onnx_path: Path, input_name: str, image_size: i
         optimization_profile = builder.create_optimization_profile()
         optimization_profile.set_shape(input_name, *shapes)
         config.add_optimization_profile(optimization_profile)
-    cache_data = timing_cache.read_bytes() if timing_cache.is_file() else b""
-    cache = config.create_timing_cache(cache_data)
-    cache_reused = bool(cache_data)
-    if not config.set_timing_cache(cache, False):  # ignore_mismatch=False: refuse foreign caches
-        log.warning("timing cache %s does not match this TensorRT/GPU; starting a new one", timing_cache)
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, False)
-        cache_reused = False
+    set_targets = runtime.set_targets(config, targets)
+    cache, cache_reused = load_timing_cache(config, timing_cache) if timing_cache else (None, False)
     started = time.time()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ModelFileError(f"{onnx_path}: TensorRT failed to build an engine (see its log above)")
+        raise ModelFileError(f"{onnx_path}: {runtime.label} failed to build an engine (see its log above)")
     seconds = time.time() - started
-    atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
-    facts = {"strongly_typed": True,
-             "network_flags": ("STRONGLY_TYPED" if tensorrt_major(trt) < 11 else "none (TensorRT 11)")
-             + (" + PREFER_AOT_PYTHON_PLUGINS" if irpe_plugin else ""),
+    if cache is not None:
+        atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+    facts = {"strongly_typed": True, "network_flags": " + ".join(flag_names) or "none (strongly typed by default)",
              "plugins": ["mlic_edge::IRPEAttention v1 (AOT PTX)"] if irpe_plugin else [],
-             "timing_cache": str(timing_cache), "timing_cache_reused": cache_reused,
-             "workspace_gb": workspace_gb, "optimization_level": optimization_level,
-             "build_seconds": round(seconds, 2)}
+             "plugin_impl": "aot" if irpe_plugin else None,
+             "target_compute_capabilities": list(set_targets) or None,
+             "timing_cache": str(timing_cache) if cache is not None else None,
+             "timing_cache_reused": cache_reused, "workspace_gb": workspace_gb,
+             "optimization_level": optimization_level, "build_seconds": round(seconds, 2),
+             "network": describe_network(trt, network)}
     return bytes(memoryview(serialized)), facts
+
+
+def resolve_build_runtime(request: str, gpu: dict[str, Any] | None) -> tuple[TensorRTRuntime | None, str | None]:
+    """(runtime, None) or (None, why not): the ONNX is still written when no runtime can build."""
+    try:
+        runtime = choose_runtime(request, gpu)
+    except BackendUnavailable as e:
+        return None, str(e)
+    if not runtime.builds_without_gpu and gpu is None:
+        return None, (f"{runtime.label} builds engines on the GPU that runs them and no CUDA GPU is "
+                      f"visible (TensorRT for RTX builds without one: --runtime tensorrt-rtx)")
+    return runtime, None
+
+
+def _target_capabilities(runtime: TensorRTRuntime, targets: tuple[str, ...] | None,
+                         gpu: dict[str, Any] | None) -> list[str]:
+    """The compute capabilities the engine will run on (recorded in the sidecar)."""
+    from ..runtime.tensorrt_runtimes import RTX_PORTABLE
+
+    if not runtime.is_rtx:
+        if targets is not None:
+            raise ConfigError(f"--compute-capability is for TensorRT for RTX; {runtime.label} builds for "
+                              f"the GPU it runs on")
+        return [gpu["compute_capability"]]
+    if targets == ("current",):
+        if gpu is None:
+            raise ConfigError("--compute-capability current needs a GPU on this machine; name the targets "
+                              "instead, e.g. --compute-capability 8.9")
+        return [gpu["compute_capability"]]
+    return list(targets or RTX_PORTABLE)
 
 
 def build_engine(
@@ -266,15 +343,18 @@ def build_engine(
     verbose: bool = False,
     status: Callable[[str], None] | None = None,
     irpe_plugin: bool = False,
+    runtime: str = "auto",
+    compute_capability: str | None = None,
 ) -> BuildResult:
     """Build (or reuse) a TensorRT engine for `source` (.pt or .onnx); see the module docstring.
 
     precision: fp32 | fp16 | int8 | None (= the ONNX's own, or fp32 for a checkpoint).
     batch: "MIN:OPT:MAX" profile for dynamic-batch graphs (a fixed-batch ONNX needs its own size).
-    Raises BackendUnavailable (after writing the ONNX) when TensorRT or a CUDA GPU is missing.
+    runtime: auto | tensorrt | tensorrt-rtx. compute_capability (TensorRT for RTX): "portable"
+    (None), "current" or a list "8.6,8.9".
+    Raises BackendUnavailable (after writing the ONNX) when no runtime can build here.
     """
     from ..runtime.cuda_io import gpu_info
-    from ..runtime.tensorrt_backend import INSTALL_HINT, import_tensorrt
 
     say = status or (lambda message: None)
     started = time.time()
@@ -284,6 +364,12 @@ def build_engine(
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     profile_req = parse_batch_profile(batch)
+    targets = parse_targets(compute_capability)
+    gpu = gpu_info(0)
+    trt_runtime, unavailable = resolve_build_runtime(runtime, gpu)
+    if trt_runtime is not None and irpe_plugin and trt_runtime.plugin_support():  # before any export work
+        raise BackendUnavailable(f"--irpe-plugin: {trt_runtime.plugin_support()}; build the lowered graph "
+                                 f"(without --irpe-plugin) instead")
     engine_guess = precision or ("fp32" if source.suffix.lower() != ".onnx" else "onnx")
     engine_path, onnx_out = _default_paths(source, engine_guess, Path(out) if out else None)
 
@@ -294,18 +380,14 @@ def build_engine(
     precision = meta.precision
     if out is None and engine_guess == "onnx":
         engine_path = _default_paths(source, precision, None)[0]
+    if trt_runtime is None:
+        raise BackendUnavailable(f"{precision} ONNX graph ready at {onnx_path}, but no engine was built: "
+                                 f"{unavailable}. Then: mlic-edge build-engine {onnx_path} --out {engine_path}")
+    has_plugin = bool(meta.extra.get("irpe_plugin"))
+    if has_plugin and trt_runtime.plugin_support():
+        raise BackendUnavailable(f"{onnx_path}: has IRPEAttention plugin nodes, but {trt_runtime.plugin_support()}; "
+                                 f"export without --irpe-plugin")
 
-    try:
-        trt = import_tensorrt()
-    except BackendUnavailable as e:
-        raise BackendUnavailable(f"{precision} ONNX graph ready at {onnx_path}, but no engine was built: "
-                                 f"{e}. Then: mlic-edge build-engine {onnx_path} --out {engine_path}") from None
-    gpu = gpu_info(0)
-    if gpu is None:
-        raise BackendUnavailable(f"{precision} ONNX graph ready at {onnx_path}, but no engine was built: "
-                                 f"no CUDA GPU is visible (engines are built on the GPU that runs them; "
-                                 f"there: {INSTALL_HINT})")
-    trt_version = str(trt.__version__)
     image_size = int(meta.preprocess["image_size"])
     fixed = _static_batch(meta)
     if fixed is not None:
@@ -315,9 +397,10 @@ def build_engine(
         profile = None
     else:
         profile = profile_req
-    onnx_sha = file_sha256(onnx_path)
+    capabilities = _target_capabilities(trt_runtime, targets, gpu)
     wanted = EngineInfo(
-        metadata=meta, tensorrt_version=trt_version, gpu=gpu, onnx_sha256=onnx_sha, precision=precision,
+        metadata=meta, runtime=trt_runtime.name, runtime_version=trt_runtime.version,
+        compute_capabilities=capabilities, gpu=gpu, onnx_sha256=file_sha256(onnx_path), precision=precision,
         profile=dict(zip(("min", "opt", "max"), profile)) if profile else None, onnx_path=str(onnx_path),
         checkpoint=str(checkpoint.resolve()) if checkpoint else None)
     if engine_path.is_file() and sidecar_path(engine_path).is_file() and not force:
@@ -326,17 +409,24 @@ def build_engine(
         except ModelFileError:
             existing = None
         if existing is not None and same_build(existing, wanted):
-            notes.append(f"reused {engine_path}: same ONNX sha256, TensorRT, GPU, precision and profile "
+            notes.append(f"reused {engine_path}: same ONNX sha256, runtime, targets, precision and profile "
                          f"(--force rebuilds)")
             return BuildResult(engine_path, sidecar_path(engine_path), onnx_path, precision, True,
                                reused_onnx, time.time() - started, existing, notes)
 
-    cache_file = Path(timing_cache) if timing_cache else default_timing_cache(trt_version, gpu)
-    say(f"building the TensorRT {trt_version} engine on {gpu['name']} (minutes for large models)...")
-    data, facts = build_serialized_engine(trt, onnx_path, meta.input_name, image_size, profile,
+    cache_file = None
+    if trt_runtime.uses_timing_cache:
+        cache_file = Path(timing_cache) if timing_cache else default_timing_cache(trt_runtime.version, gpu)
+    elif timing_cache:
+        notes.append(f"--timing-cache ignored: {trt_runtime.label} does not time tactics at build time")
+    where = gpu["name"] if gpu else "this CPU"
+    say(f"building the {trt_runtime.label} engine on {where} for compute capability "
+        f"{', '.join(capabilities)} (minutes for large models)...")
+    data, facts = build_serialized_engine(trt_runtime, onnx_path, meta.input_name, image_size, profile,
                                           workspace_gb=workspace_gb, timing_cache=cache_file,
                                           optimization_level=optimization_level, verbose=verbose,
-                                          irpe_plugin=bool(meta.extra.get("irpe_plugin")))
+                                          targets=targets if trt_runtime.is_rtx else None,
+                                          irpe_plugin=has_plugin)
     from .. import __version__
     wanted.build = {**facts, "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "mlic_edge_version": __version__, "engine_bytes": len(data)}
@@ -344,5 +434,3 @@ def build_engine(
     side = write_engine_info(engine_path, wanted)
     return BuildResult(engine_path, side, onnx_path, precision, False, reused_onnx,
                        time.time() - started, wanted, notes)
-
-

@@ -118,6 +118,9 @@ class DeviceIO:
         """Queue a device->host copy of the first prod(shape) elements; call the returned
         function after synchronize() to get the array."""
     def synchronize(self) -> None: ...
+    def make_current(self) -> None:
+        """Make this IO's GPU the thread's current CUDA device: TensorRT creates its runtime,
+        engine and execution context on the current device, which must hold the buffers."""
     def capture(self, launch: Callable[[int], None]) -> Callable[[], None]:
         """Record launch(stream_handle) into a CUDA graph; returns replay() (on our stream)."""
     def event_timer(self): ...
@@ -138,8 +141,14 @@ class TorchDeviceIO(DeviceIO):
         self.stream_handle = int(self.stream.cuda_stream)
         self._graphs: list = []
 
+    def make_current(self) -> None:
+        self.torch.cuda.set_device(self.device)
+
     def _dtype(self, dtype):
         return getattr(self.torch, np.dtype(dtype).name)  # float32 -> torch.float32, ...
+
+    def make_current(self) -> None:
+        _check(self.cudart.cudaSetDevice(self.index), "cudaSetDevice")
 
     def alloc(self, shape, dtype) -> DeviceArray:
         t = self.torch.empty(tuple(shape), dtype=self._dtype(dtype), device=self.device)
@@ -205,12 +214,16 @@ class CudartDeviceIO(DeviceIO):
             raise BackendUnavailable("device buffers need torch with CUDA or cuda-python "
                                      "(pip install 'mlic-edge[trt]')")
         self.cudart = cudart
-        _check(cudart.cudaSetDevice(index), "cudaSetDevice")
+        self.index = index
+        self.make_current()
         self.stream = _check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking),
                              "cudaStreamCreate")
         self.stream_handle = int(self.stream)
         self._allocations: list[int] = []
         self._graphs: list = []
+
+    def make_current(self) -> None:
+        _check(self.cudart.cudaSetDevice(self.index), "cudaSetDevice")
 
     def alloc(self, shape, dtype) -> DeviceArray:
         array = DeviceArray(0, shape, dtype)

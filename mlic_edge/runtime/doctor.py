@@ -46,15 +46,22 @@ def _probe_onnxruntime() -> dict[str, Any]:
     return info
 
 
-def _probe_tensorrt() -> dict[str, Any]:
-    info: dict[str, Any] = {"version": package_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12")}
+_RUNTIME_PACKAGES = {"tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
+                     "tensorrt-rtx": ("tensorrt-rtx-cu13", "tensorrt-rtx-cu12", "tensorrt-rtx")}
+
+
+def _probe_tensorrt(name: str) -> dict[str, Any]:
+    """One TensorRT runtime: version, or the import error; and whether it takes the iRPE plugin."""
+    from .tensorrt_runtimes import import_runtime
+
+    info: dict[str, Any] = {"version": package_version(*_RUNTIME_PACKAGES[name])}
     try:
-        from .tensorrt_backend import import_tensorrt
-        trt = import_tensorrt()
+        runtime = import_runtime(name)
     except Exception as e:
         info["error"] = str(e)[:200]
         return info
-    info["version"] = str(trt.__version__)
+    info["version"] = runtime.version
+    info["irpe_plugin"] = runtime.plugin_support() or "yes"
     return info
 
 
@@ -68,7 +75,8 @@ def collect() -> dict[str, Any]:
         "packages": {name: package_version(name) for name in ("numpy", "pillow", "timm", "onnx", "onnx-graphsurgeon",
                                                        "nvidia-modelopt", "cuda-bindings", "triton",
                                                        "onnxruntime-extensions")},
-        "torch": _probe_torch(), "onnxruntime": _probe_onnxruntime(), "tensorrt": _probe_tensorrt(),
+        "torch": _probe_torch(), "onnxruntime": _probe_onnxruntime(), "tensorrt": _probe_tensorrt("tensorrt"),
+        "tensorrt_rtx": _probe_tensorrt("tensorrt-rtx"),
     }
     gpus = []
     try:
@@ -93,11 +101,21 @@ def _capabilities(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append({"backend": "onnxruntime (CUDA)", "ok": cuda_ok, "precisions": "fp32, fp16" if cuda_ok else "",
                  "note": "" if cuda_ok else ("no CUDA GPU" if "CUDAExecutionProvider" in providers
                                              else "needs onnxruntime-gpu")})
+    from .tensorrt_runtimes import RTX_TARGETS
+
+    typed = "fp32, fp16, int8 (strongly typed: the ONNX graph's own types)"
     trt = report["tensorrt"]
     trt_ok = "error" not in trt and gpu
-    rows.append({"backend": "tensorrt (.engine)", "ok": trt_ok,
-                 "precisions": "fp32, fp16, int8 (strongly typed: the ONNX graph's own types)" if trt_ok else "",
+    rows.append({"backend": "tensorrt (.engine): build + run", "ok": trt_ok, "precisions": typed if trt_ok else "",
                  "note": trt.get("error", "") if "error" in trt else ("" if gpu else "no CUDA GPU")})
+    rtx = report.get("tensorrt_rtx", {"error": "not probed"})
+    rows.append({"backend": "tensorrt-rtx (.engine): build (no GPU needed)", "ok": "error" not in rtx,
+                 "precisions": typed if "error" not in rtx else "", "note": rtx.get("error", "")})
+    rtx_gpus = [g for g in report["gpus"] if g["compute_capability"] in RTX_TARGETS]
+    rtx_run = "error" not in rtx and bool(rtx_gpus)
+    rows.append({"backend": "tensorrt-rtx (.engine): run", "ok": rtx_run, "precisions": typed if rtx_run else "",
+                 "note": rtx.get("error", "") if "error" in rtx else "" if rtx_run else
+                 ("no CUDA GPU" if not gpu else f"no GPU of compute capability {', '.join(RTX_TARGETS)}")})
     plugin_ort = report["packages"].get("onnxruntime-extensions") is not None and "error" not in ort
     rows.append({"backend": "onnxruntime (IRPEAttention plugin graphs)", "ok": plugin_ort,
                  "precisions": "fp32, fp16, int8 (the plugin node runs as a numpy reference op)" if plugin_ort else "",
@@ -127,6 +145,8 @@ def print_report(report: dict[str, Any], console=None) -> None:
                  f"GPU {'yes' if torch.get('cuda') else 'no'})"))
     rows.append(("onnxruntime", ort.get("error") or f"{ort['version']}; providers: {', '.join(ort['providers'])}"))
     rows.append(("tensorrt", trt.get("error") or trt["version"]))
+    rtx = report.get("tensorrt_rtx", {})
+    rows.append(("tensorrt-rtx", rtx.get("error") or rtx.get("version")))
     rows.append(("CUDA driver", report["cuda_driver"] or "-"))
     for gpu in report["gpus"] or [None]:
         rows.append(("GPU", f"{gpu['index']}: {gpu['name']} (compute capability {gpu['compute_capability']}, "

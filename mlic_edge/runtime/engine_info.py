@@ -5,9 +5,14 @@ a matching GPU and TensorRT version, and it is useless anywhere else. The sideca
 model's ModelMetadata (classes, preprocessing, thresholds: copied from the ONNX it was built
 from) plus what the engine is tied to, so that
 
-* `build-engine` can reuse an engine whose key (ONNX sha256, TensorRT version, GPU, precision,
-  batch profile) matches instead of rebuilding it (minutes on large models), and
+* `build-engine` can reuse an engine whose key (ONNX sha256, runtime and its version, target
+  compute capabilities, build GPU for TensorRT 10/11, precision, batch profile) matches instead of
+  rebuilding it (minutes on large models), and
 * the runtime can refuse a foreign engine with a clear message before TensorRT fails cryptically.
+
+Two runtimes write engines (see `tensorrt_runtimes`): TensorRT 10/11 builds on and for one GPU
+(`gpu`, `compute_capabilities` = its one); TensorRT for RTX builds without a GPU (`gpu` None) for
+a list of compute capabilities.
 """
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ from typing import Any
 from ..errors import BackendUnavailable, ModelFileError
 from .metadata import ModelMetadata
 
-ENGINE_INFO_FORMAT = "mlic-edge-engine/1"
+ENGINE_INFO_FORMAT = "mlic-edge-engine/2"
+_FORMAT_1 = "mlic-edge-engine/1"   # TensorRT 10/11 only: read as runtime "tensorrt"
 
 
 def sidecar_path(engine_path: str | os.PathLike) -> Path:
@@ -32,8 +38,10 @@ def sidecar_path(engine_path: str | os.PathLike) -> Path:
 @dataclass
 class EngineInfo:
     metadata: ModelMetadata
-    tensorrt_version: str
-    gpu: dict[str, Any]                 # {"name", "compute_capability": "9.0", "memory_gb"}
+    runtime: str                        # "tensorrt" | "tensorrt-rtx"
+    runtime_version: str                # e.g. "11.4.0.106", "1.7.1.116"
+    compute_capabilities: list[str]     # what the engine runs on: ["9.0"]; RTX ["8.0", "8.6", ...]
+    gpu: dict[str, Any] | None          # the build GPU {"name", "compute_capability", "memory_gb"}; None: RTX on a CPU
     onnx_sha256: str
     precision: str                      # fp32 | fp16 | int8 (the ONNX graph's; strongly typed)
     profile: dict[str, int] | None      # {"min", "opt", "max"} batch; None = static-batch graph
@@ -44,9 +52,16 @@ class EngineInfo:
 
     def cache_key(self) -> dict[str, Any]:
         """What must match for an existing engine to be reused (see `same_build`)."""
-        return {"onnx_sha256": self.onnx_sha256, "tensorrt_version": self.tensorrt_version,
-                "gpu": self.gpu.get("name"), "compute_capability": self.gpu.get("compute_capability"),
-                "precision": self.precision, "profile": self.profile}
+        key = {"onnx_sha256": self.onnx_sha256, "runtime": self.runtime,
+               "runtime_version": self.runtime_version, "compute_capabilities": list(self.compute_capabilities),
+               "precision": self.precision, "profile": self.profile}
+        if self.runtime != "tensorrt-rtx":   # TensorRT 10/11 tunes tactics on the build GPU model
+            key["gpu"] = (self.gpu or {}).get("name")
+        return key
+
+    @property
+    def runtime_label(self) -> str:
+        return f"{'TensorRT for RTX' if self.runtime == 'tensorrt-rtx' else 'TensorRT'} {self.runtime_version}"
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -72,6 +87,10 @@ def read_engine_info(engine_path: str | os.PathLike) -> EngineInfo:
         data = json.loads(side.read_text())
     except (OSError, ValueError) as e:
         raise ModelFileError(f"{side}: unreadable engine sidecar ({e})") from None
+    if isinstance(data, dict) and data.get("format") == _FORMAT_1:
+        gpu = data.get("gpu") or {}
+        data.update(format=ENGINE_INFO_FORMAT, runtime="tensorrt", runtime_version=data.pop("tensorrt_version", ""),
+                    compute_capabilities=[gpu.get("compute_capability")])
     if not isinstance(data, dict) or data.get("format") != ENGINE_INFO_FORMAT:
         raise ModelFileError(f"{side}: not an mlic-edge engine sidecar (format "
                              f"{data.get('format') if isinstance(data, dict) else None!r})")
@@ -91,17 +110,27 @@ def same_build(existing: EngineInfo, wanted: EngineInfo) -> bool:
 
 
 def check_engine_compatible(info: EngineInfo, engine_path: str | os.PathLike,
-                            tensorrt_version: str, gpu: dict[str, Any] | None) -> None:
+                            runtime_version: str, gpu: dict[str, Any] | None) -> None:
     """Raise BackendUnavailable when the engine cannot run here: serialized engines are tied to
-    the TensorRT version and to the GPU's compute capability they were built with."""
+    the runtime's version and to the compute capabilities they were built for."""
     rebuild = (f"rebuild it here: mlic-edge build-engine {info.onnx_path or '<model.onnx>'} "
                f"--out {engine_path}")
     if gpu is None:
-        raise BackendUnavailable(f"{engine_path}: TensorRT engines need a CUDA GPU and none is visible")
-    built_on = f"TensorRT {info.tensorrt_version} on {info.gpu.get('name')} " \
-               f"(compute capability {info.gpu.get('compute_capability')})"
-    here = f"TensorRT {tensorrt_version} on {gpu.get('name')} " \
-           f"(compute capability {gpu.get('compute_capability')})"
-    if info.tensorrt_version != tensorrt_version or \
-            info.gpu.get("compute_capability") != gpu.get("compute_capability"):
-        raise BackendUnavailable(f"{engine_path}: built with {built_on}; this machine has {here}; {rebuild}")
+        raise BackendUnavailable(f"{engine_path}: TensorRT engines need a CUDA GPU and none is visible"
+                                 + (" (TensorRT for RTX builds without one, but runs on one)"
+                                    if info.runtime == "tensorrt-rtx" else ""))
+    here_cc = gpu.get("compute_capability")
+    targets = ", ".join(str(c) for c in info.compute_capabilities)
+    built_on = f"{info.runtime_label} for compute capability {targets}"
+    here = f"{gpu.get('name')} (compute capability {here_cc})"
+    if info.runtime_version != runtime_version:
+        raise BackendUnavailable(f"{engine_path}: built with {built_on}; this machine has "
+                                 f"{info.runtime_label.rsplit(' ', 1)[0]} {runtime_version}; {rebuild}")
+    if here_cc not in info.compute_capabilities:
+        if info.runtime == "tensorrt-rtx":
+            from .tensorrt_runtimes import RTX_SUPPORT_NOTE, RTX_TARGETS
+            hint = (f"rebuild with --compute-capability {here_cc}" if here_cc in RTX_TARGETS
+                    else RTX_SUPPORT_NOTE)
+            raise BackendUnavailable(f"{engine_path}: built with {built_on}; this GPU is {here}: {hint}")
+        raise BackendUnavailable(f"{engine_path}: built with {built_on} on {(info.gpu or {}).get('name')}; "
+                                 f"this GPU is {here}; {rebuild}")

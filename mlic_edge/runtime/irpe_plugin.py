@@ -11,44 +11,37 @@ The node contract (inputs, attributes) is in `irpe_reference.py`. Three parts:
 
 Both exist, so networks that contain the node are created with
 NetworkDefinitionCreationFlag.PREFER_AOT_PYTHON_PLUGINS (see export/tensorrt_engine.py).
-`register_irpe_plugin()` is called by `mlic-edge build-engine` before parsing a plugin-mode
-graph, and by the TensorRT backend before deserializing an engine built from one.
+`register_irpe_plugin(runtime)` is called by `mlic-edge build-engine` before parsing a
+plugin-mode graph; an engine built with the AOT kernel opens without it (the TensorRT backend
+registers the plugin only for JIT-plugin engines). The Python plugin API is `tensorrt.plugin`
+(TensorRT >= 10.14; `tensorrt_bindings.plugin` in 10.12/10.13). TensorRT for RTX 1.7 has no
+AOT Python plugins: `TensorRTRuntime.plugin_support` says why.
+
+The AOT kernel's tiles are capped at 48 KiB of dynamic shared memory: a kernel launched by
+TensorRT's AOT path gets no cudaFuncSetAttribute(MaxDynamicSharedMemorySize) call from us, and
+48 KiB is what CUDA allows without one.
 
 Deliberately no `from __future__ import annotations`: `tensorrt.plugin` validates the decorated
 functions' annotations as objects.
 """
 from typing import List, Tuple, Union
 
-from ..errors import BackendUnavailable
 from .irpe_reference import OP_TYPE, PLUGIN_NAMESPACE
+from .tensorrt_runtimes import TensorRTRuntime, import_plugin_api
 
 PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{OP_TYPE}"
-_registered = False
+AOT_MAX_SHARED = 48 * 1024   # dynamic shared memory a kernel may use without an opt-in attribute
+_registered: set = set()
 
 
-def register_irpe_plugin() -> None:
-    """Register the plugin with TensorRT's plugin registry (idempotent)."""
-    global _registered
-    if _registered:
+def register_irpe_plugin(runtime: TensorRTRuntime) -> None:
+    """Register the plugin with `runtime`'s plugin registry (idempotent per runtime).
+    BackendUnavailable when the runtime has no Python plugin API."""
+    if runtime.name in _registered:
         return
-    try:
-        import tensorrt as trt
-        import tensorrt.plugin as trtp
-    except ImportError as e:
-        raise BackendUnavailable(f"the IRPEAttention plugin needs TensorRT >= 10.12 with "
-                                 f"tensorrt.plugin ({e})") from None
-    _define(trt, trtp)
-    _registered = True
-
-
-def _max_shared_memory() -> int | None:
-    """Shared memory per block of the build GPU (for the tile choice), None if unknown."""
-    try:
-        import triton
-
-        return int(triton.runtime.driver.active.utils.get_device_properties(0)["max_shared_mem"])
-    except Exception:  # no driver query: compile the fastest tiles and let the build report it
-        return None
+    trtp = import_plugin_api(runtime)
+    _define(runtime.trt, trtp)
+    _registered.add(runtime.name)
 
 
 def _define(trt, trtp) -> None:
@@ -90,7 +83,7 @@ def _define(trt, trtp) -> None:
             dtype, num_heads, d_model // num_heads,
             n_buckets=_constant(value_table.shape_expr[1], "the bucket count"),
             table_heads=_constant(value_table.shape_expr[0], "the table head count"),
-            scale=scale, max_shared=_max_shared_memory())
+            scale=scale, max_shared=AOT_MAX_SHARED)
         seq_len = q.shape_expr[1]
         launch = trtp.KernelLaunchParams()
         launch.grid_x = trtp.cdiv(seq_len, kernel["block_m"])     # query blocks

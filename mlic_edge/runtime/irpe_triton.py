@@ -451,7 +451,8 @@ def compile_plugin_kernel(dtype: str, num_heads: int, head_dim: int, n_buckets: 
         if max_shared is None or kernel["shared"] <= max_shared:
             return kernel
     raise ValueError(f"IRPEAttention ({dtype}, head_dim {head_dim}) needs {kernel['shared']} bytes of "
-                     f"shared memory per block even with 16 x 16 tiles; this GPU allows {max_shared}")
+                     f"shared memory per block even with 16 x 16 tiles; {max_shared} are allowed (TensorRT's AOT "
+                     f"launch: 48 KiB); use fp16 or the lowered graph (no --irpe-plugin)")
 
 
 def plugin_constexprs(dtype: str, num_heads: int, head_dim: int, n_buckets: int, table_heads: int,

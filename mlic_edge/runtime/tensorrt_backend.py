@@ -1,17 +1,24 @@
-"""TensorRT engine backend (TensorRT 10.x and 11.x), written against the tensor-name API only.
+"""TensorRT engine backend: TensorRT 10.x/11.x and TensorRT for RTX, tensor-name API only.
 
 Why this shape:
 * TensorRT 11 removed the binding-index API (num_bindings, execute_async_v2, ...); everything
   here goes through I/O tensor names: num_io_tensors / get_tensor_name / get_tensor_mode,
-  context.set_input_shape, set_tensor_address, execute_async_v3 (also TensorRT 10's API).
-  tests/test_trt_api.py checks every attribute used on TensorRT objects against the 11.4 bindings.
-* Device buffers come from `cuda_io` (torch CUDA tensors or cuda-python; never pycuda).
+  context.set_input_shape, set_tensor_address, execute_async_v3 (also TensorRT 10's and TensorRT
+  for RTX's API). tests/test_trt_api.py checks every attribute used on TensorRT objects against
+  the 11.4 bindings.
+* The sidecar says which runtime built the engine; what differs between the two (RTX's JIT
+  runtime cache, persisted next to the engine per GPU) is in `tensorrt_runtimes`.
+* Device buffers come from `cuda_io` (torch CUDA tensors or cuda-python; never pycuda). The
+  engine's GPU is made the current device before the runtime is created, so engine, context
+  and buffers live on one GPU (`--device cuda:1`).
 * Static shapes replay a CUDA graph: after one eager run for an input shape (TensorRT's
   deferred setup happens there), execute_async_v3 is captured once and replayed for every
   later batch of that shape, removing per-layer launch overhead. A new shape recaptures;
   a capture failure falls back to eager execution for good.
-* `tensorrt` is imported lazily; without it or without a GPU, opening an engine raises
-  BackendUnavailable naming `pip install 'mlic-edge[trt]'`.
+* Engines with the IRPEAttention plugin were built with its ahead-of-time kernel (PTX inside
+  the engine): they open without the plugin API or Triton. Only a JIT-plugin engine registers it.
+* The runtime module is imported lazily; without it or without a GPU, opening an engine raises
+  BackendUnavailable naming the pip extra.
 """
 from __future__ import annotations
 
@@ -24,34 +31,34 @@ import numpy as np
 
 from ..errors import BackendUnavailable, ModelFileError
 from .backend import Backend
-from .engine_info import check_engine_compatible, read_engine_info
+from .engine_info import EngineInfo, check_engine_compatible, read_engine_info
+from .files import atomic_write_bytes
+from .tensorrt_runtimes import TensorRTRuntime, import_runtime, runtime_cache_path
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'mlic-edge[trt]'"
 MAX_RECAPTURES = 8  # shapes alternating more often than this run eagerly (capture costs ~ms)
 
 
-def import_tensorrt():
-    """The tensorrt module, or BackendUnavailable. The registry's tensorrt wheels are stubs that
-    fetch the libraries at install time, so a broken install can fail with any exception."""
-    try:
-        import tensorrt as trt
-    except Exception as e:  # ImportError, OSError (missing libnvinfer), RuntimeError from stubs
-        reason = " ".join(str(e).split())[:160] or type(e).__name__
-        raise BackendUnavailable(f"TensorRT is not installed or not loadable here ({reason}); "
-                                 f"on a machine with an NVIDIA GPU: {INSTALL_HINT}") from None
-    return trt
+def needs_python_plugin(info: EngineInfo) -> bool:
+    """An engine whose IRPEAttention plugin runs the Python (JIT) implementation needs the plugin
+    registered before deserializing; an AOT one carries its kernel and needs nothing."""
+    return bool(info.metadata.extra.get("irpe_plugin")) and info.build.get("plugin_impl", "aot") != "aot"
 
 
-def tensorrt_major(trt) -> int:
-    """10, 11, ... from trt.__version__ ("11.4.0.106")."""
-    return int(str(trt.__version__).split(".")[0])
-
-
-def make_logger(trt, verbose: bool = False):
-    severity = trt.Logger.Severity.VERBOSE if verbose else trt.Logger.Severity.WARNING
-    return trt.Logger(severity)
+def deserialize_engine(runtime: TensorRTRuntime, info: EngineInfo, data: bytes, io, path: Path):
+    """(trt.Runtime, engine) on the GPU of `io`; the order matters: current device first."""
+    trt = runtime.trt
+    io.make_current()
+    trt_runtime = trt.Runtime(runtime.logger())
+    if needs_python_plugin(info):
+        from .irpe_plugin import register_irpe_plugin
+        register_irpe_plugin(runtime)
+    engine = trt_runtime.deserialize_cuda_engine(data)
+    if engine is None:
+        raise ModelFileError(f"{path}: {runtime.label} could not deserialize the engine (corrupt file, "
+                             f"or built by another version; see the log above)")
+    return trt_runtime, engine
 
 
 class TensorRTBackend(Backend):
@@ -65,24 +72,20 @@ class TensorRTBackend(Backend):
         info = read_engine_info(path)          # ModelFileError without sidecar: fail before CUDA
         if device == "cpu":
             raise BackendUnavailable(f"{path}: TensorRT engines run on a GPU only (device 'cpu' asked)")
-        trt = import_tensorrt()
+        runtime = import_runtime(info.runtime)
+        trt = runtime.trt
         index = int(device.split(":", 1)[1]) if device.startswith("cuda:") else 0
         gpu = gpu_info(index)
-        check_engine_compatible(info, path, str(trt.__version__), gpu)
+        check_engine_compatible(info, path, runtime.version, gpu)
+        self.runtime = runtime
         self.trt = trt
         self.info = info
         self.io = make_device_io(io, index)
-        self._logger = make_logger(trt)
-        self._runtime = trt.Runtime(self._logger)
-        if info.metadata.extra.get("irpe_plugin"):  # engines with the fused iRPE plugin node
-            from .irpe_plugin import register_irpe_plugin
-            register_irpe_plugin()
-        engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
-        if engine is None:
-            raise ModelFileError(f"{path}: TensorRT could not deserialize the engine (corrupt file, "
-                                 f"or built by another TensorRT version; see the log above)")
+        self._runtime, engine = deserialize_engine(runtime, info, path.read_bytes(), self.io, path)
         self.engine = engine
-        self.context = engine.create_execution_context()
+        # RTX: the JIT kernels of this GPU, compiled on first use, cached next to the engine.
+        self.runtime_cache_file = runtime_cache_path(path, gpu) if runtime.is_rtx else None
+        self.context, self._runtime_cache = runtime.execution_context(engine, self.runtime_cache_file)
         if self.context is None:
             raise BackendUnavailable(f"{path}: could not create an execution context (GPU memory?)")
         inputs, outputs = [], []
@@ -147,6 +150,7 @@ class TensorRTBackend(Backend):
                 self.context.set_tensor_address(name, buffer.ptr)
             self._enqueue(self.io.stream_handle)                         # eager (warm-up) run
             self._graph_shape, self._replay = None, None
+            self._save_runtime_cache()                                   # RTX: JIT for this shape done
             if self.use_cuda_graph and self._captures < MAX_RECAPTURES:
                 self._capture(shape)
         out_shapes = {name: tuple(self.context.get_tensor_shape(name)) for name in self.output_names}
@@ -165,14 +169,32 @@ class TensorRTBackend(Backend):
             self.use_cuda_graph = False
             self._replay, self._graph_shape = None, None
 
+    def _save_runtime_cache(self) -> None:
+        if self._runtime_cache is None:
+            return
+        self.io.synchronize()
+        try:
+            data = bytes(memoryview(self._runtime_cache[1].serialize()))
+            if data and (not self.runtime_cache_file.is_file() or self.runtime_cache_file.read_bytes() != data):
+                atomic_write_bytes(self.runtime_cache_file, data)
+        except OSError as e:  # a read-only engine folder: run on, compile again next time
+            log.warning("could not write the runtime cache %s (%s)", self.runtime_cache_file, e)
+
     def timer(self):
         return self.io.event_timer()
 
     def describe(self) -> dict:
-        return {**super().describe(), "tensorrt_version": str(self.trt.__version__),
-                "gpu": self.info.gpu, "io": self.io.kind, "cuda_graph": self.use_cuda_graph}
+        described = {**super().describe(), "runtime": self.runtime.name, "runtime_version": self.runtime.version,
+                     "compute_capabilities": self.info.compute_capabilities, "build_gpu": self.info.gpu,
+                     "io": self.io.kind, "cuda_graph": self.use_cuda_graph}
+        if self.runtime_cache_file is not None:
+            described["runtime_cache"] = str(self.runtime_cache_file)
+        return described
 
     def close(self) -> None:
+        if getattr(self, "_runtime_cache", None) is not None and self.io is not None:
+            self._save_runtime_cache()
+            self._runtime_cache = None
         self._replay = None
         self._buffers = {}
         self.context = None
