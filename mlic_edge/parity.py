@@ -284,3 +284,39 @@ def run_parity(
                     "reference_seconds": round(reference_seconds, 3)})
         rows.append(row)
     return rows
+
+
+# ----------------------------------------------------------------------------------- layer-wise
+def run_layerwise(reference_ckpt: str | os.PathLike, model_paths: Sequence[str | os.PathLike], *,
+                  data: str | None = None, data_root: str | os.PathLike | None = None, split: str = "test",
+                  image_dir: str | os.PathLike | None = None, images: np.ndarray | None = None,
+                  num_images: int = 8, fp32_graph: str | os.PathLike | None = None,
+                  work_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """`layerwise.compare_layers` for every fp16 / int8 ONNX model against the fp32 graph, on the
+    first `num_images` images of the parity source. fp32_graph: the fp32 ONNX the models were
+    converted from; default: exported from the reference checkpoint (same exporter, same tensor
+    names) into `work_dir` (a temporary folder by default)."""
+    import tempfile
+
+    from .checkpoint import load_model
+    from .layerwise import compare_layers
+    from .runtime.onnx_metadata import read_metadata
+
+    candidates = [Path(p) for p in model_paths if Path(p).suffix.lower() == ".onnx"
+                  and precision_family(read_metadata(p).precision) != "fp32"]
+    if not candidates:
+        return []
+    _, ckpt = load_model(reference_ckpt)
+    preprocess = dict(ckpt.get("preprocess") or {})
+    if images is None:
+        batches = (_dataset_batches(data, data_root, split, preprocess, num_images, num_images, 0)
+                   if data is not None else _folder_batches(image_dir, preprocess, num_images, num_images))
+        images = next(iter(batches))
+    images = images[:num_images]
+    with tempfile.TemporaryDirectory(prefix="mlic-layers-", dir=work_dir) as tmp:
+        if fp32_graph is None:
+            from .export import export_onnx
+            batch = read_metadata(candidates[0]).extra.get("batch")
+            fp32_graph = export_onnx(reference_ckpt, Path(tmp) / "fp32.onnx",
+                                     batch=batch if isinstance(batch, int) else None).path
+        return [compare_layers(fp32_graph, path, images) for path in candidates]

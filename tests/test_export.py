@@ -330,7 +330,7 @@ def test_reduced_precision_graphs_run_on_ort(trained, name, precision, trt):
 
 
 def test_calibration_cache_is_reused(trained):
-    files = sorted(Path(trained["cache"]).glob("calib-*.npz"))
+    files = sorted(Path(trained["cache"]).glob("calib-*.npy"))
     assert len(files) == 2  # one per source (folder, dataset)
     from mlic_edge.export.calibration import calibration_from_folder
     before = {f: f.stat().st_mtime_ns for f in files}

@@ -165,11 +165,16 @@ def test_plugin_kernel_launched_like_tensorrt_equals_the_reference_op(shared, gr
 AOT_SCRIPT = """
 import json, re, sys
 from triton.backends.compiler import GPUTarget
+from mlic_edge.runtime.irpe_plugin import AOT_MAX_SHARED
 from mlic_edge.runtime.irpe_triton import compile_plugin_kernel
 rows = []
-for dtype, heads, head_dim in [("fp32", 4, 8), ("fp16", 4, 8), ("fp16", 4, 512)]:
-    k = compile_plugin_kernel(dtype, heads, head_dim, 49, 1, head_dim ** -0.5,
-                              target=GPUTarget("cuda", 90, 32), max_shared=232448)
+for dtype, heads, head_dim in [("fp32", 4, 8), ("fp16", 4, 8), ("fp32", 8, 64), ("fp16", 4, 512), ("fp32", 4, 512)]:
+    try:  # the tiles the AOT path uses: TensorRT's launch has no opt-in above 48 KiB
+        k = compile_plugin_kernel(dtype, heads, head_dim, 49, 1, head_dim ** -0.5,
+                                  target=GPUTarget("cuda", 90, 32), max_shared=AOT_MAX_SHARED)
+    except ValueError as e:
+        rows.append(dict(dtype=dtype, head_dim=head_dim, error=str(e)))
+        continue
     entry = re.search(r"\\.entry\\s+(\\w+)\\s*\\((.*?)\\)", k["ptx"], re.S)
     params = [p for p in entry.group(2).split(",") if p.strip()]
     rows.append(dict(dtype=dtype, head_dim=head_dim, name=entry.group(1), params=len(params),
@@ -224,12 +229,20 @@ def test_training_kernels_compile_for_a_gpu():
 
 def test_plugin_kernel_compiles_to_ptx_with_tensorrts_argument_list():
     """The AOT path without a GPU: Triton compiles the plugin kernel for sm_90; the PTX entry takes
-    exactly TensorRT's arguments (7 input pointers, the int32 seq_len, the output pointer)."""
-    for row in _compile_for_sm90(AOT_SCRIPT):
+    exactly TensorRT's arguments (7 input pointers, the int32 seq_len, the output pointer), within
+    48 KiB of shared memory (no opt-in attribute on TensorRT's AOT launch). fp32 at head dim 512
+    cannot fit even 16 x 16 tiles: a clear error, not a kernel that fails to launch."""
+    rows = _compile_for_sm90(AOT_SCRIPT)
+    refused = [row for row in rows if "error" in row]
+    assert [(r["dtype"], r["head_dim"]) for r in refused] == [("fp32", 512)], refused
+    assert "TensorRT's AOT launch: 48 KiB" in refused[0]["error"]
+    for row in rows:
+        if "error" in row:
+            continue
         assert row["name"] == "irpe_attention_plugin_kernel"
         assert row["params"] == 9, row
         assert row["last"] == ".u64", row                     # the output pointer comes last
-        assert 0 < row["shared"] <= 232448, row
+        assert 0 < row["shared"] <= 48 * 1024, row
 
 
 def test_checkpoints_trained_with_the_kernel_load_for_any_device(tmp_path):

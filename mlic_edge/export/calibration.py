@@ -2,18 +2,22 @@
 
 Sources: a folder of images (searched recursively) or a dataset (`mlic_edge.data.build_dataset`).
 N images (default 500) are drawn with a fixed seed, preprocessed with the checkpoint's preprocess
-spec (the exact pixels the runtime will feed) and cached as one .npz under
+spec (the exact pixels the runtime will feed) and cached as one .npy under
 `$MLIC_EDGE_CACHE/calib` (default ~/.cache/mlic-edge/calib), keyed by a hash of
 (source and its file list, N, preprocess, seed): a changed folder or spec rebuilds the cache.
+
+Memory does not grow with N: images are preprocessed and written to the cache one at a time, and
+the calibrators read it back one batch at a time with plain file reads (`CalibrationSet`), so
+neither the whole set nor a memory map's pages stay resident (500 images at 448 px are 1.2 GB).
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
-from collections.abc import Iterable
+import shutil
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,58 @@ from .errors import CalibrationError
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "mlic-edge-calib/1"  # bump when the selection or layout changes
+CACHE_FORMAT = "mlic-edge-calib/2"  # bump when the selection or layout changes (2: streamed .npy)
+
+
+class CalibrationSet:
+    """N preprocessed images (N, 3, S, S) float32, handed out one batch at a time.
+
+    On disk: a .npy file read with seek + fromfile per batch. In memory: an array the caller gave
+    (already resident). `np.asarray(cset)` loads everything (tests, small sets)."""
+
+    def __init__(self, path: str | os.PathLike | None = None, array: np.ndarray | None = None):
+        if (path is None) == (array is None):
+            raise ValueError("CalibrationSet takes a .npy path or an array")
+        self.path = Path(path) if path is not None else None
+        self._array = None if array is None else np.ascontiguousarray(array, dtype=np.float32)
+        if self.path is not None:
+            with open(self.path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                         else np.lib.format.read_array_header_2_0(f))
+                self._offset = f.tell()
+            if fortran or dtype != np.float32 or len(shape) != 4:
+                raise CalibrationError(f"{self.path}: not a calibration cache (shape {shape}, {dtype})")
+            self.shape = tuple(int(d) for d in shape)
+            expected = self._offset + int(np.prod(self.shape)) * 4
+            if self.path.stat().st_size != expected:
+                raise CalibrationError(f"{self.path}: truncated calibration cache")
+        else:
+            self.shape = tuple(self._array.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Images [start, stop) as a new (stop - start, 3, S, S) float32 array."""
+        stop = min(stop, len(self))
+        if self._array is not None:
+            return self._array[start:stop]
+        per_image = int(np.prod(self.shape[1:]))
+        with open(self.path, "rb") as f:
+            f.seek(self._offset + start * per_image * 4)
+            data = np.fromfile(f, dtype=np.float32, count=(stop - start) * per_image)
+        return data.reshape((stop - start, *self.shape[1:]))
+
+    def batches(self, step: int, count: int | None = None) -> Iterator[np.ndarray]:
+        """Batches of `step` images over the first `count` (default all)."""
+        count = len(self) if count is None else count
+        for start in range(0, count, step):
+            yield self.read(start, min(start + step, count))
+
+    def __array__(self, dtype=None, copy=None):
+        data = self.read(0, len(self))
+        return data if dtype is None else data.astype(dtype)
 
 
 @dataclass(frozen=True)
@@ -64,27 +119,52 @@ def _hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _cached(key: str, cache_dir: Path | None, build) -> np.ndarray:
+def _write_npy(path: Path, images: Iterator[np.ndarray], tail: tuple[int, ...]) -> None:
+    """Stream (3, S, S) images into `path` (.npy), atomically: raw rows first (the count is known
+    only at the end: unreadable images are skipped), then header + rows into a temp file, renamed."""
+    raw = path.with_name(f"{path.name}.{os.getpid()}.raw")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    count = 0
+    try:
+        with open(raw, "wb") as out:
+            for image in images:
+                out.write(np.ascontiguousarray(image, dtype=np.float32).tobytes())
+                count += 1
+        if count == 0:
+            raise CalibrationError("none of the calibration images could be read")
+        with open(tmp, "wb") as out, open(raw, "rb") as rows:
+            np.lib.format.write_array_header_2_0(out, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                                       "fortran_order": False, "shape": (count, *tail)})
+            shutil.copyfileobj(rows, out, 16 * 2 ** 20)
+        os.replace(tmp, path)
+    finally:
+        raw.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+
+
+def _cached(key: str, cache_dir: Path | None, images: Iterator[np.ndarray], tail: tuple[int, ...]) -> CalibrationSet:
+    """The calibration set for `key`: from the cache when there, else `images` streamed into it.
+    Without a cache folder the images are stacked in memory."""
     if cache_dir is None:
-        return build()
-    path = Path(cache_dir) / f"calib-{key[:20]}.npz"
+        arrays = list(images)
+        if not arrays:
+            raise CalibrationError("none of the calibration images could be read")
+        return CalibrationSet(array=np.stack(arrays))
+    path = Path(cache_dir) / f"calib-{key[:20]}.npy"
     if path.is_file():
         try:
-            with np.load(path) as data:
-                log.info("calibration tensors from cache %s", path)
-                return data["images"]
-        except Exception:  # corrupt cache file: rebuild it
+            cached = CalibrationSet(path)
+            log.info("calibration tensors from cache %s", path)
+            return cached
+        except (CalibrationError, OSError, ValueError):  # corrupt cache file: rebuild it
             log.warning("ignoring unreadable calibration cache %s", path)
-    images = build()
-    from ..runtime.files import atomic_write_bytes
-    buffer = io.BytesIO()
-    np.savez(buffer, images=images, key=np.array(key))
-    atomic_write_bytes(path, buffer.getvalue())
-    return images
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_npy(path, images, tail)
+    return CalibrationSet(path)
 
 
 def calibration_from_folder(folder: str | os.PathLike, preprocess: dict[str, Any], num_images: int = 500,
-                            *, seed: int = 0, cache_dir: Path | None | str = "default") -> np.ndarray:
+                            *, seed: int = 0, cache_dir: Path | None | str = "default") -> CalibrationSet:
     """(N, 3, S, S) float32 from up to `num_images` images of `folder` (recursive)."""
     from ..runtime.preprocess import load_image, preprocess as preprocess_image, preprocess_args
 
@@ -96,22 +176,21 @@ def calibration_from_folder(folder: str | os.PathLike, preprocess: dict[str, Any
                  "n": num_images, "preprocess": preprocess, "seed": seed})
     size, mean, std, interpolation = preprocess_args(preprocess)
 
-    def build() -> np.ndarray:
-        arrays = []
-        for path in chosen:
+    def images() -> Iterator[np.ndarray]:
+        for path in _progress(chosen, "preprocessing calibration images"):
             try:
-                arrays.append(preprocess_image(load_image(path), size, mean, std, interpolation))
+                yield preprocess_image(load_image(path), size, mean, std, interpolation)
             except DatasetError as e:
                 log.warning("%s; skipping it", e)
-        if not arrays:
-            raise CalibrationError(f"{folder}: none of its {len(chosen)} images could be read")
-        return np.stack(arrays).astype(np.float32)
 
-    return _cached(key, _cache_dir(cache_dir), build)
+    try:
+        return _cached(key, _cache_dir(cache_dir), images(), (3, size, size))
+    except CalibrationError:
+        raise CalibrationError(f"{folder}: none of its {len(chosen)} images could be read") from None
 
 
 def calibration_from_dataset(source: DatasetSource, preprocess: dict[str, Any], num_images: int = 500,
-                             *, seed: int = 0, cache_dir: Path | None | str = "default") -> np.ndarray:
+                             *, seed: int = 0, cache_dir: Path | None | str = "default") -> CalibrationSet:
     """(N, 3, S, S) float32 from `num_images` images of a dataset split, eval preprocessing."""
     from ..data import build_dataset
     from ..data.transforms import build_transform
@@ -125,14 +204,26 @@ def calibration_from_dataset(source: DatasetSource, preprocess: dict[str, Any], 
                  "count": len(dataset), "ids": [str(dataset.ids[i]) for i in chosen] if hasattr(dataset, "ids") else None,
                  "n": num_images, "preprocess": preprocess, "seed": seed})
 
-    def build() -> np.ndarray:
-        arrays = [item[0].numpy() for item in (dataset[i] for i in chosen) if item is not None]
-        if not arrays:
-            raise CalibrationError(f"dataset {source.name} ({source.root}): no readable image among "
-                                   f"{len(chosen)} calibration picks")
-        return np.stack(arrays).astype(np.float32)
+    def images() -> Iterator[np.ndarray]:
+        for i in _progress(chosen, "preprocessing calibration images"):
+            item = dataset[i]
+            if item is not None:
+                yield item[0].numpy()
 
-    return _cached(key, _cache_dir(cache_dir), build)
+    size = int(preprocess["image_size"])
+    try:
+        return _cached(key, _cache_dir(cache_dir), images(), (3, size, size))
+    except CalibrationError:
+        raise CalibrationError(f"dataset {source.name} ({source.root}): no readable image among "
+                               f"{len(chosen)} calibration picks") from None
+
+
+def _progress(items: list, what: str):
+    """tqdm over `items` on stderr when there are many (quiet for small sets and in tests)."""
+    if len(items) < 64 or os.environ.get("MLIC_EDGE_NO_PROGRESS"):
+        return items
+    from tqdm import tqdm
+    return tqdm(items, desc=what, unit="img", leave=False, mininterval=1.0)
 
 
 def _cache_dir(value: Path | None | str) -> Path | None:
@@ -148,8 +239,8 @@ def _as_array(x: Any) -> np.ndarray:
 
 
 def collect_calibration(calib: Any, preprocess: dict[str, Any], num_images: int = 500, *,
-                        seed: int = 0, cache_dir: Path | None | str = "default") -> np.ndarray:
-    """Normalise any accepted calibration source to one float32 (N, 3, S, S) array.
+                        seed: int = 0, cache_dir: Path | None | str = "default") -> CalibrationSet:
+    """Normalise any accepted calibration source to one (N, 3, S, S) float32 CalibrationSet.
 
     calib: an array/tensor (N, 3, S, S) (used as is, first num_images); a folder of images;
     a DatasetSource (or a dict {"data"/"name", "root", "split"}); or an iterable of batches
@@ -167,8 +258,10 @@ def collect_calibration(calib: Any, preprocess: dict[str, Any], num_images: int 
                                           preprocess, num_images, seed=seed, cache_dir=cache_dir)
     elif isinstance(calib, DatasetSource):
         images = calibration_from_dataset(calib, preprocess, num_images, seed=seed, cache_dir=cache_dir)
+    elif isinstance(calib, CalibrationSet):
+        images = calib
     elif isinstance(calib, np.ndarray) or hasattr(calib, "detach"):
-        images = _as_array(calib)[:num_images]
+        images = CalibrationSet(array=_as_array(calib)[:num_images])
     elif isinstance(calib, Iterable):
         batches, total = [], 0
         for batch in calib:
@@ -183,13 +276,13 @@ def collect_calibration(calib: Any, preprocess: dict[str, Any], num_images: int 
                 break
         if not batches:
             raise CalibrationError("the calibration loader yielded no images")
-        images = np.concatenate(batches)[:num_images]
+        images = CalibrationSet(array=np.concatenate(batches)[:num_images])
     else:
         raise CalibrationError(f"unsupported calibration source of type {type(calib).__name__}")
-    if images.ndim != 4 or images.shape[1:] != (3, size, size):
+    if len(images.shape) != 4 or images.shape[1:] != (3, size, size):
         raise CalibrationError(f"calibration images must be (N, 3, {size}, {size}); got {tuple(images.shape)}")
     if len(images) == 0:
         raise CalibrationError("no calibration images")
     if len(images) < 32:
         log.warning("only %d calibration images: INT8 ranges may be poor (hundreds recommended)", len(images))
-    return np.ascontiguousarray(images, dtype=np.float32)
+    return images

@@ -63,6 +63,7 @@ def export_command(
     calib_split: str = typer.Option("train", "--calib-split", help="int8: dataset split for --calib-data."),
     calib_images: int = typer.Option(500, "--calib-images", help="int8: number of calibration images (seeded random pick; tensors cached in $MLIC_EDGE_CACHE/calib)."),
     calib_method: Optional[str] = typer.Option(None, "--calib-method", help="int8: activation range calibration: entropy | max (default: entropy for tensorrt, max for cpu)."),
+    calib_batch: int = typer.Option(0, "--calib-batch", help="int8: images per calibration step; 0 (default): up to 8, fewer when one step's activations would pass 1 GiB (ResNet101 @448: 1). Memory holds one step, whatever --calib-images is."),
     high_precision: str = typer.Option("fp32", "--int8-high-precision", help="int8 for TensorRT: type of the ops left out of INT8: fp32 (default; measured safer) | fp16 (faster on GPU; check with `mlic-edge parity`)."),
     attention: bool = typer.Option(False, "--attention", help="Also output the per-label cross-attention maps 'attention' (B, K, h, w)."),
     exporter: str = typer.Option("auto", help="auto (dynamo, falling back to TorchScript) | dynamo | torchscript."),
@@ -82,7 +83,7 @@ def export_command(
     with console.status(f"exporting {checkpoint} ({precision}, {target})..."):
         result = export_onnx(checkpoint, out, precision=precision, batch=_parse_batch(batch), opset=opset,
                              target=target, calib=source, with_attention=attention,
-                             calib_images=calib_images, calib_method=calib_method,
+                             calib_images=calib_images, calib_method=calib_method, calib_batch=calib_batch,
                              high_precision=high_precision, exporter=exporter, irpe_plugin=irpe_plugin)
     table = Table(title=f"ONNX export: {result.path}", show_header=False)
     table.add_column(style="bold")
@@ -136,10 +137,14 @@ def parity_command(
     workers: int = typer.Option(0, help="Data-loading worker processes (dataset only)."),
     max_delta: Optional[List[str]] = typer.Option(None, "--max-delta", help="Pass threshold on |delta mAP| in mAP points, per precision, e.g. --max-delta int8=0.5 (defaults fp32=0.01, fp16=0.1, int8=1.0). Repeatable."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows as JSON to this file."),
+    layers: bool = typer.Option(False, "--layers", help="Also find where each fp16/int8 ONNX model loses precision: every intermediate tensor vs the fp32 graph on one batch (ONNX Runtime), ranked by relative error, the first jump marked. Written as JSON to --layers-json (default: <--json>.layers.json, else parity_layers.json)."),
+    layers_fp32: Optional[Path] = typer.Option(None, "--layers-fp32", help="--layers: the fp32 ONNX graph the models came from (default: exported from --reference)."),
+    layers_images: int = typer.Option(8, "--layers-images", help="--layers: images in the batch (every activation of the batch is held in memory)."),
+    layers_json: Optional[Path] = typer.Option(None, "--layers-json", help="--layers: JSON file for the per-tensor errors."),
 ) -> None:
     """Accuracy parity: PyTorch reference vs each model on the same preprocessed images.
 
-    Reports mAP, delta mAP, CF1, OF1, logit errors and top-1 agreement per model; exits 1 when a model's |delta mAP| exceeds its precision's threshold.
+    Reports mAP, delta mAP, CF1, OF1, logit errors and top-1 agreement per model; exits 1 when a model's |delta mAP| exceeds its precision's threshold. --layers then shows which tensor of an fp16/int8 graph loses the precision.
     """
     from rich import box
     from rich.console import Console
@@ -173,11 +178,26 @@ def parity_command(
                       f"{row['mean_abs_logit_err']:.2g}", f"{100 * row['top1_agreement']:.1f}%",
                       "[green]pass[/green]" if row["passed"] else "[red]FAIL[/red]")
     console.print(table)
+    from ..runtime.files import atomic_write_bytes
     if json_out is not None:
-        from ..runtime.files import atomic_write_bytes
-        text = json.dumps(rows, indent=2, allow_nan=True)
-        atomic_write_bytes(json_out, text.encode())
+        atomic_write_bytes(json_out, json.dumps(rows, indent=2, allow_nan=True).encode())
+    if layers:
+        from ..layerwise import format_report
+        from ..parity import run_layerwise
+
+        with console.status("layer-wise comparison with the fp32 graph..."):
+            reports = run_layerwise(reference, models, data=data, data_root=data_root, split=split,
+                                    image_dir=images, num_images=layers_images, fp32_graph=layers_fp32)
+        for report in reports:
+            console.print("\n".join(format_report(report)), highlight=False, markup=False)
+        target = layers_json or (json_out.with_name(json_out.stem + ".layers.json") if json_out
+                                 else Path("parity_layers.json"))
+        atomic_write_bytes(target, json.dumps(reports, indent=2, allow_nan=True).encode())
+        console.print(f"per-tensor errors: {target}", highlight=False)
     if not all(row["passed"] for row in rows):
+        if not layers:
+            console.print("[red]parity failed[/red]: find the tensor where a model loses the precision with "
+                          "the same command plus --layers", highlight=False)
         raise typer.Exit(1)
 
 

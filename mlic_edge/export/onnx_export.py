@@ -173,11 +173,15 @@ def _one_line(error: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------------- graph side
-def cleanup_graph(proto, *, fold_size_limit: int = 16 * 1024 ** 2):
+def cleanup_graph(proto, *, fold_size_limit: int = 16 * 1024 ** 2, out_path: Path | None = None):
     """Fold constants, drop dead nodes, toposort (onnx-graphsurgeon), then infer shapes and check.
 
     Constant tensors above `fold_size_limit` bytes are left unfolded (a static large batch would
-    otherwise bake a (B, H, L, L) copy of the iRPE index into the file).
+    otherwise bake a (B, H, L, L) copy of the iRPE index into the file). With `out_path` the
+    cleaned graph is written there and shape inference and the checker run on the file (in
+    ONNX's C++ code, without more copies of the weights in Python: 0.8 GB each for ResNet101),
+    and `proto` is consumed (its initializers are cleared once copied); returns the path. Without
+    it, returns the cleaned ModelProto.
     """
     import onnx
     try:
@@ -189,26 +193,39 @@ def cleanup_graph(proto, *, fold_size_limit: int = 16 * 1024 ** 2):
     graph = gs.import_onnx(proto)
     graph.fold_constants(size_threshold=fold_size_limit).cleanup().toposort()
     cleaned = gs.export_onnx(graph, do_type_check=True)
+    del graph
     # keep the exporter's opset imports and IR version (gs may write its own defaults)
     del cleaned.opset_import[:]
     cleaned.opset_import.extend(opsets)
     cleaned.ir_version = proto.ir_version
     cleaned.producer_name, cleaned.producer_version = proto.producer_name, proto.producer_version
     try:
-        cleaned = onnx.shape_inference.infer_shapes(cleaned, check_type=True, strict_mode=True,
-                                                    data_prop=True)
-        onnx.checker.check_model(cleaned, full_check=True)
+        if out_path is None:
+            cleaned = onnx.shape_inference.infer_shapes(cleaned, check_type=True, strict_mode=True,
+                                                        data_prop=True)
+            onnx.checker.check_model(cleaned, full_check=True)
+            return cleaned
+        del proto.graph.initializer[:]             # consumed: the cleaned graph holds the weights now
+        release_memory()
+        # weights to a side file tensor by tensor: no serialized copy of them in memory
+        onnx.save(cleaned, str(out_path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=out_path.name + ".data", size_threshold=4096)
+        del cleaned
+        onnx.shape_inference.infer_shapes_path(str(out_path), str(out_path), check_type=True, strict_mode=True,
+                                               data_prop=True)
+        onnx.checker.check_model(str(out_path), full_check=True)
+        return out_path
     except Exception as e:
         raise ExportError(f"exported graph fails ONNX checks: {_one_line(e)}") from None
-    return cleaned
 
 
-def ort_session(model: Any, *, disabled_optimizers: list[str] | None = None, threads: int | None = None):
+def ort_session(model: Any, *, disabled_optimizers: list[str] | None = None, threads: int | None = None,
+                arena: bool = True):
     """CPU InferenceSession from a path or a ModelProto (runtime's `make_session`; plugin-mode
     files are opened with `open_backend`, which reads their metadata)."""
     from ..runtime.onnxruntime_backend import CPU, make_session
 
-    return make_session(model, [CPU], threads=threads, disabled_optimizers=disabled_optimizers)
+    return make_session(model, [CPU], threads=threads, disabled_optimizers=disabled_optimizers, arena=arena)
 
 
 def compare_graphs(reference, candidate, batches: tuple[int, ...], image_size: int, *, seed: int = 0,
@@ -224,24 +241,60 @@ def compare_graphs(reference, candidate, batches: tuple[int, ...], image_size: i
     return worst
 
 
+def torch_reference(module, batch_groups: tuple[tuple[int, ...], ...], image_size: int, *,
+                    seed: int = 0) -> list[list[tuple[np.ndarray, tuple[np.ndarray, ...]]]]:
+    """PyTorch outputs on random inputs, computed once, so the model can be freed before the
+    ONNX graphs are checked against them. One group per check; each group draws its batches in
+    order from a generator seeded with `seed`: [[(x, outputs), ...], ...]."""
+    import torch
+
+    groups = []
+    for batches in batch_groups:
+        generator = torch.Generator().manual_seed(seed)
+        group = []
+        for batch in batches:
+            x = torch.randn(batch, 3, image_size, image_size, generator=generator)
+            with torch.no_grad():
+                out = module(x)
+            out = out if isinstance(out, (tuple, list)) else (out,)
+            group.append((x.numpy(), tuple(o.numpy() for o in out)))
+        groups.append(group)
+    return groups
+
+
+def compare_with_reference(model, reference: list[tuple[np.ndarray, tuple[np.ndarray, ...]]], *,
+                           disabled_optimizers: list[str] | None = None) -> dict[str, float]:
+    """Max relative error of every output of `model` (a path or ModelProto, on ORT) vs the
+    PyTorch outputs of `torch_reference`. The session's memory arena is off: a large model's
+    activations are returned to the system after each batch instead of staying reserved."""
+    session = ort_session(model, disabled_optimizers=disabled_optimizers, arena=False)
+    names = [o.name for o in session.get_outputs()]
+    worst = {name: 0.0 for name in names}
+    for x, ref in reference:
+        outs = session.run(names, {INPUT_NAME: x})
+        for name, out, r in zip(names, outs, ref):
+            worst[name] = max(worst[name], max_relative_error(out, r))
+    return worst
+
+
 def compare_with_torch(module, proto, batches: tuple[int, ...], image_size: int, *, seed: int = 0,
                        disabled_optimizers: list[str] | None = None) -> dict[str, float]:
     """Max relative error of every output (ORT on `proto` vs PyTorch) over random inputs."""
-    import torch
+    reference = torch_reference(module, (batches,), image_size, seed=seed)[0]
+    return compare_with_reference(proto, reference, disabled_optimizers=disabled_optimizers)
 
-    session = ort_session(proto, disabled_optimizers=disabled_optimizers)
-    names = [o.name for o in session.get_outputs()]
-    generator = torch.Generator().manual_seed(seed)
-    worst = {name: 0.0 for name in names}
-    for batch in batches:
-        x = torch.randn(batch, 3, image_size, image_size, generator=generator)
-        with torch.no_grad():
-            ref = module(x)
-        ref = ref if isinstance(ref, (tuple, list)) else (ref,)
-        outs = session.run(names, {INPUT_NAME: x.numpy()})
-        for name, out, r in zip(names, outs, ref):
-            worst[name] = max(worst[name], max_relative_error(out, r.numpy()))
-    return worst
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the system. glibc keeps freed blocks in
+    its arenas, so after dropping GBs of weights RSS would otherwise stay where it peaked."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): the collection alone
+        pass
 
 
 def _save(proto, path: Path) -> None:
@@ -257,6 +310,47 @@ def _save(proto, path: Path) -> None:
               location=path.name + ".data")
 
 
+def _validate_options(precision: str, target: str, exporter: str, batch: int | None, opset: int,
+                      calib_method: str | None, high_precision: str) -> None:
+    from .precision import CALIB_METHODS
+
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if target not in TARGETS:
+        raise ExportError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if exporter not in EXPORTERS:
+        raise ExportError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    if batch is not None and batch < 1:
+        raise ExportError(f"batch must be >= 1 (or None for dynamic), got {batch}")
+    if not 17 <= opset <= 20:
+        raise ExportError(f"opset must be 17-20 (LayerNormalization needs 17; TensorRT 10.x parses "
+                          f"up to 20), got {opset}")
+    if precision == "int8" and target == "tensorrt" and opset < 19:
+        raise ExportError("int8 for TensorRT needs opset >= 19 (ModelOpt's minimum for Q/DQ graphs)")
+    if calib_method is not None and calib_method not in CALIB_METHODS:
+        raise ExportError(f"calibration method must be entropy or max, got {calib_method!r}")
+    if high_precision not in ("fp16", "fp32"):
+        raise ExportError(f"high_precision must be fp16 or fp32, got {high_precision!r}")
+
+
+def _insert_plugins(lowered, model, notes: list[str], precision: str, check: bool,
+                    check_batches: tuple[int, ...], image_size: int, ort_disabled: list[str]):
+    """(plugin-mode graph, metadata entry): IRPEAttention nodes in, checked against `lowered`."""
+    from ..runtime.irpe_reference import OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
+    from .irpe_plugin_graph import insert_irpe_plugins
+
+    proto, plugin_nodes = insert_irpe_plugins(lowered, model)
+    plugin_error = compare_graphs(lowered, proto, check_batches, image_size, disabled_optimizers=ort_disabled)
+    if check and precision == "fp32" and not plugin_error <= PLUGIN_MAX_REL_ERROR:
+        raise ExportParityError(
+            f"the IRPEAttention plugin graph disagrees with the lowered graph on ONNX Runtime: max "
+            f"relative logit error {plugin_error:.3g} > {PLUGIN_MAX_REL_ERROR:g}")
+    notes.append(f"{plugin_nodes} IRPEAttention plugin node(s); ORT reference op vs lowered graph: "
+                 f"max relative logit error {plugin_error:.2g}")
+    return proto, {"op": OP_TYPE, "namespace": PLUGIN_NAMESPACE, "version": PLUGIN_VERSION,
+                   "nodes": plugin_nodes, "max_rel_error_vs_lowered": plugin_error}
+
+
 # ----------------------------------------------------------------------------------- entry point
 def export_onnx(
     checkpoint_path: str | os.PathLike,
@@ -270,6 +364,7 @@ def export_onnx(
     *,
     calib_images: int = 500,
     calib_method: str | None = None,
+    calib_batch: int = 0,
     high_precision: str = "fp32",
     calib_cache_dir: Any = "default",
     exporter: str = "auto",
@@ -292,6 +387,7 @@ def export_onnx(
     the reference op against the lowered graph (fp32: max relative logit error <= 1e-5).
     Raises MLICError subclasses with one-line messages.
     """
+    import onnx
     import torch
 
     from ..checkpoint import load_model
@@ -300,27 +396,14 @@ def export_onnx(
     from .trt_ops import assert_trt_compatible, op_histogram
 
     started = time.time()
-    if precision not in PRECISIONS:
-        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if target not in TARGETS:
-        raise ExportError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
-    if exporter not in EXPORTERS:
-        raise ExportError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
-    if batch is not None and batch < 1:
-        raise ExportError(f"batch must be >= 1 (or None for dynamic), got {batch}")
-    if not 17 <= opset <= 20:
-        raise ExportError(f"opset must be 17-20 (LayerNormalization needs 17; TensorRT 10.x parses "
-                          f"up to 20), got {opset}")
-    if precision == "int8" and target == "tensorrt" and opset < 19:
-        raise ExportError("int8 for TensorRT needs opset >= 19 (ModelOpt's minimum for Q/DQ graphs)")
-    from .precision import CALIB_METHODS
-    if calib_method is not None and calib_method not in CALIB_METHODS:
-        raise ExportError(f"calibration method must be entropy or max, got {calib_method!r}")
-    if high_precision not in ("fp16", "fp32"):
-        raise ExportError(f"high_precision must be fp16 or fp32, got {high_precision!r}")
+    _validate_options(precision, target, exporter, batch, opset, calib_method, high_precision)
     out_path = Path(out_path)
 
+    # 1. the model; the checkpoint's copy of the weights is dropped at once (large models: GBs)
     model, ckpt = load_model(checkpoint_path)  # CheckpointError on a bad file
+    ckpt.pop("model", None)
+    ckpt.pop("ema", None)
+    release_memory()
     cfg = model.cfg
     source = checkpoint_metadata(checkpoint_path, ckpt, model)  # classes, preprocess, thresholds, sha256
     preprocess = source.preprocess
@@ -330,7 +413,7 @@ def export_onnx(
     output_names = ["logits", "attention"] if with_attention else ["logits"]
     module = _exportable(model, with_attention)
 
-    # Calibration first: a bad calibration source should fail before minutes of export.
+    # 2. calibration images first: a bad calibration source should fail before minutes of export
     calibration = None
     if calib_method is None:
         calib_method = "entropy" if target == "tensorrt" else "max"
@@ -338,58 +421,62 @@ def export_onnx(
         from .calibration import collect_calibration
         calibration = collect_calibration(calib, preprocess, calib_images, cache_dir=calib_cache_dir)
 
+    # 3. PyTorch's answers for the checks, then the trace; the model is freed after both (the
+    #    plugin step still needs its iRPE layers)
     dynamic = batch is None
+    check_batches = (1, 5) if dynamic else (batch,)
+    fp32_reference, final_reference = torch_reference(module, (check_batches, (2,) if dynamic else (batch,)),
+                                                      cfg.image_size)
     example = torch.randn(TRACE_BATCH if dynamic else batch, 3, cfg.image_size, cfg.image_size,
                           generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         proto, used, notes = torch_to_onnx(module, example, dynamic=dynamic, opset=opset,
                                            output_names=output_names, exporter=exporter)
-    proto = cleanup_graph(proto)
+    grid = list(model.grid)
+    del module, example
+    if not irpe_plugin:
+        del model
+    release_memory()
 
-    check_batches = (1, 5) if dynamic else (batch,)
-    fp32_errors = compare_with_torch(module, proto, check_batches, cfg.image_size)
-    fp32_error = fp32_errors["logits"]
-    if check and not fp32_error <= FP32_MAX_REL_ERROR:
-        raise ExportParityError(
-            f"ONNX Runtime and PyTorch disagree on the exported graph: max relative logit error "
-            f"{fp32_error:.3g} > {FP32_MAX_REL_ERROR:g} (exporter {used}, opset {opset})")
+    with tempfile.TemporaryDirectory(prefix="mlic-export-") as tmp:
+        # 4. clean up into a file and verify it from there (ONNX and ORT read the file: fewer copies
+        #    of the weights in this process)
+        fp32_file = cleanup_graph(proto, out_path=Path(tmp) / "fp32.onnx")
+        del proto
+        release_memory()
+        fp32_error = compare_with_reference(fp32_file, fp32_reference)["logits"]
+        if check and not fp32_error <= FP32_MAX_REL_ERROR:
+            raise ExportParityError(
+                f"ONNX Runtime and PyTorch disagree on the exported graph: max relative logit error "
+                f"{fp32_error:.3g} > {FP32_MAX_REL_ERROR:g} (exporter {used}, opset {opset})")
 
-    ort_disabled: list[str] = []
-    if precision != "fp32":
-        with tempfile.TemporaryDirectory(prefix="mlic-export-") as tmp:
-            fp32_file = Path(tmp) / "fp32.onnx"
-            fp32_file.write_bytes(proto.SerializeToString())
+        # 5. the precision conversion reads the verified file
+        ort_disabled: list[str] = []
+        release_memory()
+        if precision == "fp32":
+            proto = onnx.load(str(fp32_file))
+        else:
             proto, ort_disabled = precision_mod.convert(
                 fp32_file, precision, target, calibration, batch=batch, method=calib_method,
-                high_precision=high_precision, work_dir=Path(tmp))
+                high_precision=high_precision, work_dir=Path(tmp), calib_batch=calib_batch)
 
+    # 6. plugin nodes, after quantization: ModelOpt's calibration cannot run them
     plugin_info = None
-    if irpe_plugin:  # after quantization: ModelOpt's calibration cannot run plugin nodes
-        from .irpe_plugin_graph import insert_irpe_plugins
-        lowered = proto
-        proto, plugin_nodes = insert_irpe_plugins(lowered, model)
-        plugin_error = compare_graphs(lowered, proto, check_batches, cfg.image_size,
-                                      disabled_optimizers=ort_disabled)
-        if check and precision == "fp32" and not plugin_error <= PLUGIN_MAX_REL_ERROR:
-            raise ExportParityError(
-                f"the IRPEAttention plugin graph disagrees with the lowered graph on ONNX Runtime: max "
-                f"relative logit error {plugin_error:.3g} > {PLUGIN_MAX_REL_ERROR:g}")
-        from ..runtime.irpe_reference import OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
-        plugin_info = {"op": OP_TYPE, "namespace": PLUGIN_NAMESPACE, "version": PLUGIN_VERSION,
-                       "nodes": plugin_nodes, "max_rel_error_vs_lowered": plugin_error}
-        notes.append(f"{plugin_nodes} IRPEAttention plugin node(s); ORT reference op vs lowered graph: "
-                     f"max relative logit error {plugin_error:.2g}")
+    if irpe_plugin:
+        proto, plugin_info = _insert_plugins(proto, model, notes, precision, check, check_batches,
+                                             cfg.image_size, ort_disabled)
+        del model
 
+    # 7. the graph as written (plugin nodes included) vs PyTorch
     final_error = None
-    if precision != "fp32":  # the graph as written (plugin nodes included) vs PyTorch
-        final_error = compare_with_torch(module, proto, (2,), cfg.image_size,
-                                         disabled_optimizers=ort_disabled)["logits"]
+    if precision != "fp32":
+        final_error = compare_with_reference(proto, final_reference, disabled_optimizers=ort_disabled)["logits"]
         if not np.isfinite(final_error):
             raise ExportParityError(f"{precision} graph gives non-finite logits on random inputs")
-
     if target == "tensorrt":
         assert_trt_compatible(proto, what=f"{precision} graph")
 
+    # 8. metadata and an atomic write
     precision_tag = f"{precision}-cpu" if (precision == "int8" and target == "cpu") else precision
     metadata = dataclasses.replace(
         source,
@@ -400,7 +487,7 @@ def export_onnx(
         extra={
             "target": target, "exporter": used, "opset": opset,
             "batch": batch if batch is not None else "dynamic",
-            "feature_grid": list(model.grid),
+            "feature_grid": grid,
             "fp32_max_rel_error": fp32_error,
             "final_max_rel_error": final_error,
             "calibration": ({"images": int(len(calibration)), "method": calib_method,

@@ -50,16 +50,19 @@ def _providers_for(device: str, available: list[str]) -> list:
 
 
 def make_session(model, providers: list, *, threads: int | None = None,
-                 disabled_optimizers: list[str] | None = None):
+                 disabled_optimizers: list[str] | None = None, arena: bool = True):
     """InferenceSession from a path or a ModelProto, the one place mlic-edge opens ONNX Runtime.
 
     threads: intra-op threads (default: $MLIC_EDGE_ORT_THREADS, else ONNX Runtime's choice).
     A ModelProto with IRPEAttention plugin nodes gets the numpy reference op registered.
     disabled_optimizers: exporter-recorded ORT bugs to avoid (e.g. NchwcTransformer on FP16 Q/DQ).
+    arena: ONNX Runtime's CPU memory arena (fast repeated runs); off for one-off checks of large
+    models, whose activations then go back to the system after each run.
     """
     ort = _import_ort()
     options = ort.SessionOptions()
     options.log_severity_level = 3  # provider fallback warnings: callers check what was used
+    options.enable_cpu_mem_arena = arena
     threads = threads or int(os.environ.get("MLIC_EDGE_ORT_THREADS", "0") or 0)
     if threads:
         options.intra_op_num_threads = threads
