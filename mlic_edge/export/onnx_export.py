@@ -460,19 +460,32 @@ def export_onnx(
                 fp32_file, precision, target, calibration, batch=batch, method=calib_method,
                 high_precision=high_precision, work_dir=Path(tmp), calib_batch=calib_batch)
 
-    # 6. plugin nodes, after quantization: ModelOpt's calibration cannot run them
-    plugin_info = None
-    if irpe_plugin:
-        proto, plugin_info = _insert_plugins(proto, model, notes, precision, check, check_batches,
-                                             cfg.image_size, ort_disabled)
-        del model
+        # 6. plugin nodes, after quantization: ModelOpt's calibration cannot run them
+        plugin_info = None
+        if irpe_plugin:
+            proto, plugin_info = _insert_plugins(proto, model, notes, precision, check, check_batches,
+                                                 cfg.image_size, ort_disabled)
+            del model
 
-    # 7. the graph as written (plugin nodes included) vs PyTorch
-    final_error = None
-    if precision != "fp32":
-        final_error = compare_with_reference(proto, final_reference, disabled_optimizers=ort_disabled)["logits"]
-        if not np.isfinite(final_error):
-            raise ExportParityError(f"{precision} graph gives non-finite logits on random inputs")
+        # 7. the graph as written (plugin nodes included) vs PyTorch; a lowered graph is checked
+        #    from a file with its weights beside it (no serialized copy of them in memory)
+        final_error = None
+        if precision != "fp32":
+            checked = proto
+            if not irpe_plugin:  # (plugin graphs need the reference op registered on a ModelProto)
+                checked = Path(tmp) / "final.onnx"
+                onnx.save(proto, str(checked), save_as_external_data=True, all_tensors_to_one_file=True,
+                          location="final.onnx.data", size_threshold=4096)
+                del proto
+                release_memory()
+            final_error = compare_with_reference(checked, final_reference,
+                                                 disabled_optimizers=ort_disabled)["logits"]
+            if not np.isfinite(final_error):
+                raise ExportParityError(f"{precision} graph gives non-finite logits on random inputs")
+            if not irpe_plugin:
+                release_memory()
+                proto = onnx.load(str(checked))
+
     if target == "tensorrt":
         assert_trt_compatible(proto, what=f"{precision} graph")
 
