@@ -21,20 +21,11 @@ from pathlib import Path
 
 
 def r101_graphs(out: Path, calib_images: int) -> list[Path]:
-    from mlic_edge.checkpoint import save_checkpoint
-    from mlic_edge.config import ModelConfig
-    from mlic_edge.export import export_onnx
-    from mlic_edge.model import build_model
+    from export_memory import make_checkpoint  # the same random-weight ResNet101 @448 checkpoint
 
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / "r101.pt"
-    if not ckpt.is_file():
-        cfg = ModelConfig(num_classes=20, backbone="resnet101", pretrained="none", image_size=448)
-        model = build_model(cfg)
-        save_checkpoint(ckpt, {"model": model.state_dict(), "config": cfg.to_dict(),
-                               "classes": [f"c{i}" for i in range(20)], "preprocess": model.data_config(),
-                               "thresholds": [0.5] * 20})
-        del model
+    from mlic_edge.export import export_onnx
+
+    ckpt = make_checkpoint(out)
     graphs = []
     for precision in ("fp32", "fp16", "int8"):
         path = out / f"r101_{precision}.onnx"
@@ -79,7 +70,7 @@ def main() -> int:
                      statistics.median(times), peak, result.info.runtime_label))
         print(f"built {result.engine.name}: {rows[-1][3]:.1f} MiB in {rows[-1][4]:.1f} s", flush=True)
     print(f"\nengines ({rows[0][6]}, batch {args.batch}, median of {args.repeats} build(s))")
-    print(f"| graph | precision | ONNX MiB | engine MiB | build s | peak RSS GiB (process) |")
+    print("| graph | precision | ONNX MiB | engine MiB | build s | peak RSS GiB (process) |")
     print("|---|---|---|---|---|---|")
     for name, precision, onnx_mib, engine_mib, seconds, peak, _ in rows:
         print(f"| {name} | {precision} | {onnx_mib:.1f} | {engine_mib:.1f} | {seconds:.1f} | {peak:.1f} |")

@@ -15,8 +15,6 @@ import argparse
 import json
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 CHILD = r"""

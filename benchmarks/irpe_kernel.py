@@ -113,7 +113,7 @@ def aot_plugin(torch_path, x) -> dict:
     """Launch the AOT PTX the way TensorRT does and compare with the PyTorch path."""
     from cuda.bindings import driver as cu
 
-    from mlic_edge.runtime.irpe_triton import compile_plugin_kernel
+    from mlic_edge.kernels.irpe_triton import compile_plugin_kernel
     import triton
 
     def check(result):

@@ -15,13 +15,15 @@ Layout (all plain types, tensors and dicts, so `torch.load(weights_only=True)` a
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import CheckpointError
-from .runtime.files import atomic_open
+from .core.errors import CheckpointError
+from .core.files import atomic_open
+from .core.metadata import ModelMetadata
 
 FORMAT = "mlic-edge/1"
 
@@ -63,3 +65,22 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"{path}: weights do not fit the stored config "
                               f"({str(e).splitlines()[0][:200]})") from None
     return model.to(device).eval(), ckpt
+
+
+def checkpoint_metadata(path: str | os.PathLike, ckpt: dict | None = None, model=None) -> ModelMetadata:
+    """ModelMetadata of a checkpoint, shaped like an exported file's (outputs: logits + attention)."""
+    from .core.files import file_sha256
+
+    ckpt = ckpt if ckpt is not None else load_checkpoint(path)
+    config = dict(ckpt["config"])
+    num_classes = int(config["num_classes"])
+    preprocess = dict(ckpt.get("preprocess") or (model.data_config() if model is not None else {}))
+    if not preprocess:
+        preprocess = load_model(path)[0].data_config()
+    preprocess = {k: list(v) if isinstance(v, tuple) else v for k, v in preprocess.items()}
+    return ModelMetadata(
+        classes=list(ckpt.get("classes") or [f"class_{k}" for k in range(num_classes)]),
+        preprocess=preprocess,
+        thresholds=[float(t) for t in (ckpt.get("thresholds") or [0.5] * num_classes)],
+        model_config=config, precision="fp32", source_sha256=file_sha256(path),
+        output_names=["logits", "attention"], extra={"backend": "torch"})

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .errors import ConfigError
+from .core.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -146,7 +146,7 @@ def load_yaml_file(path: str | Path) -> dict[str, Any]:
 
 @dataclass
 class DataConfig(_Serializable):
-    """Which dataset to train/evaluate on. `name`: voc2007 | voc2012 | coco2014 | folder | digits."""
+    """Which dataset to train/evaluate on. `name`: one of `data.registry.DATASETS`."""
     name: str = "digits"
     root: str = ""                   # dataset folder ("" = the built-in digits cache)
     train_split: str = "train"       # voc: trainval, coco: train
@@ -235,9 +235,7 @@ class Recipe(_Serializable):
             values[key.strip()] = yaml.safe_load(raw)
         return self.with_values(values)
 
-    def with_dataset_defaults(self) -> "Recipe":
-        """The usual train/test splits of the chosen dataset (VOC: trainval/test, COCO: train/val)."""
-        train_split, test_split = DATASET_SPLITS.get(self.data.name, ("train", "test"))
+    def with_splits(self, train_split: str, test_split: str) -> "Recipe":
         return self.with_values({"data.train_split": train_split, "data.test_split": test_split})
 
 
@@ -256,14 +254,3 @@ def _load_with_base(path: Path, seen: tuple) -> dict[str, Any]:
         else:
             merged[section] = values
     return merged
-
-
-# Standard (train, test) splits per dataset. VOC 2012's test labels are private: evaluate on val,
-# submit test predictions to the server (`mlic-edge eval --voc12-submission`).
-DATASET_SPLITS = {
-    "voc2007": ("trainval", "test"),
-    "voc2012": ("train", "val"),
-    "coco2014": ("train", "val"),
-    "folder": ("train", "test"),
-    "digits": ("train", "test"),
-}

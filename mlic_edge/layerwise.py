@@ -57,14 +57,15 @@ def _all_tensor_model(path: Path):
 
 def run_all_tensors(path: str | os.PathLike, images: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """({tensor name: value}, {tensor name: producing node}) of one run of `path` on `images`."""
-    from .runtime.onnx_metadata import read_metadata
-    from .runtime.onnxruntime_backend import make_session
+    from .core.onnx_metadata import read_metadata
+    from .core.onnxruntime import CPU, make_session
+    from .kernels.irpe_reference import ort_session_inputs
 
     path = Path(path)
     meta = read_metadata(path)
     model, producers = _all_tensor_model(path)
-    session = make_session(model, ["CPUExecutionProvider"],
-                           disabled_optimizers=meta.extra.get("ort_disabled_optimizers"))
+    session = make_session(model, [CPU], disabled_optimizers=meta.extra.get("ort_disabled_optimizers"),
+                           prepare=ort_session_inputs)
     names = [o.name for o in session.get_outputs()]
     values = session.run(names, {meta.input_name: images.astype(np.float32)})
     return dict(zip(names, values)), producers

@@ -24,16 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DatasetError, ModelFileError
+from .core.contract import precision_family
+from .core.errors import DatasetError, ModelFileError
 from .metrics import sigmoid
 
 DEFAULT_THRESHOLDS = {"fp32": 0.01, "fp16": 0.1, "int8": 1.0}
 IN_MEMORY_LIMIT = 2 * 1024 ** 3  # preprocessed images kept in memory below this; streamed above
 
 
-def precision_family(precision: str) -> str:
-    """'int8-cpu' -> 'int8'; anything unknown -> itself."""
-    return precision.split("-")[0]
 
 
 # ----------------------------------------------------------------------------------- images
@@ -91,55 +89,40 @@ class ImageBatches:
 
 def _dataset_batches(name: str, root: str | os.PathLike | None, split: str, preprocess: dict,
                      batch_size: int, max_images: int | None, workers: int) -> ImageBatches:
-    import torch
-
-    from .data import build_dataset, collate_skip_broken
+    from .data import build_dataset, dataset_batches
     from .data.transforms import build_transform
 
     dataset = build_dataset(name, root, split, build_transform(preprocess, train=False))
     if getattr(dataset, "has_labels", True) is False:
         raise DatasetError(f"{name} split {split!r} has no public labels: parity needs a labelled split")
-    if max_images is not None and max_images < len(dataset):
-        dataset = torch.utils.data.Subset(dataset, range(max_images))
+    count = min(len(dataset), max_images) if max_images is not None else len(dataset)
+    indices = range(count) if count < len(dataset) else None
 
     def load():
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                             collate_fn=collate_skip_broken)
-        for images, targets, _ in loader:
-            if len(images):
-                yield images.numpy(), targets.numpy()
+        yield from dataset_batches(dataset, batch_size, indices=indices, workers=workers)
 
-    return ImageBatches(load, len(dataset), int(preprocess["image_size"]), batch_size)
+    return ImageBatches(load, count, int(preprocess["image_size"]), batch_size)
 
 
 def _folder_batches(folder: str | os.PathLike, preprocess: dict, batch_size: int,
                     max_images: int | None) -> ImageBatches:
     import logging
 
-    from .runtime.images import list_inputs
-    from .runtime.preprocess import load_image, preprocess as preprocess_image, preprocess_args
+    from .core.images import iter_batches, list_inputs
 
     if not Path(folder).is_dir():
         raise DatasetError(f"{folder}: image folder not found")
     files = list_inputs(folder, recursive=True)
     files = files[:max_images] if max_images else files
-    args = preprocess_args(preprocess)
-    size = args[0]
 
     def load():
-        batch = []
-        for path in files:
-            try:
-                batch.append(preprocess_image(load_image(path), *args))
-            except DatasetError as e:
-                logging.getLogger(__name__).warning("%s; skipping it", e)
-            if len(batch) == batch_size:
-                yield np.stack(batch), None
-                batch = []
-        if batch:
-            yield np.stack(batch), None
+        for batch in iter_batches(files, preprocess, batch_size):   # the image source `infer` reads
+            for _, _, message in batch.failures:
+                logging.getLogger(__name__).warning("%s; skipping it", message)
+            if len(batch.images):
+                yield batch.images, None
 
-    return ImageBatches(load, len(files), size, batch_size)
+    return ImageBatches(load, len(files), int(preprocess["image_size"]), batch_size)
 
 
 # ----------------------------------------------------------------------------------- backends
@@ -167,7 +150,7 @@ def _torch_logits(model, batches: Iterable[np.ndarray]) -> np.ndarray:
 
 def _model_precision(path: Path, num_classes: int, preprocess: dict, reference_sha: str) -> tuple[str, bool]:
     """(precision tag, same source checkpoint) from the model's metadata; checks compatibility."""
-    from .runtime.backend import ENGINE_SUFFIXES
+    from .core.contract import ENGINE_SUFFIXES
     if path.suffix.lower() not in (".onnx", *ENGINE_SUFFIXES):
         return "unknown", False
     from .runtime.backend import read_model_metadata
@@ -237,7 +220,7 @@ def run_parity(
     preprocessed (N, 3, S, S), optional `targets` (N, K)).
     """
     from .checkpoint import load_model
-    from .runtime.files import file_sha256
+    from .core.files import file_sha256
 
     if sum(x is not None for x in (data, image_dir, images)) != 1:
         raise DatasetError("parity needs exactly one image source: a dataset (--data), "
@@ -299,8 +282,8 @@ def run_layerwise(reference_ckpt: str | os.PathLike, model_paths: Sequence[str |
     import tempfile
 
     from .checkpoint import load_model
+    from .core.onnx_metadata import read_metadata
     from .layerwise import compare_layers
-    from .runtime.onnx_metadata import read_metadata
 
     candidates = [Path(p) for p in model_paths if Path(p).suffix.lower() == ".onnx"
                   and precision_family(read_metadata(p).precision) != "fp32"]

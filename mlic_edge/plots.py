@@ -5,7 +5,7 @@ import io
 from pathlib import Path
 from typing import Sequence
 
-from .runtime.files import atomic_write_bytes
+from .core.files import atomic_write_bytes
 
 
 def _figure():

@@ -10,3 +10,14 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> dict:
+    """The trained tiny model and its exports (tests/tiny_model.py), built once per session."""
+    from tiny_model import build_trained_fixture
+
+    return build_trained_fixture(tmp_path_factory.getbasetemp())

@@ -15,8 +15,8 @@ from mlic_edge.data import DATASETS, build_dataset, build_digits_dataset, build_
 from mlic_edge.data import datasets as datasets_module
 from mlic_edge.data.transforms import Cutout, build_rand_augment
 from mlic_edge.data.voc import VOC_CLASSES
-from mlic_edge.errors import ConfigError, DatasetError
-from mlic_edge.runtime.preprocess import load_image, preprocess, preprocess_batch
+from mlic_edge.core.errors import ConfigError, DatasetError
+from mlic_edge.core.preprocess import load_image, preprocess, preprocess_batch
 
 IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_export import build_trained_fixture, one_thread  # noqa: E402  (shared, built once per session)
+from tiny_model import one_thread
 
-from mlic_edge.errors import BackendUnavailable, ConfigError, ModelFileError  # noqa: E402
+from mlic_edge.core.errors import BackendUnavailable, ConfigError, ModelFileError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,16 +37,11 @@ def rtx_module():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    rtx_module()
-    return build_trained_fixture(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
 def engines(trained, tmp_path_factory):
     """fp32 / fp16 / int8 engines, dynamic batch 1:4:8, from the exported TensorRT graphs."""
     from mlic_edge.export import build_engine
 
+    rtx_module()
     out = tmp_path_factory.mktemp("rtx-engines")
     with one_thread():
         return {precision: build_engine(trained[precision], out / f"tiny.{precision}.engine", batch="1:4:8",
@@ -59,8 +53,8 @@ def engines(trained, tmp_path_factory):
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_rtx_builds_each_precision_without_a_gpu(engines, trained, precision):
     from mlic_edge.runtime import read_engine_info
-    from mlic_edge.runtime.files import file_sha256
-    from mlic_edge.runtime.tensorrt_runtimes import RTX_PORTABLE
+    from mlic_edge.core.files import file_sha256
+    from mlic_edge.core.tensorrt import RTX_PORTABLE
 
     result = engines[precision]
     assert not result.reused_engine and result.engine.stat().st_size > 100_000
@@ -111,6 +105,7 @@ def test_rtx_builds_a_static_batch_graph(trained, tmp_path):
 def test_cli_builds_an_fp16_engine_from_a_checkpoint(trained, tmp_path):
     """What a user types on a machine without a GPU: a checkpoint in, an engine and sidecar out,
     with size, build time and I/O printed."""
+    rtx_module()
     ckpt = tmp_path / "best.pt"
     ckpt.write_bytes(trained["ckpt"].read_bytes())
     done = subprocess.run([sys.executable, "-m", "mlic_edge", "build-engine", str(ckpt), "--fp16",
@@ -142,7 +137,7 @@ def test_parser_failure_is_one_line_naming_the_node_and_op(tmp_path):
     from onnx import TensorProto, helper
 
     from mlic_edge.export.tensorrt_engine import build_serialized_engine
-    from mlic_edge.runtime.tensorrt_runtimes import import_runtime
+    from mlic_edge.core.tensorrt import import_runtime
 
     node = helper.make_node("NotARealOp", ["images"], ["logits"], name="mystery_node")
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
@@ -159,6 +154,7 @@ def test_parser_failure_is_one_line_naming_the_node_and_op(tmp_path):
 def test_irpe_plugin_on_rtx_is_a_one_line_error_before_any_export(trained, tmp_path):
     from mlic_edge.export import build_engine
 
+    rtx_module()
     ckpt = tmp_path / "p.pt"
     ckpt.write_bytes(trained["ckpt"].read_bytes())
     with pytest.raises(BackendUnavailable) as error:
@@ -169,7 +165,7 @@ def test_irpe_plugin_on_rtx_is_a_one_line_error_before_any_export(trained, tmp_p
 
 
 def test_auto_picks_rtx_without_a_gpu_and_targets_parse():
-    from mlic_edge.runtime.tensorrt_runtimes import choose_runtime, parse_targets
+    from mlic_edge.core.tensorrt import choose_runtime, parse_targets
 
     rtx_module()
     assert choose_runtime("auto", None).name == "tensorrt-rtx"
@@ -214,7 +210,7 @@ def test_corrupt_timing_cache_starts_fresh_with_a_warning(tmp_path, caplog):
 
 def test_plugin_api_falls_back_to_tensorrt_bindings(monkeypatch):
     """TensorRT 10.12/10.13 wheels have the plugin API only as tensorrt_bindings.plugin."""
-    from mlic_edge.runtime.tensorrt_runtimes import TensorRTRuntime, import_plugin_api
+    from mlic_edge.core.tensorrt import TensorRTRuntime, import_plugin_api
 
     fake_trt = types.ModuleType("tensorrt")                      # no .plugin submodule
     fake_trt.__version__ = "10.13.3"
@@ -230,8 +226,8 @@ def test_plugin_api_falls_back_to_tensorrt_bindings(monkeypatch):
 
 
 def _engine_info(build: dict) -> "object":
-    from mlic_edge.runtime.engine_info import EngineInfo
-    from mlic_edge.runtime.metadata import ModelMetadata
+    from mlic_edge.core.engine_info import EngineInfo
+    from mlic_edge.core.metadata import ModelMetadata
 
     meta = ModelMetadata(classes=["a"], preprocess={"image_size": 64}, thresholds=[0.5], model_config={},
                          precision="fp16", extra={"irpe_plugin": True})
@@ -242,8 +238,9 @@ def _engine_info(build: dict) -> "object":
 def test_aot_plugin_engine_opens_without_the_plugin_api_and_on_the_asked_gpu(monkeypatch, tmp_path):
     """The AOT kernel is inside the engine: no registration (it needs tensorrt.plugin and Triton).
     And the engine's GPU is made current before the runtime exists (--device cuda:1)."""
-    from mlic_edge.runtime import irpe_plugin, tensorrt_backend
-    from mlic_edge.runtime.tensorrt_runtimes import TensorRTRuntime
+    from mlic_edge.kernels import irpe_plugin
+    from mlic_edge.runtime import tensorrt_backend
+    from mlic_edge.core.tensorrt import TensorRTRuntime
 
     calls = []
 

@@ -172,8 +172,8 @@ def test_infer_recursive(tmp_path, onnx_model, image_dir):
     nested = tmp_path / "root" / "sub"
     nested.mkdir(parents=True)
     (nested / "deep.png").write_bytes((image_dir / "good1.png").read_bytes())
-    from mlic_edge.errors import DatasetError
-    from mlic_edge.runtime.images import list_inputs
+    from mlic_edge.core.errors import DatasetError
+    from mlic_edge.core.images import list_inputs
     with pytest.raises(DatasetError, match="--recursive"):
         list_inputs(tmp_path / "root")
     assert [p.name for p in list_inputs(tmp_path / "root", recursive=True)] == ["deep.png"]
@@ -182,7 +182,7 @@ def test_infer_recursive(tmp_path, onnx_model, image_dir):
 def test_save_attention_needs_the_attention_output(tmp_path, onnx_model, image_dir):
     import onnx
 
-    from mlic_edge.runtime.onnx_metadata import read_metadata, set_metadata
+    from mlic_edge.core.onnx_metadata import read_metadata, set_metadata
 
     proto = onnx.load(str(onnx_model))  # the same export with its attention output dropped
     kept = [o for o in proto.graph.output if o.name != "attention"]

@@ -9,21 +9,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_export import build_trained_fixture, one_thread, preprocess_spec  # noqa: E402
+from tiny_model import one_thread, preprocess_spec
 
 pytest.importorskip("modelopt.onnx")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return build_trained_fixture(tmp_path_factory.getbasetemp())
 
 
 def activation_scales(model) -> dict[str, float]:

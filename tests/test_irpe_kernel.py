@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from mlic_edge.errors import ConfigError
+from mlic_edge.core.errors import ConfigError
 from mlic_edge.model.attention import MultiheadAttention
 from mlic_edge.model.irpe import IRPE, bucket_ids, num_buckets
 from mlic_edge.model.irpe_fused import fused_irpe_available, irpe_attention
-from mlic_edge.runtime.irpe_reference import irpe_attention_reference
+from mlic_edge.kernels.irpe_reference import irpe_attention_reference
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,7 +140,7 @@ def test_plugin_kernel_launched_like_tensorrt_equals_the_reference_op(shared, gr
     output) and grid (cdiv(L, BLOCK_M), B * H) computes the reference op's output."""
     import triton
 
-    from mlic_edge.runtime import irpe_triton
+    from mlic_edge.kernels import irpe_triton
 
     device = DEVICE
     rng = np.random.default_rng(1)
@@ -165,8 +165,8 @@ def test_plugin_kernel_launched_like_tensorrt_equals_the_reference_op(shared, gr
 AOT_SCRIPT = """
 import json, re, sys
 from triton.backends.compiler import GPUTarget
-from mlic_edge.runtime.irpe_plugin import AOT_MAX_SHARED
-from mlic_edge.runtime.irpe_triton import compile_plugin_kernel
+from mlic_edge.kernels.irpe_plugin import AOT_MAX_SHARED
+from mlic_edge.kernels.irpe_triton import compile_plugin_kernel
 rows = []
 for dtype, heads, head_dim in [("fp32", 4, 8), ("fp16", 4, 8), ("fp32", 8, 64), ("fp16", 4, 512), ("fp32", 4, 512)]:
     try:  # the tiles the AOT path uses: TensorRT's launch has no opt-in above 48 KiB
@@ -188,7 +188,7 @@ import json
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from mlic_edge.runtime import irpe_triton as K
+from mlic_edge.kernels import irpe_triton as K
 rows = []
 for fn in (K.irpe_attention_fwd_kernel, K.irpe_attention_bwd_dq_kernel, K.irpe_attention_bwd_dkv_kernel):
     block_m, block_n, warps = K.block_configs(64, 2)[0]
@@ -258,3 +258,16 @@ def test_checkpoints_trained_with_the_kernel_load_for_any_device(tmp_path):
     assert ckpt["config"]["irpe_kernel"] == "triton" and model.cfg.irpe_kernel == "torch"
     with torch.no_grad():
         assert model(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_plugin_input_order_is_written_once():
+    """The node's input order (kernels.irpe_reference.PLUGIN_INPUTS) is the one the Triton plugin
+    kernel takes and the export writes."""
+    import inspect
+
+    from mlic_edge.kernels import irpe_reference, irpe_triton
+
+    kernel_args = list(inspect.signature(irpe_triton.irpe_attention_plugin_kernel.fn).parameters)
+    assert tuple(kernel_args[:len(irpe_reference.PLUGIN_INPUTS)]) == irpe_triton.PLUGIN_INPUTS
+    assert [a.split("_")[0] for a in irpe_triton.PLUGIN_INPUTS[:3]] == list(irpe_reference.PLUGIN_INPUTS[:3])
+    assert kernel_args[len(irpe_reference.PLUGIN_INPUTS):][:2] == ["seq_len", "out_ptr"]

@@ -7,15 +7,13 @@ cut from (fp32: max relative logit error 1e-5) and keep the PyTorch mAP (parity)
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_export import build_trained_fixture, one_thread  # noqa: E402  (shared, built once per session)
+from tiny_model import one_thread
 
 from mlic_edge.export import export_onnx  # noqa: E402
 from mlic_edge.export.onnx_export import compare_graphs, ort_session  # noqa: E402
@@ -23,7 +21,7 @@ from mlic_edge.export.trt_ops import check_trt_ops  # noqa: E402
 from mlic_edge.model.irpe import bucket_ids  # noqa: E402
 from mlic_edge.parity import run_parity  # noqa: E402
 from mlic_edge.runtime import open_backend  # noqa: E402
-from mlic_edge.runtime.onnx_metadata import read_metadata  # noqa: E402
+from mlic_edge.core.onnx_metadata import read_metadata  # noqa: E402
 
 pytest.importorskip("onnx_graphsurgeon")
 pytest.importorskip("onnxruntime_extensions")
@@ -37,8 +35,7 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def plugin_graphs(tmp_path_factory) -> dict:
-    trained = build_trained_fixture(tmp_path_factory.getbasetemp())
+def plugin_graphs(trained, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("plugin")
     graphs = {"trained": trained}
     graphs["fp32"] = export_onnx(trained["ckpt"], out / "fp32.plugin.onnx", irpe_plugin=True).path
@@ -123,7 +120,7 @@ def test_trt_op_check_rejects_foreign_plugins(plugin_graphs):
 
 def test_build_engine_prepares_and_reuses_plugin_onnx(plugin_graphs, tmp_path):
     """build-engine's ONNX stage (runs without TensorRT): plugin option honoured and part of reuse."""
-    from mlic_edge.errors import ModelFileError
+    from mlic_edge.core.errors import ModelFileError
     from mlic_edge.export.tensorrt_engine import prepare_onnx
 
     ckpt = plugin_graphs["trained"]["ckpt"]

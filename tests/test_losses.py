@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mlic_edge.errors import ConfigError
+from mlic_edge.core.errors import ConfigError
 from mlic_edge.losses import (
     AsymmetricLoss,
     AsymmetricPolynomialLoss,

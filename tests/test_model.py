@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mlic_edge.config import ModelConfig
-from mlic_edge.errors import ConfigError
+from mlic_edge.core.errors import ConfigError
 from mlic_edge.model import build_model
 
 ENCODERS = ["irpe", "standard", "none"]

@@ -4,14 +4,12 @@ trained fixture of tests/test_export.py (synthetic coloured-squares task, labell
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_export import build_trained_fixture, one_thread  # noqa: E402  (shared, built once per session)
+from tiny_model import one_thread
 
 from mlic_edge.parity import DEFAULT_THRESHOLDS, compare_logits, run_parity  # noqa: E402
 
@@ -23,11 +21,6 @@ MODELS = ("fp32", "fp16", "int8", "int8_cpu")
 def _one_thread():
     with one_thread():
         yield
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> dict:
-    return build_trained_fixture(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

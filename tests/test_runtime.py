@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlic_edge.errors import BackendUnavailable, ConfigError, ModelFileError
+from mlic_edge.core.errors import BackendUnavailable, ConfigError, ModelFileError
 from torchless import TORCH_BLOCKER, blocker
 from mlic_edge.runtime import ModelMetadata, open_backend, read_model_metadata
-from mlic_edge.runtime.engine_info import (EngineInfo, check_engine_compatible, read_engine_info, same_build,
+from mlic_edge.core.engine_info import (EngineInfo, check_engine_compatible, read_engine_info, same_build,
                                            sidecar_path, write_engine_info)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ def make_onnx(path: Path, *, batch: int | None = None, attention: bool = True, p
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from mlic_edge.runtime.onnx_metadata import set_metadata
+    from mlic_edge.core.onnx_metadata import set_metadata
 
     rng = np.random.default_rng(0)
     dim = batch if batch is not None else "batch"
@@ -113,7 +113,10 @@ def test_runtime_package_imports_with_numpy_alone():
     the first image or model)."""
     heavy = ("torch", "timm", "torchvision", "PIL", "onnx", "onnxruntime", "tensorrt", "triton",
              "rich", "typer", "yaml", "matplotlib")
-    code = blocker(*heavy) + "import mlic_edge.runtime, mlic_edge.runtime.images, mlic_edge.runtime.irpe_reference"
+    code = blocker(*heavy) + ("import mlic_edge.runtime, mlic_edge.kernels.irpe_reference, mlic_edge.core.images, "
+                              "mlic_edge.core.contract, mlic_edge.core.engine_info, mlic_edge.core.gpu, "
+                              "mlic_edge.core.onnx_metadata, mlic_edge.core.onnxruntime, mlic_edge.core.progress, "
+                              "mlic_edge.core.tensorrt")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-800:]
 
@@ -190,7 +193,7 @@ def test_unknown_suffix_and_missing_file(tmp_path):
 
 
 def test_onnx_cuda_request_without_gpu_is_refused(onnx_model):
-    from mlic_edge.runtime.cuda_io import cuda_device_count
+    from mlic_edge.core.gpu import cuda_device_count
     if cuda_device_count():
         pytest.skip("a GPU is visible")
     with pytest.raises(BackendUnavailable):

@@ -28,14 +28,14 @@ LOGIT_LIMITS = {"fp16": 0.02, "int8": 0.25}
 
 
 def gpu_count() -> int:
-    from mlic_edge.runtime.cuda_io import cuda_device_count
+    from mlic_edge.core.gpu import cuda_device_count
     return cuda_device_count()
 
 
 def run_runtime():
     """(runtime that can build and run engines on this machine's GPU 0, None) or (None, why not)."""
-    from mlic_edge.runtime.cuda_io import gpu_info
-    from mlic_edge.runtime.tensorrt_runtimes import RTX_TARGETS, import_runtime
+    from mlic_edge.core.gpu import gpu_info
+    from mlic_edge.core.tensorrt import RTX_TARGETS, import_runtime
 
     gpu = gpu_info(0)
     if gpu is None:
@@ -169,7 +169,7 @@ def engines(workdir):
 
 def _images(workdir: Path) -> np.ndarray:
     from mlic_edge.runtime import preprocess_batch
-    from mlic_edge.runtime.onnx_metadata import read_metadata
+    from mlic_edge.core.onnx_metadata import read_metadata
 
     spec = read_metadata(workdir / "tiny.fp16.onnx").preprocess
     files = sorted((workdir / "images").glob("*.png"))
@@ -177,7 +177,7 @@ def _images(workdir: Path) -> np.ndarray:
 
 
 def test_sidecar_records_the_build(engines):
-    from mlic_edge.runtime.files import file_sha256 as _sha256
+    from mlic_edge.core.files import file_sha256 as _sha256
     from mlic_edge.runtime import read_engine_info
 
     runtime = run_runtime()[0]
@@ -241,9 +241,9 @@ def test_cuda_graph_replay_batches_and_io_kinds_agree(engines, workdir):
 
 def test_matching_engine_is_reused_and_foreign_engine_refused(engines, workdir, tmp_path):
     from mlic_edge.export import build_engine
-    from mlic_edge.errors import BackendUnavailable
+    from mlic_edge.core.errors import BackendUnavailable
     from mlic_edge.runtime import open_backend
-    from mlic_edge.runtime.engine_info import sidecar_path
+    from mlic_edge.core.engine_info import sidecar_path
 
     again = build_engine(workdir / "tiny.pt", workdir / "tiny.fp16.engine", precision="fp16", batch="1:4:8",
                          with_attention=True, timing_cache=workdir / "timing.cache", runtime=runtime_name())

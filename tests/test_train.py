@@ -17,7 +17,7 @@ from PIL import Image
 
 from mlic_edge.checkpoint import load_checkpoint, load_model
 from mlic_edge.config import Recipe
-from mlic_edge.errors import CheckpointError
+from mlic_edge.core.errors import CheckpointError
 
 CLASSES = ["red", "green", "blue"]
 

@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import to_tensor
 
-from ..errors import DatasetError
-from ..runtime.preprocess import load_image
+from ..core.errors import DatasetError
+from ..core.preprocess import load_image
 
 log = logging.getLogger(__name__)
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import DatasetError
+from ..core.errors import DatasetError
 from .base import MultiLabelDataset
 from .coco import COCODataset
 from .digits import build_digits_dataset
 from .folder import FolderDataset
+from .registry import DATASETS
 from .voc import VOCDataset
-
-DATASETS = ("voc2007", "voc2012", "coco2014", "folder", "digits")
 
 
 def build_dataset(
@@ -23,6 +22,11 @@ def build_dataset(
     "train" | "val"; folder -> any <split>.csv in root; digits -> "train" | "test", with `root`
     the cache folder (None: the default cache; built on first use).
     """
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+    spec = DATASETS[name]
+    if spec.splits and split not in spec.splits:
+        raise DatasetError(f"{name}: unknown split {split!r} (use one of {', '.join(spec.splits)})")
     if name == "digits":
         return FolderDataset(build_digits_dataset(root), split, transform)
     if root is None:
@@ -34,3 +38,19 @@ def build_dataset(
     if name == "folder":
         return FolderDataset(root, split, transform)
     raise DatasetError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+
+
+def dataset_batches(dataset, batch_size: int, *, indices=None, workers: int = 0):
+    """(images (B, 3, S, S) float32, targets (B, K)) numpy batches of a dataset (or of `indices`
+    of it), unreadable images skipped: the one "dataset as arrays" reader (parity, calibration)."""
+    import torch
+
+    from .base import collate_skip_broken
+
+    if indices is not None:
+        dataset = torch.utils.data.Subset(dataset, list(indices))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                         collate_fn=collate_skip_broken)
+    for images, targets, _ in loader:
+        if len(images):
+            yield images.numpy(), targets.numpy()

@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import DatasetError
-from ..runtime.files import cache_dir
+from ..core.errors import DatasetError
+from ..core.files import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..core.errors import DatasetError
 from .base import MultiLabelDataset
 
 HEADER = ["image", "labels"]

@@ -1,6 +1,6 @@
 """Image transforms: PIL RGB image -> normalised float32 tensor (3, S, S).
 
-Evaluation delegates to `mlic_edge.runtime.preprocess.preprocess`, the single implementation the
+Evaluation delegates to `mlic_edge.core.preprocess.preprocess`, the single implementation the
 exported models also use, so PyTorch evaluation and edge inference see identical inputs.
 Training adds the paper's augmentation (Sec. IV-B): Cutout + RandAugment, in the form of the
 ASL reference code (CutoutPIL, then timm's RandAugment).
@@ -15,8 +15,9 @@ from PIL import Image, ImageDraw, ImageOps
 from timm.data.auto_augment import rand_augment_transform
 from torchvision import transforms as T
 
-from ..errors import ConfigError
-from ..runtime.preprocess import INTERPOLATIONS, preprocess as preprocess_image
+from ..core.errors import ConfigError
+from ..core.preprocess import INTERPOLATIONS
+from ..core.preprocess import preprocess as preprocess_image
 
 RAND_AUGMENT = "rand-m9-mstd0.5-inc1"  # timm's standard ImageNet policy: magnitude 9, 2 ops per image
 

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import (CalibrationError, ExportError, ExportParityError, MissingDependencyError,
-                     UnsupportedOpsError)
+from .errors import (
+    CalibrationError,
+    ExportError,
+    ExportParityError,
+    MissingDependencyError,
+    UnsupportedOpsError,
+)
 
 __all__ = ["BuildResult", "CalibrationError", "ExportError", "ExportParityError", "ExportResult",
            "MissingDependencyError", "UnsupportedOpsError", "check_trt_ops", "collect_calibration",

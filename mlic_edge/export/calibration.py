@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DatasetError
-from ..runtime.files import cache_dir
-from ..runtime.images import IMAGE_SUFFIXES
+from ..core.files import cache_dir
+from ..core.images import IMAGE_SUFFIXES, iter_batches
 from .errors import CalibrationError
 
 log = logging.getLogger(__name__)
@@ -166,22 +165,21 @@ def _cached(key: str, cache_dir: Path | None, images: Iterator[np.ndarray], tail
 def calibration_from_folder(folder: str | os.PathLike, preprocess: dict[str, Any], num_images: int = 500,
                             *, seed: int = 0, cache_dir: Path | None | str = "default") -> CalibrationSet:
     """(N, 3, S, S) float32 from up to `num_images` images of `folder` (recursive)."""
-    from ..runtime.preprocess import load_image, preprocess as preprocess_image, preprocess_args
-
     folder = Path(folder).resolve()
     files = list_images(folder)
     chosen = [files[i] for i in _pick(len(files), num_images, seed)]
     stats = [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in chosen]
     key = _hash({"format": CACHE_FORMAT, "source": f"folder:{folder}", "files": stats,
                  "n": num_images, "preprocess": preprocess, "seed": seed})
-    size, mean, std, interpolation = preprocess_args(preprocess)
+    size = int(preprocess["image_size"])
 
     def images() -> Iterator[np.ndarray]:
-        for path in _progress(chosen, "preprocessing calibration images"):
-            try:
-                yield preprocess_image(load_image(path), size, mean, std, interpolation)
-            except DatasetError as e:
-                log.warning("%s; skipping it", e)
+        with _progress(len(chosen), "preprocessing calibration images") as bar:
+            for batch in iter_batches(chosen, preprocess, 16):          # the image source `infer` reads
+                for _, _, message in batch.failures:
+                    log.warning("%s; skipping it", message)
+                yield from batch.images
+                bar.update(len(batch.indices) + len(batch.failures))
 
     try:
         return _cached(key, _cache_dir(cache_dir), images(), (3, size, size))
@@ -192,7 +190,7 @@ def calibration_from_folder(folder: str | os.PathLike, preprocess: dict[str, Any
 def calibration_from_dataset(source: DatasetSource, preprocess: dict[str, Any], num_images: int = 500,
                              *, seed: int = 0, cache_dir: Path | None | str = "default") -> CalibrationSet:
     """(N, 3, S, S) float32 from `num_images` images of a dataset split, eval preprocessing."""
-    from ..data import build_dataset
+    from ..data import build_dataset, dataset_batches
     from ..data.transforms import build_transform
 
     dataset = build_dataset(source.name, source.root, source.split, build_transform(preprocess, train=False))
@@ -205,10 +203,10 @@ def calibration_from_dataset(source: DatasetSource, preprocess: dict[str, Any], 
                  "n": num_images, "preprocess": preprocess, "seed": seed})
 
     def images() -> Iterator[np.ndarray]:
-        for i in _progress(chosen, "preprocessing calibration images"):
-            item = dataset[i]
-            if item is not None:
-                yield item[0].numpy()
+        with _progress(len(chosen), "preprocessing calibration images") as bar:
+            for batch, _ in dataset_batches(dataset, 16, indices=chosen):
+                yield from batch
+                bar.update(len(batch))
 
     size = int(preprocess["image_size"])
     try:
@@ -218,12 +216,11 @@ def calibration_from_dataset(source: DatasetSource, preprocess: dict[str, Any], 
                                f"{len(chosen)} calibration picks") from None
 
 
-def _progress(items: list, what: str):
-    """tqdm over `items` on stderr when there are many (quiet for small sets and in tests)."""
-    if len(items) < 64 or os.environ.get("MLIC_EDGE_NO_PROGRESS"):
-        return items
+def _progress(total: int, what: str):
+    """A tqdm bar on stderr when there are many images (a no-op for small sets and in tests)."""
     from tqdm import tqdm
-    return tqdm(items, desc=what, unit="img", leave=False, mininterval=1.0)
+    quiet = total < 64 or bool(os.environ.get("MLIC_EDGE_NO_PROGRESS"))
+    return tqdm(total=total, desc=what, unit="img", leave=False, mininterval=1.0, disable=quiet)
 
 
 def _cache_dir(value: Path | None | str) -> Path | None:

@@ -1,7 +1,7 @@
 """Errors of the export stage. All are MLICErrors: the CLI prints them as one line."""
 from __future__ import annotations
 
-from ..errors import DatasetError, MLICError
+from ..core.errors import DatasetError, MLICError
 
 
 class ExportError(MLICError):

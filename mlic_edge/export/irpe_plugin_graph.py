@@ -12,7 +12,7 @@ The cut is found from names the exporters keep (the projections' bias initialize
                   Q/DQ or Cast that quantization / fp16 conversion put in front of that MatMul
 
 and the core is every node on a path from q, k or v to the core output. The node contract is in
-`mlic_edge.runtime.irpe_reference`.
+`mlic_edge.kernels.irpe_reference`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.irpe_reference import OP_TYPE, ORT_DOMAIN, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from ..kernels.irpe_reference import (
+    OP_TYPE,
+    ORT_DOMAIN,
+    PLUGIN_INPUTS,
+    PLUGIN_NAMESPACE,
+    PLUGIN_VERSION,
+)
 from .errors import ExportError
 
 PASS_THROUGH = ("QuantizeLinear", "DequantizeLinear", "Cast")
@@ -112,15 +118,16 @@ def insert_irpe_plugins(proto: Any, model: Any) -> tuple[Any, int]:
         dtype = np.dtype(q.dtype if q.dtype is not None else np.float32)
         irpe = attention.irpe
         tables = _tables(irpe, attention.head_dim, dtype)
-        constants = [gs.Constant(f"{prefix}.irpe_plugin.bucket_ids", irpe.ids.cpu().numpy().astype(np.int32))]
-        constants += [gs.Constant(f"{prefix}.irpe_plugin.{side}_table", table)
-                      for side, table in zip(("query", "key", "value"), tables)]
+        inputs = {"q": q, "k": k, "v": v,
+                  "bucket_ids": gs.Constant(f"{prefix}.irpe_plugin.bucket_ids", irpe.ids.cpu().numpy().astype(np.int32))}
+        inputs.update({f"{side}_table": gs.Constant(f"{prefix}.irpe_plugin.{side}_table", table)
+                       for side, table in zip(("query", "key", "value"), tables)})
         for node in core:  # detach the core; cleanup() drops it
             node.outputs.clear()
         plugin = gs.Node(op=OP_TYPE, name=f"{prefix}.irpe_attention", domain=ORT_DOMAIN,
                          attrs={"num_heads": int(attention.num_heads), "scale": float(attention.scale),
                                 "plugin_namespace": PLUGIN_NAMESPACE, "plugin_version": PLUGIN_VERSION},
-                         inputs=[q, k, v, *constants], outputs=[core_out])
+                         inputs=[inputs[name] for name in PLUGIN_INPUTS], outputs=[core_out])
         graph.nodes.append(plugin)
 
     graph.cleanup().toposort()

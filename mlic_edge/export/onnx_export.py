@@ -37,12 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.metadata import ModelMetadata
+from ..core.contract import INPUT_NAME, PRECISIONS, precision_tag
+from ..core.metadata import ModelMetadata
 from .errors import ExportError, ExportParityError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 TARGETS = ("tensorrt", "cpu")
 EXPORTERS = ("auto", "dynamo", "torchscript")
 # Opset 19: LayerNormalization is one op (>= 17); Q/DQ with FP16 scales need >= 19 (ModelOpt's
@@ -51,7 +51,6 @@ DEFAULT_OPSET = 19
 FP32_MAX_REL_ERROR = 1e-4
 PLUGIN_MAX_REL_ERROR = 1e-5  # fp32 plugin-mode graph (reference op) vs the lowered graph, both on ORT
 TWO_GB = 2 * 1024 ** 3
-INPUT_NAME = "images"
 TRACE_BATCH = 2  # batch >= 2 when tracing: size-1 dims get specialised
 
 
@@ -221,11 +220,13 @@ def cleanup_graph(proto, *, fold_size_limit: int = 16 * 1024 ** 2, out_path: Pat
 
 def ort_session(model: Any, *, disabled_optimizers: list[str] | None = None, threads: int | None = None,
                 arena: bool = True):
-    """CPU InferenceSession from a path or a ModelProto (runtime's `make_session`; plugin-mode
-    files are opened with `open_backend`, which reads their metadata)."""
-    from ..runtime.onnxruntime_backend import CPU, make_session
+    """CPU InferenceSession from a path or a ModelProto (`core.onnxruntime.make_session`; a
+    ModelProto with IRPEAttention nodes gets the plugin's numpy reference op registered)."""
+    from ..core.onnxruntime import CPU, make_session
+    from ..kernels.irpe_reference import ort_session_inputs
 
-    return make_session(model, [CPU], threads=threads, disabled_optimizers=disabled_optimizers, arena=arena)
+    return make_session(model, [CPU], threads=threads, disabled_optimizers=disabled_optimizers, arena=arena,
+                        prepare=ort_session_inputs)
 
 
 def compare_graphs(reference, candidate, batches: tuple[int, ...], image_size: int, *, seed: int = 0,
@@ -298,7 +299,7 @@ def release_memory() -> None:
 
 
 def _save(proto, path: Path) -> None:
-    from ..runtime.files import atomic_write_bytes
+    from ..core.files import atomic_write_bytes
 
     if proto.ByteSize() < TWO_GB - 64 * 1024 ** 2:
         data = proto.SerializeToString()
@@ -336,7 +337,7 @@ def _validate_options(precision: str, target: str, exporter: str, batch: int | N
 def _insert_plugins(lowered, model, notes: list[str], precision: str, check: bool,
                     check_batches: tuple[int, ...], image_size: int, ort_disabled: list[str]):
     """(plugin-mode graph, metadata entry): IRPEAttention nodes in, checked against `lowered`."""
-    from ..runtime.irpe_reference import OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
+    from ..kernels.irpe_reference import OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
     from .irpe_plugin_graph import insert_irpe_plugins
 
     proto, plugin_nodes = insert_irpe_plugins(lowered, model)
@@ -390,14 +391,14 @@ def export_onnx(
     import onnx
     import torch
 
-    from ..checkpoint import load_model
-    from ..runtime.torch_backend import checkpoint_metadata
+    from ..checkpoint import checkpoint_metadata, load_model
+    from ..core.files import ensure_writable
     from . import precision as precision_mod
     from .trt_ops import assert_trt_compatible, op_histogram
 
     started = time.time()
     _validate_options(precision, target, exporter, batch, opset, calib_method, high_precision)
-    out_path = Path(out_path)
+    out_path = ensure_writable(out_path)          # a one-line error now, not after minutes of export
 
     # 1. the model; the checkpoint's copy of the weights is dropped at once (large models: GBs)
     model, ckpt = load_model(checkpoint_path)  # CheckpointError on a bad file
@@ -490,11 +491,11 @@ def export_onnx(
         assert_trt_compatible(proto, what=f"{precision} graph")
 
     # 8. metadata and an atomic write
-    precision_tag = f"{precision}-cpu" if (precision == "int8" and target == "cpu") else precision
+    tag = precision_tag(precision, target)
     metadata = dataclasses.replace(
         source,
         model_config=cfg.to_dict(),
-        precision=precision_tag,
+        precision=tag,
         input_name=INPUT_NAME,
         output_names=output_names,
         extra={
@@ -511,11 +512,11 @@ def export_onnx(
             "torch_version": torch.__version__,
         },
     )
-    from ..runtime.onnx_metadata import set_metadata
+    from ..core.onnx_metadata import set_metadata
     set_metadata(proto, metadata)
     _save(proto, out_path)
     return ExportResult(
-        path=out_path, precision=precision_tag, target=target, exporter=used, opset=opset,
+        path=out_path, precision=tag, target=target, exporter=used, opset=opset,
         batch=batch, output_names=output_names, num_nodes=len(proto.graph.node),
         op_counts=op_histogram(proto), fp32_max_rel_error=fp32_error, final_max_rel_error=final_error,
         calibration_images=0 if calibration is None else int(len(calibration)),

@@ -22,7 +22,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-
 import numpy as np
 
 from .errors import ExportError, MissingDependencyError
@@ -304,7 +303,7 @@ def sensitive_convs(model) -> list[str]:
     * ONNX Runtime CPU (max): all convs INT8 mAP 93.43; stem kept 95.82; depthwise kept 94.70;
       both kept 96.60.
     ResNet backbones have no depthwise convs: only their stem stays fp32."""
-    from .onnx_export import INPUT_NAME
+    from ..core.contract import INPUT_NAME
 
     def group(node) -> int:
         return next((a.i for a in node.attribute if a.name == "group"), 1)
@@ -321,7 +320,12 @@ def to_int8_cpu(fp32_path: Path, calibration, *, batch: int | None, method: str 
     quant_format: "qdq" (default, see CPU_QUANT_FORMAT) or "qoperator".
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in CALIB_METHODS:

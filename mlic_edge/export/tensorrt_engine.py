@@ -3,7 +3,7 @@
     from mlic_edge.export import build_engine
     result = build_engine("best.pt", "best.fp16.engine", precision="fp16", batch="1:8:32")
 
-Two runtimes (`runtime.tensorrt_runtimes`): TensorRT 10/11 builds on the GPU that will run the
+Two runtimes (`runtime.core.tensorrt`): TensorRT 10/11 builds on the GPU that will run the
 engine; TensorRT for RTX builds anywhere, a CPU-only machine included, for a list of compute
 capabilities, and specialises the engine just in time on the GPU that runs it. `runtime="auto"`
 takes TensorRT where it imports and a GPU exists, else TensorRT for RTX.
@@ -33,15 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import BackendUnavailable, ConfigError, ModelFileError
-from ..runtime.files import atomic_write_bytes, cache_dir, file_sha256
-from ..runtime.engine_info import EngineInfo, read_engine_info, same_build, sidecar_path, write_engine_info
-from ..runtime.metadata import ModelMetadata
-from ..runtime.tensorrt_runtimes import TensorRTRuntime, choose_runtime, parse_targets
+from ..core.contract import PRECISIONS
+from ..core.engine_info import (
+    EngineInfo,
+    read_engine_info,
+    same_build,
+    sidecar_path,
+    write_engine_info,
+)
+from ..core.errors import BackendUnavailable, ConfigError, ModelFileError
+from ..core.files import atomic_write_bytes, cache_dir, ensure_writable, file_sha256
+from ..core.metadata import ModelMetadata
+from ..core.tensorrt import TensorRTRuntime, choose_runtime, parse_targets
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PROFILE = "1:8:32"
 
 
@@ -103,7 +109,7 @@ def _static_batch(meta: ModelMetadata) -> int | None:
 def _reusable_onnx(onnx_path: Path, checkpoint: Path, precision: str, with_attention: bool,
                    irpe_plugin: bool = False) -> ModelMetadata | None:
     """Metadata of an earlier export at `onnx_path` that matches this request, else None."""
-    from ..runtime.onnx_metadata import read_metadata
+    from ..core.onnx_metadata import read_metadata
 
     if not onnx_path.is_file():
         return None
@@ -121,11 +127,11 @@ def _reusable_onnx(onnx_path: Path, checkpoint: Path, precision: str, with_atten
 def _convert_onnx(source: Path, meta: ModelMetadata, precision: str, out_onnx: Path, calib: Any,
                   calib_images: int, calib_method: str) -> ModelMetadata:
     """fp32 ONNX (ours, target tensorrt) -> fp16/int8 ONNX with the export stage's converters."""
+    from ..core.onnx_metadata import set_metadata
     from . import precision as precision_mod
     from .calibration import collect_calibration
     from .onnx_export import _save
     from .trt_ops import assert_trt_compatible
-    from ..runtime.onnx_metadata import set_metadata
 
     extra = dict(meta.extra)
     # Same conversion and defaults as `export` (non-INT8 ops in fp32: measured safer, precision.py).
@@ -149,7 +155,7 @@ def prepare_onnx(source: Path, precision: str | None, out_onnx: Path, *, calib: 
                  force: bool = False, irpe_plugin: bool = False
                  ) -> tuple[Path, ModelMetadata, Path | None, bool, list[str]]:
     """(onnx path, its metadata, source checkpoint or None, reused?, notes) for the engine build."""
-    from ..runtime.onnx_metadata import read_metadata
+    from ..core.onnx_metadata import read_metadata
 
     notes: list[str] = []
     suffix = source.suffix.lower()
@@ -258,7 +264,7 @@ def build_serialized_engine(runtime: TensorRTRuntime, onnx_path: Path, input_nam
     logger = runtime.logger(verbose)
     builder = trt.Builder(logger)
     if irpe_plugin:
-        from ..runtime.irpe_plugin import register_irpe_plugin
+        from ..kernels.irpe_plugin import register_irpe_plugin
         register_irpe_plugin(runtime)
     flags, flag_names = runtime.network_flags(irpe_plugin)
     network = builder.create_network(flags)
@@ -311,7 +317,7 @@ def resolve_build_runtime(request: str, gpu: dict[str, Any] | None) -> tuple[Ten
 def _target_capabilities(runtime: TensorRTRuntime, targets: tuple[str, ...] | None,
                          gpu: dict[str, Any] | None) -> list[str]:
     """The compute capabilities the engine will run on (recorded in the sidecar)."""
-    from ..runtime.tensorrt_runtimes import RTX_PORTABLE
+    from ..core.tensorrt import RTX_PORTABLE
 
     if not runtime.is_rtx:
         if targets is not None:
@@ -354,7 +360,7 @@ def build_engine(
     (None), "current" or a list "8.6,8.9".
     Raises BackendUnavailable (after writing the ONNX) when no runtime can build here.
     """
-    from ..runtime.cuda_io import gpu_info
+    from ..core.gpu import gpu_info
 
     say = status or (lambda message: None)
     started = time.time()
@@ -372,6 +378,7 @@ def build_engine(
                                  f"(without --irpe-plugin) instead")
     engine_guess = precision or ("fp32" if source.suffix.lower() != ".onnx" else "onnx")
     engine_path, onnx_out = _default_paths(source, engine_guess, Path(out) if out else None)
+    ensure_writable(engine_path)
 
     say(f"preparing the {precision or 'source'} ONNX graph...")
     onnx_path, meta, checkpoint, reused_onnx, notes = prepare_onnx(

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..runtime.irpe_reference import is_irpe_plugin_node
+from ..kernels.irpe_reference import is_irpe_plugin_node
 from .errors import UnsupportedOpsError
 
 # TensorRT 10.0-10.3 parses opsets 9-20 (TensorRT 11: 9-25); stay inside both.
@@ -70,7 +70,7 @@ def check_trt_ops(model: Any) -> list[str]:
     custom: Counter[str] = Counter()
     unsupported: Counter[str] = Counter()
     for node in _iter_nodes(model.graph):
-        if is_irpe_plugin_node(node):  # registered by mlic-edge before parsing (runtime/irpe_plugin.py)
+        if is_irpe_plugin_node(node):  # registered by mlic-edge before parsing (kernels/irpe_plugin.py)
             continue
         if node.domain not in DEFAULT_DOMAINS:
             custom[f"{node.domain}::{node.op_type}"] += 1

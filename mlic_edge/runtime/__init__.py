@@ -12,12 +12,14 @@ imported when a model of their kind is opened (tests import it with torch made u
 """
 from __future__ import annotations
 
-from ..errors import BackendUnavailable, ModelFileError
-from .backend import Backend, Timer, backend_kind, open_backend, read_model_metadata
-from .engine_info import EngineInfo, read_engine_info
-from .metadata import ModelMetadata
-from .onnx_metadata import read_metadata
-from .preprocess import load_image, preprocess, preprocess_batch
+from ..core.contract import backend_kind
+from ..core.engine_info import EngineInfo, read_engine_info
+from ..core.errors import BackendUnavailable, ModelFileError
+from ..core.metadata import ModelMetadata
+from ..core.onnx_metadata import read_metadata
+from ..core.preprocess import load_image, preprocess, preprocess_batch
+from .backend import open_backend, read_model_metadata
+from .base import Backend, Timer
 
 __all__ = ["Backend", "BackendUnavailable", "EngineInfo", "ModelFileError", "ModelMetadata", "Timer",
            "backend_kind", "load_image", "open_backend", "preprocess", "preprocess_batch",

@@ -33,8 +33,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import ConfigError
-from .backend import Backend, open_backend
+from ..core.errors import ConfigError
+from .backend import open_backend
+from .base import Backend
 
 BENCH_FORMAT = "mlic-edge-bench/1"
 BENCH_JSON_KEYS = ("format", "model", "backend", "device", "precision", "image_size", "warmup", "repeats",
@@ -72,7 +73,7 @@ def time_backend(backend: Backend, images: np.ndarray, warmup: int, repeats: int
 
 
 def environment() -> dict[str, Any]:
-    from .cuda_io import gpu_info
+    from ..core.gpu import gpu_info
     from .doctor import package_version as version
     try:
         gpu = gpu_info(0)

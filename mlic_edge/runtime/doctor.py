@@ -52,7 +52,7 @@ _RUNTIME_PACKAGES = {"tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
 
 def _probe_tensorrt(name: str) -> dict[str, Any]:
     """One TensorRT runtime: version, or the import error; and whether it takes the iRPE plugin."""
-    from .tensorrt_runtimes import import_runtime
+    from ..core.tensorrt import import_runtime
 
     info: dict[str, Any] = {"version": package_version(*_RUNTIME_PACKAGES[name])}
     try:
@@ -67,7 +67,7 @@ def _probe_tensorrt(name: str) -> dict[str, Any]:
 
 def collect() -> dict[str, Any]:
     """Everything `doctor` prints, as a dict (also its --json)."""
-    from .cuda_io import cuda_device_count, cuda_driver_version, gpu_info
+    from ..core.gpu import cuda_device_count, cuda_driver_version, gpu_info
 
     report: dict[str, Any] = {
         "python": sys.version.split()[0], "platform": platform.platform(),
@@ -101,7 +101,7 @@ def _capabilities(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append({"backend": "onnxruntime (CUDA)", "ok": cuda_ok, "precisions": "fp32, fp16" if cuda_ok else "",
                  "note": "" if cuda_ok else ("no CUDA GPU" if "CUDAExecutionProvider" in providers
                                              else "needs onnxruntime-gpu")})
-    from .tensorrt_runtimes import RTX_TARGETS
+    from ..core.tensorrt import RTX_TARGETS
 
     typed = "fp32, fp16, int8 (strongly typed: the ONNX graph's own types)"
     trt = report["tensorrt"]

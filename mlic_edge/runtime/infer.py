@@ -28,11 +28,13 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..errors import ConfigError, ModelFileError
+from ..core.errors import ConfigError, ModelFileError
+from ..core.files import atomic_open
+from ..core.images import iter_batches, list_inputs
+from ..core.progress import progress_bar
 from ..metrics import sigmoid
-from .files import atomic_open
-from .backend import Backend, open_backend
-from .images import iter_batches, list_inputs
+from .backend import open_backend
+from .base import Backend
 
 OUTPUT_FORMATS = (".csv", ".jsonl")
 
@@ -147,8 +149,6 @@ def run_inference(
     """Label every image of `inputs` (image / folder / .txt list); see the module docstring."""
     from rich.console import Console
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
 
     started = time.time()
     console = console or Console(stderr=True)
@@ -173,12 +173,10 @@ def run_inference(
     stems: dict[str, int] = {}
     overlay_jobs: list[Future] = []
     sink = atomic_open(out_path, "w", encoding="utf-8", newline="") if out_path else _Borrowed(stdout or sys.stdout)
-    columns = [TextColumn("[bold]infer"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TimeElapsedColumn(), TimeRemainingColumn()]
     with sink as f, ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlic-overlay") as drawer, \
-            Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+            progress_bar(console, disable=not progress) as bar:
         writer = _RowWriter(f, fmt, classes)
-        task = bar.add_task("infer", total=len(paths), rate="")
+        task = bar.add_task("infer", total=len(paths), info="")
         for batch in iter_batches(paths, backend.metadata.preprocess, batch_size, workers=workers,
                                   keep_originals=attention_dir is not None):
             outputs = backend.predict(batch.images) if len(batch.indices) else {}
@@ -203,7 +201,7 @@ def run_inference(
             failed += len(batch.failures)
             elapsed = max(time.time() - started, 1e-6)
             bar.update(task, advance=len(batch.indices) + len(batch.failures),
-                       rate=f"{processed / elapsed:.1f} img/s")
+                       info=f"{processed / elapsed:.1f} img/s")
         drawn = sum(job.result() for job in overlay_jobs)
     info = backend.describe()
     if not isinstance(model, Backend):

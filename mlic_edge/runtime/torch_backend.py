@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailable
-from .backend import Backend, Timer
-from .metadata import ModelMetadata
+from ..core.errors import BackendUnavailable
+from .base import Backend, Timer
 
 
-def _import_torch():
+def import_torch():
     try:
         import torch
     except ImportError:
@@ -23,34 +22,12 @@ def _import_torch():
     return torch
 
 
-def checkpoint_metadata(path: str | os.PathLike, ckpt: dict | None = None, model=None) -> ModelMetadata:
-    """ModelMetadata of a checkpoint, shaped like an exported file's (outputs: logits + attention)."""
-    _import_torch()
-    from ..checkpoint import load_checkpoint
-    from .files import file_sha256
-
-    ckpt = ckpt if ckpt is not None else load_checkpoint(path)
-    config = dict(ckpt["config"])
-    num_classes = int(config["num_classes"])
-    preprocess = dict(ckpt.get("preprocess") or (model.data_config() if model is not None else {}))
-    if not preprocess:
-        from ..checkpoint import load_model
-        preprocess = load_model(path)[0].data_config()
-    preprocess = {k: list(v) if isinstance(v, tuple) else v for k, v in preprocess.items()}
-    return ModelMetadata(
-        classes=list(ckpt.get("classes") or [f"class_{k}" for k in range(num_classes)]),
-        preprocess=preprocess,
-        thresholds=[float(t) for t in (ckpt.get("thresholds") or [0.5] * num_classes)],
-        model_config=config, precision="fp32", source_sha256=file_sha256(path),
-        output_names=["logits", "attention"], extra={"backend": "torch"})
-
-
 class TorchBackend(Backend):
     kind = "torch"
 
     def __init__(self, path: str | os.PathLike, device: str = "auto"):
-        torch = _import_torch()
-        from ..checkpoint import load_model
+        torch = import_torch()
+        from ..checkpoint import checkpoint_metadata, load_model
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"

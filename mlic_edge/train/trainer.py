@@ -24,9 +24,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..runtime.files import atomic_write_bytes
 from ..config import Recipe
-from ..errors import MLICError
+from ..core.errors import MLICError
+from ..core.files import atomic_write_bytes
 from ..model import build_model
 from .distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
 from .evaluate import autocast_context, predict, score
@@ -249,10 +249,8 @@ class Trainer:
     def _progress(self):
         if not (self.show_progress and self.dist.is_main):
             return None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-        return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        from ..core.progress import progress_bar
+        return progress_bar()
 
     def _train_epoch(self, progress) -> dict[str, float] | None:
         t = self.recipe.train

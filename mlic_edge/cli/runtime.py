@@ -35,7 +35,7 @@ def infer_command(
     from rich.console import Console
     from rich.markup import escape
 
-    from .infer import run_inference
+    from ..runtime.infer import run_inference
 
     console = Console(stderr=True)
     summary = run_inference(path, model, out, threshold=threshold, batch_size=batch, recursive=recursive,
@@ -72,16 +72,26 @@ def bench_command(
     """
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
-    from .files import atomic_write_text
-    from .bench import parse_batches, run_bench
+    from ..core.files import atomic_write_text
+    from ..runtime.bench import parse_batches, run_bench
 
     console = Console()
     with console.status("benchmarking...") as status:
         report = run_bench(model, batches=parse_batches(batch), warmup=warmup, repeats=repeats,
                            baseline=baseline, reference=reference, device=device,
                            progress=lambda message: status.update(message))
+    print_bench(report, console)
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(report, indent=2) + "\n")
+        console.print(f"wrote {escape(str(json_out))}", highlight=False)
+
+
+def print_bench(report: dict, console) -> None:
+    """The bench table: latency percentiles and throughput per batch, with the baseline's."""
+    from rich.markup import escape
+    from rich.table import Table
+
     base = report["baseline"]
     title = escape(f"{Path(report['model']).name}: {report['backend']} on {report['device']} "
              f"({report['precision']}, {report['timer']})"
@@ -100,9 +110,6 @@ def bench_command(
     console.print(table)
     for note in report["notes"]:
         console.print(f"note: {escape(note)}", highlight=False)
-    if json_out is not None:
-        atomic_write_text(json_out, json.dumps(report, indent=2) + "\n")
-        console.print(f"wrote {escape(str(json_out))}", highlight=False)
 
 
 def doctor_command(
@@ -113,8 +120,8 @@ def doctor_command(
     Lists Python, torch, timm, onnx, onnxruntime (+ execution providers), TensorRT, CUDA driver and
     GPUs (name, compute capability, memory).
     """
-    from .files import atomic_write_text
-    from .doctor import collect, print_report
+    from ..core.files import atomic_write_text
+    from ..runtime.doctor import collect, print_report
 
     report = collect()
     print_report(report)

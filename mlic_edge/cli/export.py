@@ -10,8 +10,19 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import ConfigError
-
+from ..core.errors import ConfigError
+from .options import (
+    Calib,
+    CalibBatch,
+    CalibData,
+    CalibImages,
+    CalibMethod,
+    CalibRoot,
+    CalibSplit,
+    Data,
+    DataRoot,
+    calib_source,
+)
 
 
 def _parse_batch(value: str) -> Optional[int]:
@@ -24,22 +35,6 @@ def _parse_batch(value: str) -> Optional[int]:
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1 or 'dynamic', got {batch}")
     return batch
-
-
-def calib_source(precision: str | None, calib: Optional[Path], calib_data: Optional[str],
-                 calib_root: Optional[Path], calib_split: str):
-    """The int8 calibration source from the --calib* options (export and build-engine), or None."""
-    from .calibration import DatasetSource
-
-    if calib is not None and calib_data is not None:
-        raise ConfigError("give either --calib DIR or --calib-data NAME, not both")
-    if calib_root is not None and calib_data is None:
-        raise ConfigError("--calib-root needs --calib-data NAME")
-    if precision != "int8" and (calib is not None or calib_data is not None):
-        raise ConfigError(f"calibration images are only used for int8 (got {precision or 'the source precision'})")
-    if calib is not None:
-        return calib
-    return DatasetSource(calib_data, str(calib_root) if calib_root else None, calib_split) if calib_data else None
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -57,13 +52,13 @@ def export_command(
     target: str = typer.Option("tensorrt", help="tensorrt: graph for TensorRT 10/11 (ModelOpt Q/DQ for int8, TensorRT op-support check) | cpu: ONNX Runtime CPU (ORT static INT8, QDQ)."),
     batch: str = typer.Option("dynamic", help="Batch size baked into the graph, or 'dynamic' (any batch; spatial size is always fixed)."),
     opset: int = typer.Option(19, help="ONNX opset, 17-20 (17+: LayerNormalization is one op; 19+: FP16-scale Q/DQ for int8; TensorRT 10.0-10.3 parses up to 20)."),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="int8: folder of calibration images (searched recursively; real images, not noise)."),
-    calib_data: Optional[str] = typer.Option(None, "--calib-data", help="int8: calibrate on a dataset instead: voc2007 | voc2012 | coco2014 | folder | digits."),
-    calib_root: Optional[Path] = typer.Option(None, "--calib-root", help="int8: dataset folder for --calib-data."),
-    calib_split: str = typer.Option("train", "--calib-split", help="int8: dataset split for --calib-data."),
-    calib_images: int = typer.Option(500, "--calib-images", help="int8: number of calibration images (seeded random pick; tensors cached in $MLIC_EDGE_CACHE/calib)."),
-    calib_method: Optional[str] = typer.Option(None, "--calib-method", help="int8: activation range calibration: entropy | max (default: entropy for tensorrt, max for cpu)."),
-    calib_batch: int = typer.Option(0, "--calib-batch", help="int8: images per calibration step; 0 (default): up to 8, fewer when one step's activations would pass 1 GiB (ResNet101 @448: 1). Memory holds one step, whatever --calib-images is."),
+    calib: Calib = None,
+    calib_data: CalibData = None,
+    calib_root: CalibRoot = None,
+    calib_split: CalibSplit = "train",
+    calib_images: CalibImages = 500,
+    calib_method: CalibMethod = None,
+    calib_batch: CalibBatch = 0,
     high_precision: str = typer.Option("fp32", "--int8-high-precision", help="int8 for TensorRT: type of the ops left out of INT8: fp32 (default; measured safer) | fp16 (faster on GPU; check with `mlic-edge parity`)."),
     attention: bool = typer.Option(False, "--attention", help="Also output the per-label cross-attention maps 'attention' (B, K, h, w)."),
     exporter: str = typer.Option("auto", help="auto (dynamo, falling back to TorchScript) | dynamo | torchscript."),
@@ -74,9 +69,8 @@ def export_command(
     Input 'images' float32 (B, 3, S, S), already preprocessed (squash resize + mean/std, both stored in the file's metadata); output 'logits' (B, K), sigmoid gives the scores. The export fails when ONNX Runtime and PyTorch disagree (max relative logit error > 1e-4) or, for --target tensorrt, when an op is outside TensorRT's ONNX support list.
     """
     from rich.console import Console
-    from rich.table import Table
 
-    from . import export_onnx
+    from ..export import export_onnx
 
     source = calib_source(precision, calib, calib_data, calib_root, calib_split)
     console = Console()
@@ -85,6 +79,22 @@ def export_command(
                              target=target, calib=source, with_attention=attention,
                              calib_images=calib_images, calib_method=calib_method, calib_batch=calib_batch,
                              high_precision=high_precision, exporter=exporter, irpe_plugin=irpe_plugin)
+    print_export(result, console)
+
+
+def export_summary(result) -> str:
+    """One line per export (the quickstart's log)."""
+    size = result.path.stat().st_size / 2 ** 20
+    checked = (f"{result.precision} vs PyTorch {_fmt(result.final_max_rel_error)}"
+               if result.final_max_rel_error is not None else "")
+    return (f"{result.path.name}: {result.precision}/{result.target}, {result.num_nodes} nodes, {size:.1f} MiB, "
+            f"{result.seconds:.0f} s; max rel. logit error fp32 vs PyTorch {_fmt(result.fp32_max_rel_error)}"
+            + (f", {checked}" if checked else ""))
+
+
+def print_export(result, console) -> None:
+    from rich.table import Table
+
     table = Table(title=f"ONNX export: {result.path}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -128,8 +138,8 @@ def _parse_thresholds(values: Optional[List[str]]) -> dict:
 def parity_command(
     models: List[Path] = typer.Argument(..., help="Exported model files (.onnx) to compare with the reference."),
     reference: Path = typer.Option(..., "--reference", help="Reference checkpoint (.pt) the models were exported from."),
-    data: Optional[str] = typer.Option(None, help="Labelled dataset: voc2007 | voc2012 | coco2014 | folder | digits."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Dataset folder (not needed for digits)."),
+    data: Data = None,
+    data_root: DataRoot = None,
     split: str = typer.Option("test", help="Dataset split to evaluate on."),
     images: Optional[Path] = typer.Option(None, "--images", help="Instead of --data: a folder of unlabelled images; the reference's decisions become the targets."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Use only the first N images."),
@@ -146,9 +156,7 @@ def parity_command(
 
     Reports mAP, delta mAP, CF1, OF1, logit errors and top-1 agreement per model; exits 1 when a model's |delta mAP| exceeds its precision's threshold. --layers then shows which tensor of an fp16/int8 graph loses the precision.
     """
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
 
     from ..parity import run_parity
 
@@ -160,25 +168,8 @@ def parity_command(
         rows = run_parity(reference, models, data=data, data_root=data_root, split=split,
                           image_dir=images, thresholds=thresholds, max_images=max_images,
                           batch_size=batch_size, workers=workers)
-    first = rows[0]
-    limits = ", ".join(f"{family} {limit:g}" for family, limit in
-                       sorted({r["precision"].split("-")[0]: r["max_delta_mAP"] for r in rows}.items()))
-    if console.width < 130:  # keep the rows on one line each (piped output defaults to 80 columns)
-        console = Console(width=130)
-    console.print(f"Parity on {first['source']}: {first['images']} images, targets: {first['targets']}; "
-                  f"reference (PyTorch) mAP {first['reference_mAP']:.2f}; pass if |ΔmAP| <= {limits}")
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("model", no_wrap=True)
-    table.add_column("precision", no_wrap=True)
-    for column in ("mAP", "ΔmAP", "CF1", "OF1", "Δlogit max", "Δlogit mean", "top-1", "result"):
-        table.add_column(column, justify="right", no_wrap=True)
-    for row in rows:
-        table.add_row(Path(row["model"]).name, row["precision"], f"{row['mAP']:.2f}", f"{row['delta_mAP']:+.3f}",
-                      f"{row['CF1']:.2f}", f"{row['OF1']:.2f}", f"{row['max_abs_logit_err']:.2g}",
-                      f"{row['mean_abs_logit_err']:.2g}", f"{100 * row['top1_agreement']:.1f}%",
-                      "[green]pass[/green]" if row["passed"] else "[red]FAIL[/red]")
-    console.print(table)
-    from ..runtime.files import atomic_write_bytes
+    console = print_parity(rows, console)
+    from ..core.files import atomic_write_bytes
     if json_out is not None:
         atomic_write_bytes(json_out, json.dumps(rows, indent=2, allow_nan=True).encode())
     if layers:
@@ -199,6 +190,33 @@ def parity_command(
             console.print("[red]parity failed[/red]: find the tensor where a model loses the precision with "
                           "the same command plus --layers", highlight=False)
         raise typer.Exit(1)
+
+
+def print_parity(rows: list[dict], console):
+    """The parity table (one row per model); returns the console it printed on."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    first = rows[0]
+    limits = ", ".join(f"{family} {limit:g}" for family, limit in
+                       sorted({r["precision"].split("-")[0]: r["max_delta_mAP"] for r in rows}.items()))
+    if console.width < 130:  # keep the rows on one line each (piped output defaults to 80 columns)
+        console = Console(width=130)
+    console.print(f"Parity on {first['source']}: {first['images']} images, targets: {first['targets']}; "
+                  f"reference (PyTorch) mAP {first['reference_mAP']:.2f}; pass if |ΔmAP| <= {limits}")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("model", no_wrap=True)
+    table.add_column("precision", no_wrap=True)
+    for column in ("mAP", "ΔmAP", "CF1", "OF1", "Δlogit max", "Δlogit mean", "top-1", "result"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(Path(row["model"]).name, row["precision"], f"{row['mAP']:.2f}", f"{row['delta_mAP']:+.3f}",
+                      f"{row['CF1']:.2f}", f"{row['OF1']:.2f}", f"{row['max_abs_logit_err']:.2g}",
+                      f"{row['mean_abs_logit_err']:.2g}", f"{100 * row['top1_agreement']:.1f}%",
+                      "[green]pass[/green]" if row["passed"] else "[red]FAIL[/red]")
+    console.print(table)
+    return console
 
 
 def register(app: typer.Typer) -> None:

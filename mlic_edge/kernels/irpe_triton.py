@@ -2,7 +2,7 @@
 
 One kernel body serves two users: the torch autograd function that trains the model on CUDA
 (`mlic_edge.model.irpe_fused`) and the TensorRT plugin's ahead-of-time implementation
-(`mlic_edge.runtime.irpe_plugin`), which compiles `irpe_attention_plugin_kernel` to PTX.
+(`mlic_edge.kernels.irpe_plugin`), which compiles `irpe_attention_plugin_kernel` to PTX.
 This module imports Triton only (no torch), so the plugin can be built on an edge box.
 
 The math is the "contextual product" iRPE of `mlic_edge.model.irpe`, per head h, query i, key j:
@@ -264,8 +264,11 @@ def irpe_attention_fwd_kernel(q_ptr, k_ptr, v_ptr, ids_ptr, sk_ptr, sq_ptr, out_
     """Training/eager launch, grid (cdiv(L, BLOCK_M), B * H): scores sk, sq (B*H, L, N) given;
     writes the attention output without the value term, lse (B*H, L) and mass (B*H, L, N)."""
     _forward_block(q_ptr, k_ptr, v_ptr, ids_ptr, q_ptr, q_ptr, q_ptr, sk_ptr, sq_ptr, out_ptr, lse_ptr,
-                   mass_ptr, seq_len, scale, dropout_p, seed, tl.program_id(1), tl.program_id(0), NUM_HEADS, HEAD_DIM, N_BUCKETS, 1, HAS_Q, HAS_K, HAS_V, False, True,
-                   DROPOUT, BLOCK_M, BLOCK_N, D_PAD, NB_PAD, DOT_PRECISION)
+                   mass_ptr, seq_len, scale, dropout_p, seed, tl.program_id(1), tl.program_id(0),
+                   NUM_HEADS=NUM_HEADS, HEAD_DIM=HEAD_DIM, N_BUCKETS=N_BUCKETS, TABLE_HEADS=1,
+                   HAS_Q=HAS_Q, HAS_K=HAS_K, HAS_V=HAS_V, SELF_CONTAINED=False, SAVE_STATS=True,
+                   DROPOUT=DROPOUT, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, D_PAD=D_PAD, NB_PAD=NB_PAD,
+                   DOT_PRECISION=DOT_PRECISION)
 
 
 @triton.jit
@@ -279,8 +282,10 @@ def irpe_attention_plugin_kernel(q_ptr, k_ptr, v_ptr, ids_ptr, wq_ptr, wk_ptr, w
     inference only (no dropout, no statistics)."""
     _forward_block(q_ptr, k_ptr, v_ptr, ids_ptr, wq_ptr, wk_ptr, wv_ptr, out_ptr, out_ptr, out_ptr, out_ptr,
                    out_ptr, seq_len, SCALE, 0.0, 0, tl.program_id(1), tl.program_id(0),
-                   NUM_HEADS, HEAD_DIM, N_BUCKETS, TABLE_HEADS, True, True, True, True, False, False,
-                   BLOCK_M, BLOCK_N, D_PAD, NB_PAD, DOT_PRECISION)
+                   NUM_HEADS=NUM_HEADS, HEAD_DIM=HEAD_DIM, N_BUCKETS=N_BUCKETS, TABLE_HEADS=TABLE_HEADS,
+                   HAS_Q=True, HAS_K=True, HAS_V=True, SELF_CONTAINED=True, SAVE_STATS=False,
+                   DROPOUT=False, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, D_PAD=D_PAD, NB_PAD=NB_PAD,
+                   DOT_PRECISION=DOT_PRECISION)
 
 
 # ----------------------------------------------------------------------------------- backward
@@ -429,6 +434,7 @@ def irpe_attention_bwd_dkv_kernel(q_ptr, k_ptr, v_ptr, ids_ptr, sk_ptr, sq_ptr, 
 
 
 # -------------------------------------------------------------------------- ahead-of-time build
+# the kernel's pointer parameters for irpe_reference.PLUGIN_INPUTS, in that order
 PLUGIN_INPUTS = ("q_ptr", "k_ptr", "v_ptr", "ids_ptr", "wq_ptr", "wk_ptr", "wv_ptr")
 
 

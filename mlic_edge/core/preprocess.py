@@ -14,12 +14,11 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import BackendUnavailable, DatasetError
+from .errors import BackendUnavailable, DatasetError
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -1,4 +1,5 @@
-"""`mlic-edge eval`: score a checkpoint on a dataset split, print, and write JSON / plot / VOC12 files."""
+"""Score a checkpoint on a dataset split, print the metrics, write JSON / plot / VOC12 server files
+(what `mlic-edge eval` and the quickstart run)."""
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint import load_model
-from ..runtime.files import atomic_write_bytes
-from ..config import DATASET_SPLITS
-from ..errors import DatasetError
+from ..core.errors import DatasetError
+from ..core.files import atomic_write_bytes
+from ..data.registry import default_splits
 
 
 def json_safe(value: Any) -> Any:
@@ -53,7 +54,7 @@ def run_eval(checkpoint: Path, data: str, data_root: str | None, split: str | No
     setup_logging()
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, dev)
-    split = split or DATASET_SPLITS.get(data, ("train", "test"))[1]
+    split = split or default_splits(data)[1]
     dataset = build_dataset(data, data_root, split, build_transform(ckpt["preprocess"], train=False))
     if list(dataset.classes) != list(ckpt["classes"]):
         raise DatasetError(f"{data} ({data_root}) classes {list(dataset.classes)[:5]}... do not match "

@@ -26,8 +26,8 @@ functions' annotations as objects.
 """
 from typing import List, Tuple, Union
 
-from .irpe_reference import OP_TYPE, PLUGIN_NAMESPACE
-from .tensorrt_runtimes import TensorRTRuntime, import_plugin_api
+from ..core.tensorrt import TensorRTRuntime, import_plugin_api
+from .irpe_reference import INT_INPUTS, OP_TYPE, PLUGIN_INPUTS, PLUGIN_NAMESPACE
 
 PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{OP_TYPE}"
 AOT_MAX_SHARED = 48 * 1024   # dynamic shared memory a kernel may use without an opt-in attribute
@@ -64,9 +64,9 @@ def _define(trt, trtp) -> None:
                                 key_table: trtp.TensorDesc, value_table: trtp.TensorDesc,
                                 num_heads: int, scale: float,
                                 outputs: Tuple[trtp.TensorDesc]) -> List[trtp.AutoTuneCombination]:
-        # Positions: q, k, v, bucket_ids, 3 tables, output. All floats share one type per tactic.
-        floats = "FP32|FP16"
-        return [trtp.AutoTuneCombination(", ".join([floats] * 3 + ["INT32"] + [floats] * 4), "LINEAR")]
+        # One position per PLUGIN_INPUTS entry, then the output. All floats share one type per tactic.
+        types = ["INT32" if name in INT_INPUTS else "FP32|FP16" for name in PLUGIN_INPUTS] + ["FP32|FP16"]
+        return [trtp.AutoTuneCombination(", ".join(types), "LINEAR")]
 
     @trtp.aot_impl(PLUGIN_ID)
     def irpe_attention_aot(q: trtp.TensorDesc, k: trtp.TensorDesc, v: trtp.TensorDesc,
@@ -103,7 +103,11 @@ def _define(trt, trtp) -> None:
         import triton
         from triton.runtime.errors import OutOfResources
 
-        from .irpe_triton import block_configs, irpe_attention_plugin_kernel, plugin_constexprs
+        from .irpe_triton import (
+            block_configs,
+            irpe_attention_plugin_kernel,
+            plugin_constexprs,
+        )
 
         tensors = [torch.as_tensor(t, device="cuda") for t in (q, k, v, bucket_ids, query_table,
                                                               key_table, value_table)]

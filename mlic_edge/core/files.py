@@ -59,3 +59,18 @@ def cache_dir(kind: str) -> Path:
     tensors, TensorRT timing caches)."""
     base = os.environ.get("MLIC_EDGE_CACHE")
     return (Path(base) if base else Path.home() / ".cache" / "mlic-edge") / kind
+
+
+def ensure_writable(path: str | os.PathLike) -> Path:
+    """Check, before any long work, that a file can be written at `path` (its folder is created);
+    one-line ConfigError naming the path otherwise."""
+    from .errors import ConfigError
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot write there ({e.strerror or type(e).__name__})") from None
+    return path

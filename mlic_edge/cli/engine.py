@@ -6,19 +6,19 @@ from typing import Optional
 
 import typer
 
-from ..errors import ConfigError
-
+from ..core.errors import ConfigError
+from .options import Calib, CalibData, CalibImages, CalibRoot, CalibSplit, calib_source
 
 
 def build_engine_command(
     source: Path = typer.Argument(..., help="Checkpoint (.pt) or ONNX file (.onnx, from `mlic-edge export`)."),
     fp16: bool = typer.Option(False, "--fp16", help="FP16 engine: the ONNX graph is converted to FP16 (LayerNorm/Softmax/reductions kept FP32)."),
     int8: bool = typer.Option(False, "--int8", help="INT8 engine: explicit Q/DQ graph calibrated on real images (--calib or --calib-data)."),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="int8: folder of calibration images."),
-    calib_data: Optional[str] = typer.Option(None, "--calib-data", help="int8: calibrate on a dataset: voc2007 | voc2012 | coco2014 | folder | digits."),
-    calib_root: Optional[Path] = typer.Option(None, "--calib-root", help="int8: dataset folder for --calib-data."),
-    calib_split: str = typer.Option("train", "--calib-split", help="int8: dataset split for --calib-data."),
-    calib_images: int = typer.Option(500, "--calib-images", help="int8: number of calibration images."),
+    calib: Calib = None,
+    calib_data: CalibData = None,
+    calib_root: CalibRoot = None,
+    calib_split: CalibSplit = "train",
+    calib_images: CalibImages = 500,
     batch: str = typer.Option("1:8:32", "--batch", help="Optimization profile MIN:OPT:MAX batch (or one size for a static engine)."),
     workspace: Optional[float] = typer.Option(None, "--workspace", help="Builder workspace limit in GiB (default: TensorRT's, the GPU's memory)."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file, read and updated (default: ~/.cache/mlic-edge/tensorrt/timing-<trt>-<gpu>.cache)."),
@@ -42,8 +42,7 @@ def build_engine_command(
     from rich.console import Console
     from rich.markup import escape
 
-    from .commands import calib_source
-    from .tensorrt_engine import build_engine
+    from ..export.tensorrt_engine import build_engine
 
     if fp16 and int8:
         raise ConfigError("give --fp16 or --int8, not both")

@@ -10,7 +10,7 @@ from) plus what the engine is tied to, so that
   rebuilding it (minutes on large models), and
 * the runtime can refuse a foreign engine with a clear message before TensorRT fails cryptically.
 
-Two runtimes write engines (see `tensorrt_runtimes`): TensorRT 10/11 builds on and for one GPU
+Two runtimes write engines (see `core.tensorrt`): TensorRT 10/11 builds on and for one GPU
 (`gpu`, `compute_capabilities` = its one); TensorRT for RTX builds without a GPU (`gpu` None) for
 a list of compute capabilities.
 """
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendUnavailable, ModelFileError
+from .errors import BackendUnavailable, ModelFileError
 from .metadata import ModelMetadata
 
 ENGINE_INFO_FORMAT = "mlic-edge-engine/2"
@@ -128,7 +128,7 @@ def check_engine_compatible(info: EngineInfo, engine_path: str | os.PathLike,
                                  f"{info.runtime_label.rsplit(' ', 1)[0]} {runtime_version}; {rebuild}")
     if here_cc not in info.compute_capabilities:
         if info.runtime == "tensorrt-rtx":
-            from .tensorrt_runtimes import RTX_SUPPORT_NOTE, RTX_TARGETS
+            from .tensorrt import RTX_SUPPORT_NOTE, RTX_TARGETS
             hint = (f"rebuild with --compute-capability {here_cc}" if here_cc in RTX_TARGETS
                     else RTX_SUPPORT_NOTE)
             raise BackendUnavailable(f"{engine_path}: built with {built_on}; this GPU is {here}: {hint}")

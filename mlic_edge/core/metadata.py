@@ -10,7 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import ModelFileError
+from .contract import INPUT_NAME
+from .errors import ModelFileError
 
 METADATA_KEY = "mlic_edge"
 METADATA_FORMAT = "mlic-edge-model/1"
@@ -24,7 +25,7 @@ class ModelMetadata:
     model_config: dict[str, Any]        # ModelConfig.to_dict()
     precision: str = "fp32"             # fp32 | fp16 | int8 (+ target, e.g. "int8-cpu")
     source_sha256: str = ""             # sha256 of the checkpoint the graph came from
-    input_name: str = "images"          # float32 (B, 3, S, S), normalised
+    input_name: str = INPUT_NAME        # float32 (B, 3, S, S), normalised
     output_names: list[str] = field(default_factory=lambda: ["logits"])  # logits (B, K) [, attention (B, K, h, w)]
     format: str = METADATA_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)

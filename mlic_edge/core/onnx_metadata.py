@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelFileError
+from .errors import ModelFileError
 from .metadata import METADATA_KEY, ModelMetadata
 
 

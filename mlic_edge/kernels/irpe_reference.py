@@ -12,7 +12,7 @@ the q/k/v projections and the output projection) with one node:
                        plugin_namespace "mlic_edge", plugin_version "1" (TensorRT's parser looks
                        the plugin up by op type, version and namespace; it ignores the domain)
 
-TensorRT runs it with `mlic_edge.runtime.irpe_plugin`. ONNX Runtime runs it with the Python op
+TensorRT runs it with `mlic_edge.kernels.irpe_plugin`. ONNX Runtime runs it with the Python op
 below (onnxruntime-extensions; its Python ops live in the domain "ai.onnx.contrib", which is why
 the node carries that domain), so plugin-mode graphs are parity-checked on the CPU like any other.
 It computes in float64 with numpy (no torch): a reference, not a fast path.
@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import BackendUnavailable
+from ..core.errors import BackendUnavailable
 
 OP_TYPE = "IRPEAttention"
 PLUGIN_NAMESPACE = "mlic_edge"
 PLUGIN_VERSION = "1"
 ORT_DOMAIN = "ai.onnx.contrib"
+# The node's inputs, in order: the export writes them so, the TensorRT plugin's functions and the
+# Triton kernel take them so (their signatures must spell them out; they are checked against this).
+PLUGIN_INPUTS = ("q", "k", "v", "bucket_ids", "query_table", "key_table", "value_table")
+INT_INPUTS = ("bucket_ids",)
 
 
 def irpe_attention_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, bucket_ids: np.ndarray,

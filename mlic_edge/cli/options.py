@@ -1,0 +1,44 @@
+"""Options shared by several verbs, declared once (typer `Annotated` types): data, device and the
+INT8 calibration group. Dataset names in the help come from `data.registry`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from ..core.errors import ConfigError
+from ..data.registry import dataset_help
+
+# ---------------------------------------------------------------------------------------- data
+Data = Annotated[Optional[str], typer.Option("--data", help=dataset_help())]
+DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Dataset folder (VOCdevkit, the COCO root, or a folder with <split>.csv); not needed for digits.")]
+
+# ---------------------------------------------------------------------------------------- device
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
+
+# ---------------------------------------------------------------------------------------- calibration
+Calib = Annotated[Optional[Path], typer.Option("--calib", help="int8: folder of calibration images (searched recursively; real images, not noise).")]
+CalibData = Annotated[Optional[str], typer.Option("--calib-data", help=dataset_help("int8: calibrate on a dataset instead"))]
+CalibRoot = Annotated[Optional[Path], typer.Option("--calib-root", help="int8: dataset folder for --calib-data.")]
+CalibSplit = Annotated[str, typer.Option("--calib-split", help="int8: dataset split for --calib-data.")]
+CalibImages = Annotated[int, typer.Option("--calib-images", help="int8: number of calibration images (seeded random pick; preprocessed once into $MLIC_EDGE_CACHE/calib).")]
+CalibMethod = Annotated[Optional[str], typer.Option("--calib-method", help="int8: activation range calibration: entropy | max (default: entropy for tensorrt, max for cpu).")]
+CalibBatch = Annotated[int, typer.Option("--calib-batch", help="int8: images per calibration step; 0 (default): up to 8, fewer when one step's activations would pass 1 GiB (ResNet101 @448: 1). Memory holds one step, whatever --calib-images is.")]
+
+
+def calib_source(precision: str | None, calib: Optional[Path], calib_data: Optional[str],
+                 calib_root: Optional[Path], calib_split: str):
+    """The int8 calibration source from the --calib* options (export and build-engine), or None."""
+    from ..export.calibration import DatasetSource
+
+    if calib is not None and calib_data is not None:
+        raise ConfigError("give either --calib DIR or --calib-data NAME, not both")
+    if calib_root is not None and calib_data is None:
+        raise ConfigError("--calib-root needs --calib-data NAME")
+    if precision != "int8" and (calib is not None or calib_data is not None):
+        raise ConfigError(f"calibration images are only used for int8 (got {precision or 'the source precision'})")
+    if calib is not None:
+        return calib
+    return DatasetSource(calib_data, str(calib_root) if calib_root else None, calib_split) if calib_data else None
