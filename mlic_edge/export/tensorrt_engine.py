@@ -332,6 +332,30 @@ def _target_capabilities(runtime: TensorRTRuntime, targets: tuple[str, ...] | No
     return list(targets or RTX_PORTABLE)
 
 
+def _profile_for(meta: ModelMetadata, requested: tuple[int, int, int], batch: Any,
+                 onnx_path: Path) -> tuple[int, int, int] | None:
+    """The optimization profile: the requested one for a dynamic-batch graph; None (static) for a
+    fixed-batch graph, which accepts only its own batch."""
+    fixed = _static_batch(meta)
+    if fixed is None:
+        return requested
+    if requested != parse_batch_profile(DEFAULT_PROFILE) and requested != (fixed,) * 3:
+        raise ConfigError(f"{onnx_path}: the graph has a fixed batch of {fixed}; --batch {batch} "
+                          f"does not fit (export with --batch dynamic)")
+    return None
+
+
+def _matching_engine(engine_path: Path, wanted: EngineInfo) -> EngineInfo | None:
+    """The sidecar of an existing engine built exactly as `wanted` (same_build), else None."""
+    if not (engine_path.is_file() and sidecar_path(engine_path).is_file()):
+        return None
+    try:
+        existing = read_engine_info(engine_path)
+    except ModelFileError:
+        return None
+    return existing if same_build(existing, wanted) else None
+
+
 def build_engine(
     source: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -373,9 +397,9 @@ def build_engine(
     targets = parse_targets(compute_capability)
     gpu = gpu_info(0)
     trt_runtime, unavailable = resolve_build_runtime(runtime, gpu)
-    if trt_runtime is not None and irpe_plugin and trt_runtime.plugin_support():  # before any export work
-        raise BackendUnavailable(f"--irpe-plugin: {trt_runtime.plugin_support()}; build the lowered graph "
-                                 f"(without --irpe-plugin) instead")
+    no_plugin = trt_runtime.plugin_support() if trt_runtime is not None and irpe_plugin else None
+    if no_plugin:  # before any export work
+        raise BackendUnavailable(f"--irpe-plugin: {no_plugin}; build the lowered graph (without --irpe-plugin) instead")
     engine_guess = precision or ("fp32" if source.suffix.lower() != ".onnx" else "onnx")
     engine_path, onnx_out = _default_paths(source, engine_guess, Path(out) if out else None)
     ensure_writable(engine_path)
@@ -391,35 +415,24 @@ def build_engine(
         raise BackendUnavailable(f"{precision} ONNX graph ready at {onnx_path}, but no engine was built: "
                                  f"{unavailable}. Then: mlic-edge build-engine {onnx_path} --out {engine_path}")
     has_plugin = bool(meta.extra.get("irpe_plugin"))
-    if has_plugin and trt_runtime.plugin_support():
-        raise BackendUnavailable(f"{onnx_path}: has IRPEAttention plugin nodes, but {trt_runtime.plugin_support()}; "
+    no_plugin = trt_runtime.plugin_support() if has_plugin else None
+    if no_plugin:
+        raise BackendUnavailable(f"{onnx_path}: has IRPEAttention plugin nodes, but {no_plugin}; "
                                  f"export without --irpe-plugin")
 
-    image_size = int(meta.preprocess["image_size"])
-    fixed = _static_batch(meta)
-    if fixed is not None:
-        if profile_req != parse_batch_profile(DEFAULT_PROFILE) and profile_req != (fixed,) * 3:
-            raise ConfigError(f"{onnx_path}: the graph has a fixed batch of {fixed}; --batch {batch} "
-                              f"does not fit (export with --batch dynamic)")
-        profile = None
-    else:
-        profile = profile_req
+    profile = _profile_for(meta, profile_req, batch, onnx_path)
     capabilities = _target_capabilities(trt_runtime, targets, gpu)
     wanted = EngineInfo(
         metadata=meta, runtime=trt_runtime.name, runtime_version=trt_runtime.version,
         compute_capabilities=capabilities, gpu=gpu, onnx_sha256=file_sha256(onnx_path), precision=precision,
         profile=dict(zip(("min", "opt", "max"), profile)) if profile else None, onnx_path=str(onnx_path),
         checkpoint=str(checkpoint.resolve()) if checkpoint else None)
-    if engine_path.is_file() and sidecar_path(engine_path).is_file() and not force:
-        try:
-            existing = read_engine_info(engine_path)
-        except ModelFileError:
-            existing = None
-        if existing is not None and same_build(existing, wanted):
-            notes.append(f"reused {engine_path}: same ONNX sha256, runtime, targets, precision and profile "
-                         f"(--force rebuilds)")
-            return BuildResult(engine_path, sidecar_path(engine_path), onnx_path, precision, True,
-                               reused_onnx, time.time() - started, existing, notes)
+    existing = None if force else _matching_engine(engine_path, wanted)
+    if existing is not None:
+        notes.append(f"reused {engine_path}: same ONNX sha256, runtime, targets, precision and profile "
+                     f"(--force rebuilds)")
+        return BuildResult(engine_path, sidecar_path(engine_path), onnx_path, precision, True,
+                           reused_onnx, time.time() - started, existing, notes)
 
     cache_file = None
     if trt_runtime.uses_timing_cache:
@@ -429,7 +442,8 @@ def build_engine(
     where = gpu["name"] if gpu else "this CPU"
     say(f"building the {trt_runtime.label} engine on {where} for compute capability "
         f"{', '.join(capabilities)} (minutes for large models)...")
-    data, facts = build_serialized_engine(trt_runtime, onnx_path, meta.input_name, image_size, profile,
+    data, facts = build_serialized_engine(trt_runtime, onnx_path, meta.input_name,
+                                          int(meta.preprocess["image_size"]), profile,
                                           workspace_gb=workspace_gb, timing_cache=cache_file,
                                           optimization_level=optimization_level, verbose=verbose,
                                           targets=targets if trt_runtime.is_rtx else None,
