@@ -55,7 +55,7 @@ cal.collect_calibration = stage("calibration images", cal.collect_calibration)
 for name, label in (("torch_reference", "reference outputs"), ("torch_to_onnx", "trace"),
                     ("cleanup_graph", "cleanup"), ("compare_with_reference", "verify"),
                     ("compare_with_torch", "verify"), ("_save", "write")):
-    if hasattr(onnx_export, name):  # older trees have no torch_reference / compare_with_reference
+    if hasattr(onnx_export, name):  # trees before this script: compare_with_torch, no torch_reference
         setattr(onnx_export, name, stage(label, getattr(onnx_export, name)))
 precision.convert = stage("convert", precision.convert)
 

@@ -81,7 +81,8 @@ def compare_layers(reference: str | os.PathLike, candidate: str | os.PathLike, i
         ref, cand = ref_values.get(name), cand_values.get(name)
         if ref is None or cand is None or ref.shape != cand.shape or ref.size == 0:
             continue
-        ref64, diff = ref.astype(np.float64), np.abs(cand.astype(np.float64) - ref.astype(np.float64))
+        ref64 = ref.astype(np.float64)
+        diff = np.abs(cand.astype(np.float64) - ref64)
         scale_mean, scale_max = float(np.abs(ref64).mean()), float(np.abs(ref64).max())
         if not np.isfinite(diff).all():
             rel_mean = rel_max = float("inf")

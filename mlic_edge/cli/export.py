@@ -198,9 +198,11 @@ def print_parity(rows: list[dict], console):
     from rich.console import Console
     from rich.table import Table
 
+    from ..core.contract import precision_family
+
     first = rows[0]
     limits = ", ".join(f"{family} {limit:g}" for family, limit in
-                       sorted({r["precision"].split("-")[0]: r["max_delta_mAP"] for r in rows}.items()))
+                       sorted({precision_family(r["precision"]): r["max_delta_mAP"] for r in rows}.items()))
     if console.width < 130:  # keep the rows on one line each (piped output defaults to 80 columns)
         console = Console(width=130)
     console.print(f"Parity on {first['source']}: {first['images']} images, targets: {first['targets']}; "

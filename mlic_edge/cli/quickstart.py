@@ -155,10 +155,12 @@ def engines_step(out: Path, graphs: dict[str, Path], best: Path) -> bool:
         line(f"TensorRT engines: skipped ({why_not})")
         return True
     sources = {"fp32": graphs["fp32"], "fp16": graphs["fp16"], "int8": graphs["int8"]}
-    if "fp32_plugin" in graphs and runtime.plugin_support() is None:
-        sources["fp32_plugin"] = graphs["fp32_plugin"]
-    elif "fp32_plugin" in graphs:
-        line(f"iRPE plugin engine: not built ({runtime.plugin_support()})")
+    if "fp32_plugin" in graphs:
+        no_plugin = runtime.plugin_support()
+        if no_plugin:
+            line(f"iRPE plugin engine: not built ({no_plugin})")
+        else:
+            sources["fp32_plugin"] = graphs["fp32_plugin"]
     engines = []
     for name, source in sources.items():
         engine = out / f"model_{name}.engine"

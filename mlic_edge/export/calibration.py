@@ -174,7 +174,7 @@ def calibration_from_folder(folder: str | os.PathLike, preprocess: dict[str, Any
     size = int(preprocess["image_size"])
 
     def images() -> Iterator[np.ndarray]:
-        with _progress(len(chosen), "preprocessing calibration images") as bar:
+        with progress(len(chosen), "preprocessing calibration images") as bar:
             for batch in iter_batches(chosen, preprocess, 16):          # the image source `infer` reads
                 for _, _, message in batch.failures:
                     log.warning("%s; skipping it", message)
@@ -203,7 +203,7 @@ def calibration_from_dataset(source: DatasetSource, preprocess: dict[str, Any], 
                  "n": num_images, "preprocess": preprocess, "seed": seed})
 
     def images() -> Iterator[np.ndarray]:
-        with _progress(len(chosen), "preprocessing calibration images") as bar:
+        with progress(len(chosen), "preprocessing calibration images") as bar:
             for batch, _ in dataset_batches(dataset, 16, indices=chosen):
                 yield from batch
                 bar.update(len(batch))
@@ -216,11 +216,16 @@ def calibration_from_dataset(source: DatasetSource, preprocess: dict[str, Any], 
                                f"{len(chosen)} calibration picks") from None
 
 
-def _progress(total: int, what: str):
-    """A tqdm bar on stderr when there are many images (a no-op for small sets and in tests)."""
+def progress(total: int, what: str):
+    """The calibration stages' tqdm bar (images done / total), a no-op for small sets and with
+    $MLIC_EDGE_NO_PROGRESS. It writes to the process's real stderr: Model Optimizer redirects
+    sys.stderr while it calibrates."""
+    import sys
+
     from tqdm import tqdm
     quiet = total < 64 or bool(os.environ.get("MLIC_EDGE_NO_PROGRESS"))
-    return tqdm(total=total, desc=what, unit="img", leave=False, mininterval=1.0, disable=quiet)
+    return tqdm(total=total, desc=what, unit="img", leave=False, mininterval=1.0, disable=quiet,
+                file=sys.__stderr__)
 
 
 def _cache_dir(value: Path | None | str) -> Path | None:

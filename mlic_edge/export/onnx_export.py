@@ -278,13 +278,6 @@ def compare_with_reference(model, reference: list[tuple[np.ndarray, tuple[np.nda
     return worst
 
 
-def compare_with_torch(module, proto, batches: tuple[int, ...], image_size: int, *, seed: int = 0,
-                       disabled_optimizers: list[str] | None = None) -> dict[str, float]:
-    """Max relative error of every output (ORT on `proto` vs PyTorch) over random inputs."""
-    reference = torch_reference(module, (batches,), image_size, seed=seed)[0]
-    return compare_with_reference(proto, reference, disabled_optimizers=disabled_optimizers)
-
-
 def release_memory() -> None:
     """Collect garbage and hand freed heap memory back to the system. glibc keeps freed blocks in
     its arenas, so after dropping GBs of weights RSS would otherwise stay where it peaked."""
@@ -442,9 +435,8 @@ def export_onnx(
     with tempfile.TemporaryDirectory(prefix="mlic-export-") as tmp:
         # 4. clean up into a file and verify it from there (ONNX and ORT read the file: fewer copies
         #    of the weights in this process)
-        fp32_file = cleanup_graph(proto, out_path=Path(tmp) / "fp32.onnx")
+        fp32_file = cleanup_graph(proto, out_path=Path(tmp) / "fp32.onnx")   # releases the weights it copied
         del proto
-        release_memory()
         fp32_error = compare_with_reference(fp32_file, fp32_reference)["logits"]
         if check and not fp32_error <= FP32_MAX_REL_ERROR:
             raise ExportParityError(

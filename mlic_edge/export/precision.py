@@ -186,31 +186,20 @@ class CalibrationReader:
 
     def get_next(self):
         if self._batches is None:
+            from .calibration import progress
             self._batches = self.calibration.batches(self.step, self.count)
-            self._bar = _progress_bar(self.count)
+            self._bar = progress(self.count, "calibrating")
         batch = next(self._batches, None)
         if batch is None:
             self.rewind()
             return None
-        if self._bar is not None:
-            self._bar.update(len(batch))
+        self._bar.update(len(batch))
         return {"images": batch}
 
     def rewind(self):
         if self._bar is not None:
             self._bar.close()
         self._batches, self._bar = None, None
-
-
-def _progress_bar(total: int):
-    """A tqdm bar on the process's real stderr (Model Optimizer's own output is redirected)."""
-    import os
-    import sys
-
-    if total < 64 or os.environ.get("MLIC_EDGE_NO_PROGRESS"):
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc="calibrating", unit="img", leave=False, mininterval=1.0, file=sys.__stderr__)
 
 
 def to_int8_tensorrt(fp32_path: Path, calibration, *, batch: int | None, method: str = "entropy",
@@ -225,7 +214,7 @@ def to_int8_tensorrt(fp32_path: Path, calibration, *, batch: int | None, method:
     _, quantization = _import_modelopt("int8 export for TensorRT")
     reader = CalibrationReader(calibration, batch, calibration_step(fp32_path, calib_batch))
     size = calibration.shape[-1]
-    fp32 = onnx.load(str(fp32_path))
+    fp32 = onnx.load(str(fp32_path), load_external_data=False)   # node names only, not the weights
     out_path = work_dir / "int8.onnx"
     with _modelopt_quiet(), _restore_ort_quantization():
         try:
