@@ -6,7 +6,8 @@
 
 Each export runs in a fresh process (peak RSS is per process). Inside it a sampler thread reads
 VmRSS every 20 ms and keeps the peak per stage: calibration images, trace (torch -> ONNX), verify
-(ONNX Runtime vs PyTorch), convert (fp16 / int8 incl. calibration), write. Calibration images come
+(ONNX Runtime vs PyTorch), calibrate (int8: activation ranges over the images), convert (fp16 /
+int8 Q/DQ placement, calibration excluded), write. Calibration images come
 from the digits demo set (real images). The random-weight checkpoint is made once in the folder.
 """
 from __future__ import annotations
@@ -34,17 +35,22 @@ def sample():
         time.sleep(0.02)
 threading.Thread(target=sample, daemon=True).start()
 
+# Time and peak RSS of calls to fn under `name`; a stage inside another (calibrate inside convert)
+# pauses the outer one, which resumes under its own name afterwards.
 def stage(name, fn):
     def wrapped(*args, **kwargs):
         global current
-        stages.append(current)
+        outer = current
+        outer["seconds"] = outer.get("seconds", 0.0) + time.perf_counter() - outer["t"]
+        stages.append(dict(outer))
         current = {"name": name, "t": time.perf_counter(), "peak": rss_gib()}
         try:
             return fn(*args, **kwargs)
         finally:
             current["seconds"] = time.perf_counter() - current["t"]
             stages.append(current)
-            current = {"name": "other", "t": time.perf_counter(), "peak": rss_gib()}
+            resumed = "other" if outer["name"] == "start" else outer["name"]
+            current = {"name": resumed, "t": time.perf_counter(), "peak": rss_gib()}
     return wrapped
 
 import mlic_edge.checkpoint as checkpoint
@@ -57,7 +63,9 @@ for name, label in (("torch_reference", "reference outputs"), ("torch_to_onnx", 
                     ("compare_with_torch", "verify"), ("_save", "write")):
     if hasattr(onnx_export, name):  # trees before this script: compare_with_torch, no torch_reference
         setattr(onnx_export, name, stage(label, getattr(onnx_export, name)))
+import mlic_edge.export.activation_ranges as ranges
 precision.convert = stage("convert", precision.convert)
+ranges.collect_stats = stage("calibrate", ranges.collect_stats)
 
 args = json.loads(sys.argv[1])
 started = time.perf_counter()

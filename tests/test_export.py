@@ -185,6 +185,32 @@ def test_reduced_precision_graphs_run_on_ort(trained, name, precision, trt):
     assert logits.shape == (3, 6) and np.isfinite(logits).all()
 
 
+def test_fp16_skeleton_conversion_equals_autocast_on_the_whole_graph(trained):
+    """to_fp16 hands AutoCast a weight-free skeleton and casts the weights afterwards: the graph
+    must compute exactly what AutoCast's conversion of the whole graph computes."""
+    from modelopt.onnx import autocast
+
+    from mlic_edge.export.precision import FP16_EXCLUDE, _modelopt_quiet, to_fp16
+
+    with _modelopt_quiet():
+        whole = autocast.convert_to_f16(onnx.load(str(trained["fp32"])), low_precision_type="fp16",
+                                        keep_io_types=True, op_block_list=list(FP16_EXCLUDE))
+    skeleton = to_fp16(Path(trained["fp32"]))
+
+    def summary(model):
+        types = {i.name: i.type.tensor_type.elem_type for i in [*model.graph.value_info, *model.graph.output]}
+        fp32_ops = sorted(n.op_type for n in model.graph.node
+                          if n.op_type != "Cast" and any(types.get(o) == onnx.TensorProto.FLOAT for o in n.output))
+        init_types = sorted(i.data_type for i in model.graph.initializer)
+        return fp32_ops, init_types, [i.name for i in model.graph.input]
+
+    assert summary(skeleton) == summary(whole)
+    assert "LayerNormalization" in summary(skeleton)[0]
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    outputs = [ort_session(m).run(None, {"images": x})[0] for m in (whole, skeleton)]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
 def test_calibration_cache_is_reused(trained):
     files = sorted(Path(trained["cache"]).glob("calib-*.npy"))
     assert len(files) == 2  # one per source (folder, dataset)

@@ -49,7 +49,7 @@ def export_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) written by `mlic-edge train`."),
     out: Path = typer.Option(..., "--out", "-o", help="Output ONNX file, e.g. model.onnx."),
     precision: str = typer.Option("fp32", help="fp32 | fp16 (mixed, LayerNorm/Softmax/reductions kept FP32) | int8 (calibrated; needs --calib or --calib-data)."),
-    target: str = typer.Option("tensorrt", help="tensorrt: graph for TensorRT 10/11 (ModelOpt Q/DQ for int8, TensorRT op-support check) | cpu: ONNX Runtime CPU (ORT static INT8, QDQ)."),
+    target: str = typer.Option("tensorrt", help="tensorrt: graph for TensorRT 10/11 (explicit symmetric Q/DQ for int8, TensorRT op-support check) | cpu: ONNX Runtime CPU (UINT8 QDQ int8)."),
     batch: str = typer.Option("dynamic", help="Batch size baked into the graph, or 'dynamic' (any batch; spatial size is always fixed)."),
     opset: int = typer.Option(19, help="ONNX opset, 17-20 (17+: LayerNormalization is one op; 19+: FP16-scale Q/DQ for int8; TensorRT 10.0-10.3 parses up to 20)."),
     calib: Calib = None,

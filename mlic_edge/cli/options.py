@@ -25,7 +25,7 @@ CalibRoot = Annotated[Optional[Path], typer.Option("--calib-root", help="int8: d
 CalibSplit = Annotated[str, typer.Option("--calib-split", help="int8: dataset split for --calib-data.")]
 CalibImages = Annotated[int, typer.Option("--calib-images", help="int8: number of calibration images (seeded random pick; preprocessed once into $MLIC_EDGE_CACHE/calib).")]
 CalibMethod = Annotated[Optional[str], typer.Option("--calib-method", help="int8: activation range calibration: entropy | max (default: entropy for tensorrt, max for cpu).")]
-CalibBatch = Annotated[int, typer.Option("--calib-batch", help="int8: images per calibration step; 0 (default): up to 8, fewer when one step's activations would pass 1 GiB (ResNet101 @448: 1). Memory holds one step, whatever --calib-images is.")]
+CalibBatch = Annotated[int, typer.Option("--calib-batch", help="int8: images per calibration step; 0 (default): up to 8, fewer when one step's calibrated activations would pass 1 GiB (ResNet101 @448: 4). Memory holds one step, whatever --calib-images is; the ranges do not depend on it.")]
 
 
 def calib_source(precision: str | None, calib: Optional[Path], calib_data: Optional[str],

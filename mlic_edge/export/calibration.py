@@ -218,8 +218,8 @@ def calibration_from_dataset(source: DatasetSource, preprocess: dict[str, Any], 
 
 def progress(total: int, what: str):
     """The calibration stages' tqdm bar (images done / total), a no-op for small sets and with
-    $MLIC_EDGE_NO_PROGRESS. It writes to the process's real stderr: Model Optimizer redirects
-    sys.stderr while it calibrates."""
+    $MLIC_EDGE_NO_PROGRESS. It writes to the process's real stderr (Model Optimizer, quiet
+    while it converts, redirects sys.stderr)."""
     import sys
 
     from tqdm import tqdm

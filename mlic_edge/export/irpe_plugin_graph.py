@@ -3,7 +3,7 @@
 The lowered export stays the single source of the math: we export, check and quantize the lowered
 graph as usual, then cut out the core with onnx-graphsurgeon (the pattern of its example
 08_replacing_a_subgraph) and put the plugin node in its place. Quantization has to come first:
-Model Optimizer's calibration runs the graph on ONNX Runtime, which cannot run TensorRT plugins.
+INT8 calibration runs the graph on ONNX Runtime, which cannot run TensorRT plugins.
 
 The cut is found from names the exporters keep (the projections' bias initializers):
 

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 TARGETS = ("tensorrt", "cpu")
 EXPORTERS = ("auto", "dynamo", "torchscript")
-# Opset 19: LayerNormalization is one op (>= 17); Q/DQ with FP16 scales need >= 19 (ModelOpt's
+# Opset 19: LayerNormalization is one op (>= 17); Q/DQ with FP16 scales need >= 19 (the
 # minimum for int8); TensorRT 10.0-10.3 (JetPack 6) parses opsets 9-20, TensorRT 11 9-25.
 DEFAULT_OPSET = 19
 FP32_MAX_REL_ERROR = 1e-4
@@ -112,7 +112,7 @@ def _is_clean(proto) -> str | None:
     return None
 
 
-def _export_dynamo(module, example, *, dynamic: bool, opset: int, output_names: list[str]):
+def _export_dynamo(module, example, *, dynamic: bool, opset: int, output_names: list[str], path: Path):
     import torch
 
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic else None
@@ -122,10 +122,11 @@ def _export_dynamo(module, example, *, dynamic: bool, opset: int, output_names: 
             module, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=output_names,
             dynamic_shapes=dynamic_shapes, opset_version=opset, external_data=False,
             optimize=True, verify=False, report=False, verbose=False)
-    return program.model_proto
+        program.save(str(path), external_data=True)   # weights straight from the torch tensors to disk
+    del program
 
 
-def _export_torchscript(module, example, *, dynamic: bool, opset: int, output_names: list[str]):
+def _export_torchscript(module, example, *, dynamic: bool, opset: int, output_names: list[str], path: Path):
     import onnx
     import torch
 
@@ -136,16 +137,25 @@ def _export_torchscript(module, example, *, dynamic: bool, opset: int, output_na
         torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=[INPUT_NAME],
                           output_names=output_names, dynamic_axes=axes,
                           opset_version=min(opset, 20), do_constant_folding=True)
-    return onnx.load_from_string(buffer.getvalue())
+    onnx.save(onnx.load_from_string(buffer.getvalue()), str(path), save_as_external_data=True,
+              all_tensors_to_one_file=True, location=path.name + ".data", size_threshold=4096)
 
 
 def torch_to_onnx(module, example, *, dynamic: bool, opset: int, output_names: list[str],
-                  exporter: str = "auto") -> tuple[Any, str, list[str]]:
-    """(ModelProto, exporter used, notes). `exporter`: auto (dynamo, else TorchScript) | dynamo | torchscript."""
+                  exporter: str = "auto", path: Path) -> tuple[Any, str, list[str]]:
+    """Trace into `path` (the graph; its weights in a .data file beside it) and return (the graph
+    without its weights: a ModelProto whose initializers point into the .data file, exporter
+    used, notes). `exporter`: auto (dynamo, else TorchScript) | dynamo | torchscript."""
+    import onnx
+
+    def skeleton():
+        return onnx.load(str(path), load_external_data=False)
+
     notes: list[str] = []
     if exporter in ("auto", "dynamo"):
         try:
-            proto = _export_dynamo(module, example, dynamic=dynamic, opset=opset, output_names=output_names)
+            _export_dynamo(module, example, dynamic=dynamic, opset=opset, output_names=output_names, path=path)
+            proto = skeleton()
             reason = _is_clean(proto)
             if reason is None:
                 return proto, "dynamo", notes
@@ -159,12 +169,12 @@ def torch_to_onnx(module, example, *, dynamic: bool, opset: int, output_names: l
                 raise ExportError(f"dynamo export failed: {_one_line(e)}") from None
             notes.append(f"dynamo export failed ({_one_line(e)[:160]}); used the TorchScript exporter")
     try:
-        proto = _export_torchscript(module, example, dynamic=dynamic, opset=opset, output_names=output_names)
+        _export_torchscript(module, example, dynamic=dynamic, opset=opset, output_names=output_names, path=path)
     except Exception as e:
         raise ExportError(f"ONNX export failed: {_one_line(e)}") from None
     if min(opset, 20) != opset:
         notes.append(f"TorchScript exporter caps the opset at 20 (asked {opset})")
-    return proto, "torchscript", notes
+    return skeleton(), "torchscript", notes
 
 
 def _one_line(error: BaseException) -> str:
@@ -172,15 +182,15 @@ def _one_line(error: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------------- graph side
-def cleanup_graph(proto, *, fold_size_limit: int = 16 * 1024 ** 2, out_path: Path | None = None):
+def cleanup_graph(proto, *, base_dir: Path, out_path: Path, fold_size_limit: int = 16 * 1024 ** 2) -> Path:
     """Fold constants, drop dead nodes, toposort (onnx-graphsurgeon), then infer shapes and check.
 
-    Constant tensors above `fold_size_limit` bytes are left unfolded (a static large batch would
-    otherwise bake a (B, H, L, L) copy of the iRPE index into the file). With `out_path` the
-    cleaned graph is written there and shape inference and the checker run on the file (in
-    ONNX's C++ code, without more copies of the weights in Python: 0.8 GB each for ResNet101),
-    and `proto` is consumed (its initializers are cleared once copied); returns the path. Without
-    it, returns the cleaned ModelProto.
+    `proto` is the traced graph whose weights stay in their .data file in `base_dir`
+    (`torch_to_onnx`): graphsurgeon copies whole graphs, so it gets references (only the weights
+    a constant-foldable node reads are loaded), and the cleaned graph written to `out_path` (in
+    `base_dir`) points into the same file. Shape inference and the checker run on that file, in
+    ONNX's C++ code. Constant tensors above `fold_size_limit` bytes are left unfolded (a static
+    large batch would otherwise bake a (B, H, L, L) copy of the iRPE index into the file).
     """
     import onnx
     try:
@@ -188,6 +198,12 @@ def cleanup_graph(proto, *, fold_size_limit: int = 16 * 1024 ** 2, out_path: Pat
     except ImportError:
         raise MissingDependencyError("graph cleanup needs onnx-graphsurgeon: "
                                      "pip install 'mlic-edge[export]'") from None
+    from .skeleton import foldable_reads, load_data
+
+    folded_inputs = foldable_reads(proto)
+    for tensor in proto.graph.initializer:
+        if tensor.name in folded_inputs:
+            load_data(tensor, base_dir)
     opsets = list(proto.opset_import)
     graph = gs.import_onnx(proto)
     graph.fold_constants(size_threshold=fold_size_limit).cleanup().toposort()
@@ -199,16 +215,7 @@ def cleanup_graph(proto, *, fold_size_limit: int = 16 * 1024 ** 2, out_path: Pat
     cleaned.ir_version = proto.ir_version
     cleaned.producer_name, cleaned.producer_version = proto.producer_name, proto.producer_version
     try:
-        if out_path is None:
-            cleaned = onnx.shape_inference.infer_shapes(cleaned, check_type=True, strict_mode=True,
-                                                        data_prop=True)
-            onnx.checker.check_model(cleaned, full_check=True)
-            return cleaned
-        del proto.graph.initializer[:]             # consumed: the cleaned graph holds the weights now
-        release_memory()
-        # weights to a side file tensor by tensor: no serialized copy of them in memory
-        onnx.save(cleaned, str(out_path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=out_path.name + ".data", size_threshold=4096)
+        onnx.save(cleaned, str(out_path))
         del cleaned
         onnx.shape_inference.infer_shapes_path(str(out_path), str(out_path), check_type=True, strict_mode=True,
                                                data_prop=True)
@@ -320,7 +327,8 @@ def _validate_options(precision: str, target: str, exporter: str, batch: int | N
         raise ExportError(f"opset must be 17-20 (LayerNormalization needs 17; TensorRT 10.x parses "
                           f"up to 20), got {opset}")
     if precision == "int8" and target == "tensorrt" and opset < 19:
-        raise ExportError("int8 for TensorRT needs opset >= 19 (ModelOpt's minimum for Q/DQ graphs)")
+        raise ExportError("int8 for TensorRT needs opset >= 19 (Q/DQ with FP16 scales, as "
+                          "--int8-high-precision fp16 writes them)")
     if calib_method is not None and calib_method not in CALIB_METHODS:
         raise ExportError(f"calibration method must be entropy or max, got {calib_method!r}")
     if high_precision not in ("fp16", "fp32"):
@@ -367,14 +375,13 @@ def export_onnx(
 ) -> ExportResult:
     """Export a checkpoint to one ONNX file; see the module docstring for the steps.
 
-    precision: fp32 | fp16 | int8. target: tensorrt (graphs for TensorRT 10/11: ModelOpt Q/DQ,
-    op-support check) | cpu (ONNX Runtime CPU: ORT static quantization for int8).
+    precision: fp32 | fp16 | int8. target: tensorrt (graphs for TensorRT 10/11: explicit
+    symmetric Q/DQ, op-support check) | cpu (ONNX Runtime CPU: UINT8 QDQ for int8).
     batch: None = dynamic batch, else a fixed batch size. calib: int8 calibration source, see
     `calibration.collect_calibration` (folder, DatasetSource / dict, array, or loader).
-    calib_method: entropy | max; None = the target's default (tensorrt: entropy, TensorRT's and
-    ModelOpt's default; cpu: max, which beat ORT's entropy calibrator on our fixture: UINT8
-    activations are asymmetric, its thresholds symmetric). high_precision: type ModelOpt gives
-    the ops left out of INT8 (target tensorrt). Default fp32: with fp16 the Q/DQ graph lost
+    calib_method: entropy | max; None = the target's default (tensorrt: entropy, TensorRT's
+    default; cpu: max, which beat entropy on our fixture for ORT's asymmetric UINT8 activations).
+    high_precision: type of the ops left out of INT8 (target tensorrt). Default fp32: with fp16 the Q/DQ graph lost
     2.2 mAP points on ONNX Runtime on the trained fixture (fp32: 0.2); fp16 is faster on GPU.
     irpe_plugin: after quantization, replace each encoder's iRPE attention core by one
     IRPEAttention plugin node (see irpe_plugin_graph.py); the plugin graph is checked on ORT with
@@ -423,19 +430,20 @@ def export_onnx(
                                                       cfg.image_size)
     example = torch.randn(TRACE_BATCH if dynamic else batch, 3, cfg.image_size, cfg.image_size,
                           generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        proto, used, notes = torch_to_onnx(module, example, dynamic=dynamic, opset=opset,
-                                           output_names=output_names, exporter=exporter)
-    grid = list(model.grid)
-    del module, example
-    if not irpe_plugin:
-        del model
-    release_memory()
-
     with tempfile.TemporaryDirectory(prefix="mlic-export-") as tmp:
-        # 4. clean up into a file and verify it from there (ONNX and ORT read the file: fewer copies
-        #    of the weights in this process)
-        fp32_file = cleanup_graph(proto, out_path=Path(tmp) / "fp32.onnx")   # releases the weights it copied
+        with torch.no_grad():   # the weights go to a file in tmp; the graph comes back without them
+            proto, used, notes = torch_to_onnx(module, example, dynamic=dynamic, opset=opset,
+                                               output_names=output_names, exporter=exporter,
+                                               path=Path(tmp) / "traced.onnx")
+        grid = list(model.grid)
+        del module, example
+        if not irpe_plugin:
+            del model
+        release_memory()
+
+        # 4. clean up into a file and verify it from there (ONNX and ORT read the file: no copy of
+        #    the weights in this process until the conversion needs them)
+        fp32_file = cleanup_graph(proto, base_dir=Path(tmp), out_path=Path(tmp) / "fp32.onnx")
         del proto
         fp32_error = compare_with_reference(fp32_file, fp32_reference)["logits"]
         if check and not fp32_error <= FP32_MAX_REL_ERROR:
@@ -451,9 +459,9 @@ def export_onnx(
         else:
             proto, ort_disabled = precision_mod.convert(
                 fp32_file, precision, target, calibration, batch=batch, method=calib_method,
-                high_precision=high_precision, work_dir=Path(tmp), calib_batch=calib_batch)
+                high_precision=high_precision, calib_batch=calib_batch)
 
-        # 6. plugin nodes, after quantization: ModelOpt's calibration cannot run them
+        # 6. plugin nodes, after quantization: calibration runs on ONNX Runtime, which cannot run them
         plugin_info = None
         if irpe_plugin:
             proto, plugin_info = _insert_plugins(proto, model, notes, precision, check, check_batches,

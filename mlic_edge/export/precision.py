@@ -3,16 +3,21 @@
 * fp16 (any target): NVIDIA Model Optimizer AutoCast, FP32 I/O kept, the numerically sensitive ops
   (LayerNorm, Softmax, reductions, Sigmoid, Exp/Pow/Sqrt) stay FP32. TensorRT 11 is strongly typed:
   the engine runs exactly these types.
-* int8, target tensorrt: Model Optimizer explicit Q/DQ quantization (TensorRT's fusion patterns),
-  calibrated on ONNX Runtime's CPU provider, one batch at a time from the calibration cache;
-  LayerNorm/Softmax/Sigmoid/the per-class head, the stem conv and depthwise convs
-  (`sensitive_convs`, measured) stay out of INT8, the rest of the non-quantized graph in
-  `high_precision`: fp32 by default (with fp16 the trained fixture lost 2.2 mAP points on ONNX
-  Runtime, against 0.2 with fp32), fp16 on request.
-* int8, target cpu: ONNX Runtime static quantization, QDQ format (as fast as QOperator on ORT CPU:
-  ORT fuses DQ->Conv->Q into QLinearConv at load; and it stays plain ONNX), per-channel INT8
-  weights, UINT8 activations, MinMax ranges by default; only Conv/Gemm and MatMuls with a 2-D
-  weight (activation x activation MatMuls of attention and the iRPE ones stay FP32).
+* int8 (both targets): activation ranges measured on ONNX Runtime's CPU provider one batch at a
+  time (`activation_ranges`: running min/max and a sampled |x| histogram, memory independent of
+  the number of images), then ONNX Runtime's QDQ quantizer places Q/DQ with per-channel INT8
+  weights on Conv, Gemm and the Linear MatMuls (`int8_nodes`). The per-class head, the stem conv
+  and depthwise convs (`sensitive_convs`, measured) stay out of INT8; so do LayerNorm, Softmax,
+  reductions, the Sigmoid and attention's activation x activation MatMuls.
+  - target tensorrt: explicit symmetric Q/DQ on inputs only (TensorRT's layout), entropy ranges
+    (TensorRT's KL method) by default, the rest of the graph in `high_precision`: fp32 by default
+    (with fp16 the trained fixture lost 2.2 mAP points on ONNX Runtime, against 0.2 with fp32),
+    fp16 on request (Model Optimizer's AutoCast).
+  - target cpu: UINT8 activations with max ranges by default, QDQ format (as fast as QOperator on
+    ORT CPU: ORT fuses DQ->Conv->Q into QLinearConv at load; and it stays plain ONNX).
+  Model Optimizer's own ONNX INT8 pipeline was used before: on ResNet101 @448 it took 106 s and
+  8.2 GB RSS with a single calibration image (repeated shape inference, save/reload and checks of
+  the 0.8 GB graph), more than the whole budget for a 16 GB machine.
 """
 from __future__ import annotations
 
@@ -33,11 +38,8 @@ log = logging.getLogger(__name__)
 FP16_EXCLUDE = ["LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "Sigmoid", "Exp",
                 "Pow", "Sqrt"]
 # Never quantized to INT8 (and kept out of FP16 by ModelOpt's high-precision pass as well).
-INT8_EXCLUDE = ["LayerNormalization", "Softmax", "Sigmoid", "ReduceSum", "ReduceMean"]
-INT8_CPU_OPS = ["Conv", "Gemm", "MatMul"]
+INT8_OPS = ("Conv", "Gemm", "MatMul")   # the op types INT8 covers (see int8_nodes)
 CALIB_METHODS = {"entropy": "entropy", "max": "max", "minmax": "max"}
-CALIB_BATCH = 8                  # images per calibration step, at most
-CALIB_STEP_BYTES = 1024 ** 3     # ... and at most this much activation data per step (see calibration_step)
 MODELOPT_INSTALL = ("pip uninstall -y onnxruntime && pip install 'mlic-edge[export]' "
                     "(nvidia-modelopt[onnx]; it brings onnxruntime-gpu, which also runs on CPU)")
 
@@ -68,61 +70,68 @@ def _modelopt_quiet():
             logging.getLogger(name).setLevel(level)
 
 
-@contextlib.contextmanager
-def _restore_ort_quantization():
-    """Undo ModelOpt's monkey-patching of onnxruntime.quantization when its call returns.
-
-    `modelopt.onnx.quantization.quantize` replaces methods of ORT's calibrators, histogram
-    collector and quantizers and the module function `calibrate.create_calibrator`, process-wide
-    (ort_patching.patch_ort_modules). Left in place, ORT's own `quantize_static` later in the same
-    process fails ("Histogram has not been collected") or silently ignores the calibration method.
-    """
-    import importlib
-    import inspect
-
-    modules = [importlib.import_module(f"onnxruntime.quantization.{name}")
-               for name in ("calibrate", "base_quantizer", "onnx_quantizer", "qdq_quantizer", "quantize")]
-    module_attrs = {m: dict(vars(m)) for m in modules}
-    classes = {obj for m in modules for obj in vars(m).values() if inspect.isclass(obj)}
-    class_attrs = {cls: dict(vars(cls)) for cls in classes}
-    try:
-        yield
-    finally:
-        for module, attrs in module_attrs.items():
-            for name, value in attrs.items():
-                if vars(module).get(name) is not value:
-                    setattr(module, name, value)
-        for cls, attrs in class_attrs.items():
-            for name in [k for k in vars(cls) if k not in attrs]:
-                delattr(cls, name)
-            for name, value in attrs.items():
-                if name in ("__dict__", "__weakref__"):
-                    continue
-                if vars(cls).get(name) is not value:
-                    setattr(cls, name, value)
-
-
-def _import_modelopt(what: str):
+def _import_autocast(what: str):
+    """Model Optimizer's AutoCast (FP16 graphs), or a one-line install hint."""
     try:
         with _modelopt_quiet():
-            import modelopt.onnx.autocast as autocast
-            import modelopt.onnx.quantization as quantization
+            from modelopt.onnx import autocast
     except ImportError as e:
         raise MissingDependencyError(f"{what} needs NVIDIA Model Optimizer ({e.name or e}); "
                                      f"install it with: {MODELOPT_INSTALL}") from None
-    return autocast, quantization
+    return autocast
+
+
+def _to_float16(values: np.ndarray) -> np.ndarray:
+    """FP32 -> FP16 as AutoCast converts initializers: clamped to FP16's largest value, and
+    non-zero values below its smallest subnormal kept non-zero (at that subnormal, with their
+    sign; AutoCast itself makes them positive)."""
+    info = np.finfo(np.float16)
+    values = np.clip(values, -info.max, info.max)
+    tiny = (values != 0) & (np.abs(values) < info.smallest_subnormal)
+    if tiny.any():
+        values = np.where(tiny, np.copysign(info.smallest_subnormal, values), values)
+    return values.astype(np.float16)
 
 
 def to_fp16(fp32_path: Path, *, exclude: list[str] | None = None):
-    """Mixed-precision FP16 graph (FP32 inputs/outputs) as a ModelProto."""
-    autocast, _ = _import_modelopt("fp16 export")
+    """Mixed-precision FP16 graph (FP32 inputs/outputs) as a ModelProto: Model Optimizer's
+    AutoCast (`convert_to_f16`) with the op types in `exclude` (default FP16_EXCLUDE) kept FP32.
+
+    AutoCast converts a weight-free skeleton (`skeleton.lift_weights`); the weights are read back
+    from the file one at a time: a weight that AutoCast casts to FP16 (a Cast right after its stand-in, for every
+    reader) becomes an FP16 initializer in that Cast's place, one read in FP32 goes back as it was.
+    On ResNet101 @448 this took the conversion from 44 s / 7.0 GiB (`convert_to_mixed_precision`
+    on the whole graph) to 6 s / 2.8 GiB, with the same FP32 node set (AutoCast's magnitude rules
+    kept nothing more in FP32 on the quickstart or ResNet101 models); a test checks that the result
+    computes exactly what `convert_to_f16` of the whole graph computes."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    from .skeleton import lift_weights, put_back
+
+    autocast = _import_autocast("fp16 export")
+    model = onnx.load(str(fp32_path), load_external_data=False)
+    weights = lift_weights(model, fp32_path.parent)
     with _modelopt_quiet():
         try:
-            return autocast.convert_to_mixed_precision(
-                str(fp32_path), low_precision_type="fp16", keep_io_types=True,
-                op_types_to_exclude=list(exclude or FP16_EXCLUDE), providers=["cpu"])
+            model = autocast.convert_to_f16(model, low_precision_type="fp16", keep_io_types=True,
+                                            op_block_list=list(exclude or FP16_EXCLUDE))
         except Exception as e:
             raise ExportError(f"fp16 conversion failed: {' '.join(str(e).split())[:300]}") from None
+
+    def cast_to_fp16(model, tensor):
+        readers = [n for n in model.graph.node if tensor.name in n.input]
+        casts = [n for n in readers if n.op_type == "Cast"
+                 and next(a.i for a in n.attribute if a.name == "to") == TensorProto.FLOAT16]
+        if not casts or len(casts) != len(readers) or tensor.data_type != TensorProto.FLOAT:
+            return [tensor]
+        half = _to_float16(numpy_helper.to_array(tensor))
+        for cast in casts:                   # the Cast's output becomes the FP16 weight
+            model.graph.node.remove(cast)
+        return [numpy_helper.from_array(half, cast.output[0]) for cast in casts]
+
+    put_back(model, weights, fp32_path.parent, cast_to_fp16)
+    return model
 
 
 def _head_nodes(model) -> list[str]:
@@ -139,94 +148,28 @@ def _head_nodes(model) -> list[str]:
     return names
 
 
-def activation_bytes_per_image(model_path: Path) -> int:
-    """Bytes of every float tensor the graph computes for one image (shape-inferred value_info of
-    the fp32 graph; the batch dimension counted as 1). The calibrators keep one step's worth of
-    all of them, which is what fills memory on large models (ResNet101 @448: GBs per image)."""
-    import onnx
-
-    model = onnx.load(str(model_path), load_external_data=False)
-    total = 0
-    for info in model.graph.value_info:
-        tensor = info.type.tensor_type
-        if tensor.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tensor.shape.dim]
-        total += int(np.prod(dims, dtype=np.int64)) * (4 if tensor.elem_type == onnx.TensorProto.FLOAT else 2)
-    return total
+def int8_nodes(model) -> list[Any]:
+    """The nodes INT8 covers, for both targets: Conv, Gemm and the MatMuls with a 2-D weight (the
+    Linear layers). Activation x activation MatMuls (q @ k^T, attn @ v) and the iRPE ones (3-D
+    tables / one-hot) stay FP32, as do the per-class head and `sensitive_convs`; LayerNorm,
+    Softmax, reductions and the Sigmoid are never quantized (deployment.md)."""
+    weights_2d = {i.name for i in model.graph.initializer if len(i.dims) == 2}
+    skip = set(_head_nodes(model)) | set(sensitive_convs(model))
+    return [node for node in model.graph.node if node.name not in skip and (
+        node.op_type in ("Conv", "Gemm") or (node.op_type == "MatMul" and any(i in weights_2d for i in node.input)))]
 
 
-def calibration_step(model_path: Path, requested: int = 0) -> int:
-    """Images per calibration step: `requested`, else CALIB_BATCH capped so that one step's
-    activations stay under CALIB_STEP_BYTES (1 image at least). Memory then does not grow with
-    the number of calibration images or with a fixed step on a large model."""
-    if requested:
-        return requested
-    per_image = activation_bytes_per_image(model_path)
-    return int(max(1, min(CALIB_BATCH, CALIB_STEP_BYTES // max(per_image, 1))))
-
-
-class CalibrationReader:
-    """onnxruntime.quantization CalibrationDataReader (also what Model Optimizer takes) over a
-    CalibrationSet: one batch in memory at a time, whole batches only (a fixed-batch graph needs
-    its own size). Shows the images calibrated per pass on stderr when there are many."""
-
-    def __init__(self, calibration, batch: int | None, calib_batch: int = CALIB_BATCH):
-        self.calibration = calibration
-        self.step = batch or min(calib_batch or CALIB_BATCH, len(calibration))
-        self.count = (len(calibration) // self.step) * self.step
-        if self.count == 0:
-            raise ExportError(f"need at least {self.step} calibration images for a batch-{self.step} graph, "
-                              f"got {len(calibration)}")
-        self._batches = None
-        self._bar = None
-
-    def get_first(self):
-        return {"images": self.calibration.read(0, self.step)}
-
-    def get_next(self):
-        if self._batches is None:
-            from .calibration import progress
-            self._batches = self.calibration.batches(self.step, self.count)
-            self._bar = progress(self.count, "calibrating")
-        batch = next(self._batches, None)
-        if batch is None:
-            self.rewind()
-            return None
-        self._bar.update(len(batch))
-        return {"images": batch}
-
-    def rewind(self):
-        if self._bar is not None:
-            self._bar.close()
-        self._batches, self._bar = None, None
-
-
-def to_int8_tensorrt(fp32_path: Path, calibration, *, batch: int | None, method: str = "entropy",
-                     high_precision: str = "fp32", work_dir: Path, calib_batch: int = 0):
-    """Explicit Q/DQ INT8 graph for TensorRT (ModelOpt), as a ModelProto."""
-    import onnx
-
-    if method not in CALIB_METHODS:
-        raise ExportError(f"calibration method must be one of {', '.join(CALIB_METHODS)}, got {method!r}")
-    if high_precision not in ("fp16", "fp32"):
-        raise ExportError(f"high_precision must be fp16 or fp32, got {high_precision!r}")
-    _, quantization = _import_modelopt("int8 export for TensorRT")
-    reader = CalibrationReader(calibration, batch, calibration_step(fp32_path, calib_batch))
-    size = calibration.shape[-1]
-    fp32 = onnx.load(str(fp32_path), load_external_data=False)   # node names only, not the weights
-    out_path = work_dir / "int8.onnx"
-    with _modelopt_quiet(), _restore_ort_quantization():
-        try:
-            quantization.quantize(
-                str(fp32_path), quantize_mode="int8", calibration_data_reader=reader,
-                calibration_method=CALIB_METHODS[method], calibration_shapes=f"images:{reader.step}x3x{size}x{size}",
-                calibration_eps=["cpu"], op_types_to_exclude=list(INT8_EXCLUDE),
-                op_types_to_exclude_fp16=list(FP16_EXCLUDE), nodes_to_exclude=_head_nodes(fp32) + sensitive_convs(fp32),
-                high_precision_dtype=high_precision, output_path=str(out_path), log_level="ERROR")
-        except Exception as e:
-            raise ExportError(f"int8 quantization (ModelOpt) failed: {' '.join(str(e).split())[:300]}") from None
-    return onnx.load(str(out_path))
+def calibrated_tensors(model, nodes: list[Any], target: str) -> list[str]:
+    """Activations that need a range: the non-weight inputs of `nodes`, and for the CPU target
+    their outputs too (ONNX Runtime fuses DQ -> Conv -> Q into QLinearConv; TensorRT wants Q/DQ
+    on inputs only)."""
+    initializers = {i.name for i in model.graph.initializer}
+    names: list[str] = []
+    for node in nodes:
+        inputs = node.input[:1] if node.op_type in ("Conv", "Gemm") else node.input
+        tensors = list(inputs) + (list(node.output) if target == "cpu" else [])
+        names.extend(t for t in tensors if t and t not in initializers and t not in names)
+    return names
 
 
 def ort_workarounds(model: Any) -> list[str]:
@@ -248,35 +191,6 @@ def ort_workarounds(model: Any) -> list[str]:
         return []
     has_fp16 = any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
     return ["QDQSelectorActionTransformer"] + (["NchwcTransformer"] if has_fp16 else [])
-
-
-@contextlib.contextmanager
-def _ort_entropy_bins(num_bins: int = 2048):
-    """Make quantize_static's entropy calibrator use a 2048-bin histogram (TensorRT's choice).
-
-    ORT's entropy calibrator defaults to 128 histogram bins for 128 quantized bins, which leaves
-    nothing to search: it returns the min/max range, so "entropy" silently equals "max", and
-    quantize_static has no option to change it. The wrapper is scoped to this call.
-    """
-    import importlib
-
-    from onnxruntime.quantization import CalibrationMethod
-
-    # the package re-exports a function named `quantize`: fetch the module itself
-    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")
-
-    original = ort_quantize.create_calibrator
-
-    def create_calibrator(*args, **kwargs):
-        if kwargs.get("calibrate_method") == CalibrationMethod.Entropy:
-            kwargs["extra_options"] = {"num_bins": num_bins, **(kwargs.get("extra_options") or {})}
-        return original(*args, **kwargs)
-
-    ort_quantize.create_calibrator = create_calibrator
-    try:
-        yield
-    finally:
-        ort_quantize.create_calibrator = original
 
 
 def sensitive_convs(model) -> list[str]:
@@ -302,62 +216,113 @@ def sensitive_convs(model) -> list[str]:
     return stem + [n.name for n in convs if group(n) > 1]
 
 
-def to_int8_cpu(fp32_path: Path, calibration, *, batch: int | None, method: str = "entropy",
-                work_dir: Path, quant_format: str = "qdq", calib_batch: int = 0):
-    """ONNX Runtime static INT8 (per-channel weights) for the CPU provider, as a ModelProto.
+# ONNX Runtime QDQ quantizer settings per target. TensorRT: symmetric INT8 activations, Q/DQ on
+# the inputs only, FP32 weights with a per-channel Q/DQ pair and FP32 bias (the layout Model
+# Optimizer's TensorRT mode asks ONNX Runtime for; TensorRT folds the weight Q/DQ at build time).
+# CPU: UINT8 activations, INT8 per-channel weights, INT32 bias (what ORT fuses into QLinearConv).
+QDQ_OPTIONS = {
+    "tensorrt": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                 "AddQDQPairToWeight": True, "DedicatedQDQPair": False,
+                 "OpTypesToExcludeOutputQuantization": list(INT8_OPS)},
+    "cpu": {"WeightSymmetric": True},
+}
 
-    quant_format: "qdq" (default, see CPU_QUANT_FORMAT) or "qoperator".
-    """
+
+def to_int8(fp32_path: Path, calibration, target: str, *, batch: int | None, method: str = "entropy",
+            high_precision: str = "fp32", calib_batch: int = 0):
+    """INT8 Q/DQ graph as a ModelProto: ranges measured by `activation_ranges.collect_stats`
+    (streamed, bounded memory), Q/DQ placed by ONNX Runtime's QDQ quantizer with the target's
+    settings (QDQ_OPTIONS). target "tensorrt": explicit symmetric Q/DQ for TensorRT, the rest of
+    the graph in `high_precision` (fp16 via Model Optimizer's AutoCast); "cpu": ONNX Runtime's
+    CPU provider. method: entropy (TensorRT's KL threshold) | max."""
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    from .activation_ranges import collect_stats
+    from .calibration import progress
 
     if method not in CALIB_METHODS:
         raise ExportError(f"calibration method must be one of {', '.join(CALIB_METHODS)}, got {method!r}")
-    reader = CalibrationReader(calibration, batch, calibration_step(fp32_path, calib_batch))
-    prepared = work_dir / "prepared.onnx"
-    out_path = work_dir / "int8_cpu.onnx"
-    # ORT's symbolic shape inference mis-types GatherElements (it gives the iRPE bias a Gather-like
-    # rank and then asserts); the graph already carries full ONNX shape inference, so skip it.
-    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-    model = onnx.load(str(prepared))
-    weights_2d = {i.name for i in model.graph.initializer if len(i.dims) == 2}
-    # Only MatMuls with a 2-D weight (the Linear layers) are quantized. activation x activation
-    # MatMuls (q @ k^T, attn @ v) stay FP32, and so do the iRPE ones (3-D tables / one-hot:
-    # per-channel zero points of a 3-D weight are rejected by ORT's QLinearMatMul).
-    exclude = [n.name for n in model.graph.node
-               if n.op_type == "MatMul" and not any(i in weights_2d for i in n.input)]
-    exclude += _head_nodes(model) + sensitive_convs(model)
-    calibrate = CalibrationMethod.Entropy if CALIB_METHODS[method] == "entropy" else CalibrationMethod.MinMax
+    if high_precision not in ("fp16", "fp32"):
+        raise ExportError(f"high_precision must be fp16 or fp32, got {high_precision!r}")
+    structure = onnx.load(str(fp32_path), load_external_data=False)   # node names only, not the weights
+    quantized = int8_nodes(structure)
+    nodes, tensors = [node.name for node in quantized], calibrated_tensors(structure, quantized, target)
+    del structure, quantized
+    stats = collect_stats(fp32_path, tensors, calibration, method=CALIB_METHODS[method], batch=batch,
+                          calib_batch=calib_batch, progress=lambda total: progress(total, "calibrating"))
+    ranges = stats.ranges(symmetric=target == "tensorrt")
+    model = onnx.load(str(fp32_path))
+    tensors_range = TensorsData(CalibrationMethod.MinMax, {
+        name: TensorData(lowest=np.float32(low), highest=np.float32(high)) for name, (low, high) in ranges.items()})
+    activation_type = QuantType.QInt8 if target == "tensorrt" else QuantType.QUInt8
     try:
-        with contextlib.redirect_stdout(io.StringIO()), _ort_entropy_bins():  # (it print()s progress)
-            quantize_static(
-                str(prepared), str(out_path), reader,
-                quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
-                op_types_to_quantize=INT8_CPU_OPS, nodes_to_exclude=exclude, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=calibrate)
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantizer = QDQQuantizer(model, True, False, QuantType.QInt8, activation_type, tensors_range, nodes,
+                                     [], list(INT8_OPS), dict(QDQ_OPTIONS[target]))
+            quantizer.quantize_model()
     except Exception as e:
         raise ExportError(f"int8 quantization (ONNX Runtime) failed: {' '.join(str(e).split())[:300]}") from None
-    return onnx.load(str(out_path))
+    model = quantizer.model.model
+    del quantizer
+    _toposort(model.graph)    # the quantizer appends its Q/DQ nodes at the end of the node list
+    if target == "tensorrt" and high_precision == "fp16":
+        autocast = _import_autocast("int8 export with --int8-high-precision fp16")
+        from onnx import TensorProto, helper
+        for node in model.graph.node:    # AutoCast's type inference needs the spec's default spelled out
+            if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
+                node.attribute.append(helper.make_attribute("value", helper.make_tensor("value", TensorProto.FLOAT, [1], [0.0])))
+        with _modelopt_quiet():
+            model = autocast.convert_to_f16(model, low_precision_type="fp16", keep_io_types=True,
+                                            op_block_list=list(FP16_EXCLUDE))
+    return model
+
+
+def _toposort(graph) -> None:
+    """Reorder the nodes topologically (Kahn's algorithm), keeping the original order among
+    ready nodes. ONNX requires the order; graphsurgeon's toposort would copy the weights."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    producer_count = []
+    waiting: dict[str, list[int]] = {}
+    nodes = list(graph.node)
+    for index, node in enumerate(nodes):
+        missing = {x for x in node.input if x not in available}
+        producer_count.append(len(missing))
+        for name in missing:
+            waiting.setdefault(name, []).append(index)
+    produced_by = {out for node in nodes for out in node.output}
+    for index, node in enumerate(nodes):   # inputs nobody produces (graph-level errors) are not waited for
+        unknown = {x for x in node.input if x not in available and x not in produced_by}
+        producer_count[index] -= len(unknown)
+    import heapq
+    ready = [i for i, count in enumerate(producer_count) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for out in nodes[index].output:
+            for consumer in waiting.pop(out, []):
+                producer_count[consumer] -= 1
+                if producer_count[consumer] == 0:
+                    heapq.heappush(ready, consumer)
+    if len(order) != len(nodes):
+        raise ExportError("int8 graph has a cycle after quantization")
+    if order != sorted(order):
+        del graph.node[:]
+        graph.node.extend(nodes[i] for i in order)
 
 
 def convert(fp32_path: Path, precision: str, target: str, calibration, *, batch: int | None, method: str,
-            high_precision: str, work_dir: Path, calib_batch: int = 0) -> tuple[Any, list[str]]:
+            high_precision: str, calib_batch: int = 0) -> tuple[Any, list[str]]:
     """The verified fp32 graph -> its fp16 / int8 version, as `export` and `build-engine` make it.
     calibration: a CalibrationSet (read a batch of `calib_batch` images at a time; 0 = default).
 
     Returns (ModelProto, ONNX Runtime optimizers to disable for this graph)."""
     if precision == "fp16":
         return to_fp16(fp32_path), []
-    if target == "tensorrt":
-        proto = to_int8_tensorrt(fp32_path, calibration, batch=batch, method=method,
-                                 high_precision=high_precision, work_dir=work_dir, calib_batch=calib_batch)
-        return proto, ort_workarounds(proto)
-    return to_int8_cpu(fp32_path, calibration, batch=batch, method=method, work_dir=work_dir,
-                       calib_batch=calib_batch), []
+    proto = to_int8(fp32_path, calibration, target, batch=batch, method=method,
+                    high_precision=high_precision, calib_batch=calib_batch)
+    return proto, ort_workarounds(proto) if target == "tensorrt" else []

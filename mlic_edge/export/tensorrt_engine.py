@@ -27,7 +27,6 @@ import datetime
 import logging
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,10 +135,9 @@ def _convert_onnx(source: Path, meta: ModelMetadata, precision: str, out_onnx: P
     extra = dict(meta.extra)
     # Same conversion and defaults as `export` (non-INT8 ops in fp32: measured safer, precision.py).
     calibration = collect_calibration(calib, meta.preprocess, calib_images) if precision == "int8" else None
-    with tempfile.TemporaryDirectory(prefix="mlic-engine-") as tmp:
-        proto, extra["ort_disabled_optimizers"] = precision_mod.convert(
-            source, precision, "tensorrt", calibration, batch=_static_batch(meta), method=calib_method,
-            high_precision="fp32", work_dir=Path(tmp))
+    proto, extra["ort_disabled_optimizers"] = precision_mod.convert(
+        source, precision, "tensorrt", calibration, batch=_static_batch(meta), method=calib_method,
+        high_precision="fp32")
     if calibration is not None:
         extra["calibration"] = {"images": int(len(calibration)), "method": calib_method, "high_precision": "fp32"}
     assert_trt_compatible(proto, what=f"{precision} graph")
