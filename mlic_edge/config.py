@@ -176,6 +176,9 @@ class TrainConfig(_Serializable):
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     threshold: float = 0.5           # decision threshold for CP/CR/CF1/OP/OR/OF1
+    # > 0: this share of the training images is held out (seeded) and the best weights' per-class
+    # F1-optimal thresholds are picked on it and stored in best.pt (export and infer use them)
+    threshold_holdout: float = 0.0
     max_steps_per_epoch: int = 0     # > 0 cuts epochs short (smoke tests, benchmarks)
 
     def validate(self) -> None:
@@ -187,6 +190,8 @@ class TrainConfig(_Serializable):
             raise ConfigError(f"loss must be bce|focal|asl|apl, got {self.loss!r}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError("ema_decay must be in [0, 1)")
+        if not 0 <= self.threshold_holdout < 0.5:
+            raise ConfigError("threshold_holdout must be in [0, 0.5)")
 
 
 @dataclass

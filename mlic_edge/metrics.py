@@ -115,10 +115,34 @@ def _f1(precision: float, recall: float) -> float:
     return 2.0 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
+def f1_optimal_thresholds(scores, targets, default: float = 0.5) -> np.ndarray:
+    """(K,) per-class decision thresholds: for each class, the threshold that maximises its F1 on
+    these scores (F1 = 2 Nc / (Np + Ng) when predicting score >= t), placed halfway between the
+    best cut's lowest score and the next score below it, so that it is not fitted to one image.
+    Classes without a positive keep `default`. Pick them on held-out data, never the test split."""
+    scores, targets = _check_2d(scores, targets)
+    thresholds = np.full(scores.shape[1], default, dtype=np.float64)
+    for k in range(scores.shape[1]):
+        positive = targets[:, k] == 1
+        if not positive.any():
+            continue
+        order = np.argsort(-scores[:, k], kind="mergesort")
+        ranked = scores[order, k].astype(np.float64)
+        last_of_run = np.r_[ranked[1:] != ranked[:-1], True]      # ties are predicted together
+        correct = np.cumsum(positive[order])[last_of_run]
+        predicted = np.arange(1, len(ranked) + 1)[last_of_run]
+        best = int(np.argmax(2 * correct / (predicted + positive.sum())))
+        cut = ranked[last_of_run][best]
+        below = ranked[ranked < cut]
+        thresholds[k] = (cut + below[0]) / 2 if below.size else cut
+    return thresholds
+
+
 def multilabel_prf(
-    scores, targets, threshold: float = 0.5, top_k: int | None = None
+    scores, targets, threshold: float | np.ndarray = 0.5, top_k: int | None = None
 ) -> dict[str, float]:
-    """CP, CR, CF1, OP, OR, OF1 in percent, ML-GCN convention.
+    """CP, CR, CF1, OP, OR, OF1 in percent, ML-GCN convention. threshold: one for every class,
+    or (K,) per-class thresholds.
 
     scores (N,K) probabilities, targets (N,K) in {1, 0, -1}; -1 counts as negative.
     Per class k: Ng = positives, Np = predicted (score >= threshold), Nc = correct predictions;

@@ -8,6 +8,7 @@ import typer
 from typing_extensions import Annotated
 
 from ..data.registry import dataset_help
+from ..model.presets import preset_help
 from .options import Data, DataRoot, Device
 
 
@@ -23,14 +24,22 @@ def model_info(
     encoder: Optional[str] = typer.Option(None, help="Encoder: irpe | standard | none."),
     decoder_self_attn: Optional[str] = typer.Option(None, "--decoder-self-attn", help="Decoder self-attention: none | all | second."),
     batch: int = typer.Option(1, help="Batch size of the forward pass whose FLOPs are counted."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=preset_help()),
+    list_: bool = typer.Option(False, "--list", help="List the model presets: parameters, GFLOPs, measured CPU images/s."),
 ) -> None:
     """Parameter count per part, GFLOPs of one forward pass, feature grid and iRPE buckets."""
     from ..config import ModelConfig, load_yaml_file
-    from ..model.info import model_info_table
+    from ..model.info import model_info_table, presets_table
+    if list_:
+        presets_table()
+        return
     data = {}
+    if model is not None:
+        from ..model.presets import get_preset
+        data = dict(get_preset(model).model)
     if config is not None:
         raw = load_yaml_file(config)
-        data = dict(raw.get("model", raw))
+        data.update(raw.get("model", raw))
     overrides = dict(backbone=backbone, image_size=image_size, num_classes=num_classes,
                      d_model=d_model, nhead=nhead, dim_feedforward=dim_feedforward,
                      encoder=encoder, decoder_self_attn=decoder_self_attn)
@@ -45,6 +54,7 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Recipe YAML (see configs/); command-line options override it."),
     data: Data = None,
     data_root: DataRoot = None,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=preset_help() + " Without --config the training settings are derived from it and the data (printed; written to recipe.yaml)."),
     backbone: Optional[str] = typer.Option(None, help="timm backbone, e.g. resnet101.tv_in1k, tresnet_l, tf_efficientnet_lite0."),
     pretrained: Optional[str] = typer.Option(None, help="Backbone weights: auto | timm | offline | none."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input size (448 in the paper)."),
@@ -66,6 +76,10 @@ def train(
 ) -> None:
     """Train the paper's model. Multi-GPU: torchrun --nproc-per-node N -m mlic_edge train ...
 
+    Own data (--data folder) or a model preset (--model) without --config: the training settings
+    are derived from the preset (default lite0-224) and the data set's size (printed, and written
+    to recipe.yaml); options given on the command line still win. With --config, the recipe's
+    settings are used as they are (--model then only replaces its model section).
     Ctrl-C saves last.pt and exits; --resume continues from it.
     """
     from ..config import Recipe
@@ -73,8 +87,23 @@ def train(
 
     setup_logging(verbose)
     recipe = Recipe.load(config) if config is not None else Recipe()
+    data_values = {"data.name": data, "data.root": str(data_root) if data_root else None, "data.workers": workers}
+    recipe = recipe.with_values({k: v for k, v in data_values.items() if v is not None})
+    if data is not None and config is None:
+        from ..data.registry import default_splits
+        recipe = recipe.with_splits(*default_splits(data))
+    notes = ""
+    if not resume and (model is not None or (config is None and recipe.data.name == "folder")):
+        from ..model.presets import DEFAULT_PRESET, get_preset
+        preset = get_preset(model or DEFAULT_PRESET)
+        if config is None:
+            from ..train.auto_recipe import derive_for_dataset
+            derived = derive_for_dataset(recipe, preset)
+            recipe, notes = derived.recipe, derived.describe()
+            print(notes)
+        else:
+            recipe = recipe.with_values({f"model.{k}": v for k, v in preset.model.items()})
     overrides = {
-        "data.name": data, "data.root": str(data_root) if data_root else None, "data.workers": workers,
         "model.backbone": backbone, "model.pretrained": pretrained, "model.image_size": image_size,
         "model.encoder": encoder, "model.decoder_self_attn": decoder_self_attn,
         "train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr, "train.loss": loss,
@@ -82,10 +111,7 @@ def train(
     }
     recipe = recipe.with_values({k: v for k, v in overrides.items() if v is not None})
     recipe = recipe.with_overrides(list(set_))
-    if data is not None and config is None:
-        from ..data.registry import default_splits
-        recipe = recipe.with_splits(*default_splits(data))
-    code = run_training(recipe, out, resume=resume)
+    code = run_training(recipe, out, resume=resume, notes=notes)
     raise typer.Exit(code)
 
 

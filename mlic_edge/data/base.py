@@ -72,6 +72,22 @@ class MultiLabelDataset(Dataset):
         tensor = self.transform(image) if self.transform is not None else to_tensor(image)
         return tensor, torch.from_numpy(target)
 
+    def split_off(self, share: float, seed: int) -> "MultiLabelDataset":
+        """Move a seeded random `share` of the samples into a new dataset (returned) and keep the
+        rest: the same draw on every rank and on resume."""
+        import copy
+
+        order = np.random.default_rng(seed).permutation(len(self.samples))
+        taken = set(order[:max(1, round(share * len(self.samples)))].tolist())
+        other = copy.copy(self)
+        other.samples = [s for i, s in enumerate(self.samples) if i in taken]
+        other.ids = [s for i, s in enumerate(self.ids) if i in taken]
+        other.source = f"{self.source} (held out: {len(taken)} images)"
+        other._warned = set()
+        self.samples = [s for i, s in enumerate(self.samples) if i not in taken]
+        self.ids = [s for i, s in enumerate(self.ids) if i not in taken]
+        return other
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.source!r}, {len(self)} images, {len(self.classes)} classes)"
 

@@ -84,3 +84,50 @@ def model_info_table(cfg: ModelConfig, batch: int = 1) -> dict[str, Any]:
     console.print(f"preprocess: resize to {pre['image_size']}x{pre['image_size']} "
                   f"({pre['interpolation']}), mean {pre['mean']}, std {pre['std']}")
     return info
+
+
+def preset_rows() -> tuple[list[dict[str, Any]], str | None]:
+    """One row per preset: its architecture, parameters, GFLOPs (batch 1) and the CPU images/s
+    measured by benchmarks/preset_speed.py (mlic_edge/resources/preset_speed.json), if any."""
+    import json
+    from importlib import resources
+
+    from .presets import PRESETS
+
+    measured: dict[str, Any] = {}
+    speed_file = resources.files("mlic_edge") / "resources" / "preset_speed.json"
+    if speed_file.is_file():
+        measured = json.loads(speed_file.read_text())
+    rows = []
+    for preset in PRESETS.values():
+        cfg = preset.config(num_classes=20).replace(pretrained="none")
+        model = build_model(cfg)
+        rows.append({"name": preset.name, "about": preset.about, "config": cfg,
+                     "parameters": sum(p.numel() for p in model.parameters()),
+                     "gflops": count_flops(model) / 1e9, **measured.get("presets", {}).get(preset.name, {})})
+    return rows, measured.get("machine")
+
+
+def presets_table() -> list[dict[str, Any]]:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows, machine = preset_rows()
+    table = Table(title="model presets (mlic-edge train --model NAME); 20 classes")
+    for column in ("name", "backbone @ px", "head", "params", "GFLOPs", "train img/s", "infer img/s"):
+        table.add_column(column, justify="left" if column in ("name", "backbone @ px", "head") else "right",
+                         no_wrap=True)
+    for row in rows:
+        cfg = row["config"]
+        table.add_row(row["name"], f"{cfg.backbone.removeprefix('tf_efficientnet_')} @ {cfg.image_size}",
+                      f"{cfg.d_model}/{cfg.nhead}/{cfg.dim_feedforward}", f"{row['parameters'] / 1e6:.1f} M",
+                      f"{row['gflops']:.1f}", f"{row['train_img_s']:.1f}" if "train_img_s" in row else "-",
+                      f"{row['infer_img_s']:.1f}" if "infer_img_s" in row else "-")
+    console = Console()
+    if console.width < 100:   # the table needs ~90 columns; narrower output would truncate names
+        console = Console(width=100)
+    console.print(table)
+    console.print("head: d_model / heads / FFN width. " + "; ".join(f"{row['name']}: {row['about']}" for row in rows))
+    if machine:
+        console.print(f"images/s: {machine} (benchmarks/preset_speed.py)")
+    return rows

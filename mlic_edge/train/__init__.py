@@ -23,12 +23,13 @@ def setup_logging(verbose: bool | None = None) -> None:
 
 
 def run_training(recipe: Recipe, out_dir: str | Path, resume: bool = False,
-                 show_progress: bool = True) -> int:
-    """Train; returns the process exit code (0 done, 130 interrupted and saved)."""
+                 show_progress: bool = True, notes: str = "") -> int:
+    """Train; returns the process exit code (0 done, 130 interrupted and saved). notes: comment
+    lines at the top of the run's recipe.yaml (how the recipe was derived)."""
     from .trainer import Interrupted, Trainer
 
     setup_logging()
-    trainer = Trainer(recipe, out_dir, resume=resume, show_progress=show_progress)
+    trainer = Trainer(recipe, out_dir, resume=resume, show_progress=show_progress, notes=notes)
     try:
         best = trainer.fit()
     except Interrupted as e:

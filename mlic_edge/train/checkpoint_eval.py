@@ -44,7 +44,7 @@ def run_eval(checkpoint: Path, data: str, data_root: str | None, split: str | No
              device: str, workers: int, threshold: float, ap_mode: str, json_out: Path | None,
              plot: Path | None, voc12_submission: Path | None) -> dict[str, Any]:
     from ..data import build_dataset, build_transform
-    from ..metrics import evaluate
+    from ..metrics import evaluate, multilabel_prf
     from ..plots import plot_per_class_ap
     from . import setup_logging
     from .distributed import resolve_device
@@ -73,6 +73,9 @@ def run_eval(checkpoint: Path, data: str, data_root: str | None, split: str | No
         print(f"{data}/{split} has no public labels: predictions only")
         return {}
     metrics = evaluate(scores, targets, threshold=threshold, ap_mode=ap_mode)
+    per_class = np.asarray(ckpt.get("thresholds") or [threshold] * len(dataset.classes), dtype=np.float64)
+    if not np.allclose(per_class, threshold):   # the checkpoint's own per-class thresholds, side by side
+        metrics["per_class_thresholds"] = multilabel_prf(scores, targets, per_class)
     metrics.update({"images": int(len(indices)), "skipped_images": int(skipped), "split": split,
                     "dataset": data, "checkpoint": str(checkpoint), "ap_mode": ap_mode,
                     "threshold": threshold})

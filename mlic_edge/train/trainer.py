@@ -19,6 +19,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -73,7 +74,7 @@ def set_transforms(train_set, test_set, preprocess: dict, recipe: Recipe) -> Non
 
 class Trainer:
     def __init__(self, recipe: Recipe, out_dir: str | Path, resume: bool = False,
-                 show_progress: bool = True):
+                 show_progress: bool = True, notes: str = ""):
         self.out_dir = Path(out_dir)
         self.show_progress = show_progress
         state = None
@@ -86,6 +87,9 @@ class Trainer:
         self.classes = list(self.train_set.classes)
         if list(self.test_set.classes) != self.classes:
             raise TrainingError(f"{recipe.data.name}: train and test splits list different classes")
+        self.holdout_set = (self.train_set.split_off(recipe.train.threshold_holdout, recipe.train.seed)
+                            if recipe.train.threshold_holdout > 0 else None)
+        self.thresholds = [recipe.train.threshold] * len(self.classes)
         # The data defines the label set; a recipe's num_classes only documents it.
         recipe = recipe.with_values({"model.num_classes": len(self.classes)})
         self.recipe = recipe
@@ -99,8 +103,17 @@ class Trainer:
                                  else recipe.model.replace(pretrained="none")).to(self.device)
         self.preprocess = self.model.data_config()
         set_transforms(self.train_set, self.test_set, self.preprocess, recipe)
+        if self.holdout_set is not None:
+            self.holdout_set.transform = self.test_set.transform
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if state is None:
+            recipe = self._fit_in_memory(recipe)
+            self.recipe, t = recipe, recipe.train
+            if self.dist.is_main:
+                from ..data.split_check import split_warnings
+                for warning in split_warnings(self.train_set, self.test_set):
+                    log.warning(warning)
 
         self.ema = None
         if t.ema_decay > 0:
@@ -147,8 +160,32 @@ class Trainer:
             self._restore(state)
         elif self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.out_dir / "recipe.yaml", recipe.to_yaml().encode())
+            header = "".join(f"# {line}\n" for line in notes.splitlines())
+            atomic_write_bytes(self.out_dir / "recipe.yaml", (header + recipe.to_yaml()).encode())
         self._snapshot_rng()
+
+    def _fit_in_memory(self, recipe: Recipe) -> Recipe:
+        """Measure what a step needs before the first one (train/memory.py): a smaller micro-batch
+        with gradient accumulation when the batch does not fit, a one-line error when one image
+        does not."""
+        from .memory import gib, plan_memory
+
+        t, size = recipe.train, recipe.model.image_size
+        plan = plan_memory(self.model, size, t.batch_size, t.grad_accum, self.device,
+                           ema=t.ema_decay > 0, channels_last=t.channels_last)
+        if plan.batch_size == 0:
+            smaller = "--model lite0-224" if recipe.model.backbone != "tf_efficientnet_lite0" else f"--image-size {size // 2}"
+            raise TrainingError(
+                f"{recipe.model.backbone} @{size}px needs ~{gib(plan.needed(1))} to train on even one image, "
+                f"{gib(plan.available)} available on {self.device}: use a smaller model or input ({smaller})")
+        if (plan.batch_size, plan.grad_accum) != (t.batch_size, t.grad_accum):
+            effective, asked = plan.batch_size * plan.grad_accum, t.batch_size * t.grad_accum
+            log.warning("batch %d needs ~%s, %s available on %s: training with batch %d x %d accumulation "
+                        "steps (effective batch %d%s)", t.batch_size, gib(plan.needed(t.batch_size)),
+                        gib(plan.available), self.device, plan.batch_size, plan.grad_accum, effective,
+                        ", as the recipe asks" if effective == asked else f"; the recipe's is {asked}")
+            recipe = recipe.with_values({"train.batch_size": plan.batch_size, "train.grad_accum": plan.grad_accum})
+        return recipe
 
     # ------------------------------------------------------------------------------- state
     def _train_state(self) -> dict[str, Any]:
@@ -178,6 +215,7 @@ class Trainer:
         self.optimizer.load_state_dict(ts["optimizer"])
         self.scheduler.load_state_dict(ts["scheduler"])
         self.scaler.load_state_dict(ts["scaler"])
+        self.thresholds = list(state.get("thresholds") or self.thresholds)
         self.epoch, self.batches_done = ts["epoch"], ts["batches_done"]
         self.global_step, self.history, self.best = ts["global_step"], ts["history"], ts["best"]
         self.skipped_total = ts.get("skipped_total", 0)
@@ -187,7 +225,7 @@ class Trainer:
 
     def _common(self) -> dict[str, Any]:
         return {"config": self.recipe.model.to_dict(), "classes": self.classes,
-                "preprocess": self.preprocess, "thresholds": [self.recipe.train.threshold] * len(self.classes),
+                "preprocess": self.preprocess, "thresholds": [float(t) for t in self.thresholds],
                 "recipe": self.recipe.to_dict()}
 
     def save_last(self) -> None:
@@ -320,12 +358,28 @@ class Trainer:
                 "images_per_s": n_images * self.dist.world_size / max(elapsed, 1e-9),
                 "skipped_images": skipped, "lr": self.scheduler.get_last_lr()[0]}
 
-    def _evaluate(self, model: nn.Module, progress) -> dict[str, Any]:
+    def _scores(self, model: nn.Module, dataset, progress) -> tuple[np.ndarray, np.ndarray, int]:
         t = self.recipe.train
         _, scores, targets, skipped = predict(
-            model, self.test_set, self.device, batch_size=t.batch_size, workers=self.recipe.data.workers,
+            model, dataset, self.device, batch_size=t.batch_size, workers=self.recipe.data.workers,
             amp_dtype=self.amp_dtype, dist=self.dist, progress=progress)
-        return {**score(scores, targets, t.threshold), "skipped_images": skipped}
+        return scores, targets, skipped
+
+    def _evaluate(self, model: nn.Module, progress) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+        """Test metrics at the global threshold, and the (scores, targets) they came from."""
+        scores, targets, skipped = self._scores(model, self.test_set, progress)
+        return {**score(scores, targets, self.recipe.train.threshold), "skipped_images": skipped}, (scores, targets)
+
+    def _pick_thresholds(self, model: nn.Module, which: str, test: tuple[np.ndarray, np.ndarray],
+                         progress) -> dict[str, Any]:
+        """Per-class F1-optimal thresholds of `model` on the held-out training images (never the
+        test split); its test metrics at those thresholds go next to the global ones."""
+        from ..metrics import f1_optimal_thresholds, multilabel_prf
+
+        scores, targets, _ = self._scores(model, self.holdout_set, progress)
+        self.thresholds = f1_optimal_thresholds(scores, targets, default=self.recipe.train.threshold).tolist()
+        at_class = multilabel_prf(*test, np.asarray(self.thresholds))
+        return {"per_class_thresholds": {"holdout_images": len(self.holdout_set), "source": which, **at_class}}
 
     def _sync_buffers(self) -> None:
         """DDP keeps weights equal but BatchNorm statistics drift per rank (each normalises its own
@@ -340,9 +394,10 @@ class Trainer:
 
     def _end_epoch(self, train_stats: dict[str, float], progress) -> None:
         self._sync_buffers()
-        results = {"model": self._evaluate(self.model, progress)}
+        evaluated = {"model": self._evaluate(self.model, progress)}
         if self.ema is not None:
-            results["ema"] = self._evaluate(self.ema.module, progress)
+            evaluated["ema"] = self._evaluate(self.ema.module, progress)
+        results = {name: metrics for name, (metrics, _) in evaluated.items()}
         which = max(results, key=lambda k: results[k]["mAP"])
         record = {"epoch": self.epoch + 1, "step": self.global_step, **train_stats,
                   **{f"{k}_{m}": results[k][m] for k in results for m in ("mAP", "CF1", "OF1")},
@@ -353,6 +408,9 @@ class Trainer:
         improved = results[which]["mAP"] > self.best["mAP"]
         if improved:
             self.best = {"epoch": self.epoch, "weights": which, **results[which]}
+            if self.holdout_set is not None:
+                self.best.update(self._pick_thresholds(self.ema.module if which == "ema" else self.model,
+                                                       which, evaluated[which][1], progress))
         if self.dist.is_main:
             if improved:
                 weights = (self.ema.module if which == "ema" else self.model).state_dict()

@@ -1,0 +1,225 @@
+"""Own data: model presets, the recipe derived from the data, the split check, the memory check."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mlic_edge.config import Recipe
+from mlic_edge.model.presets import DEFAULT_PRESET, PRESETS, get_preset
+from mlic_edge.train.auto_recipe import MAX_EPOCHS, MIN_EPOCHS, derive_recipe, median_image_side
+from test_train import make_folder_dataset, tiny_recipe
+from tiny_model import one_thread
+
+
+# ----------------------------------------------------------------------------------- presets
+def test_presets_are_complete_and_one_is_the_paper():
+    assert DEFAULT_PRESET in PRESETS
+    paper = PRESETS["r101-448"].config()
+    defaults = Recipe().model
+    for field in ("backbone", "image_size", "d_model", "nhead", "dim_feedforward", "enc_layers", "dec_layers",
+                  "encoder", "decoder_self_attn", "irpe_ratio"):
+        assert getattr(paper, field) == getattr(defaults, field), field
+    for name in ("lite0-224", "lite1-240", "lite2-260"):
+        cfg = PRESETS[name].config()
+        assert cfg.backbone == f"tf_efficientnet_{name[:5]}" and cfg.image_size == int(name[-3:])
+    with pytest.raises(Exception, match="unknown model 'huge'"):
+        get_preset("huge")
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_trains_a_step_and_exports(name, tmp_path):
+    """Forward, backward and an fp32 ONNX export (checked against PyTorch) of every preset."""
+    from mlic_edge.checkpoint import save_checkpoint
+    from mlic_edge.export import export_onnx
+    from mlic_edge.model import build_model
+
+    cfg = PRESETS[name].config(num_classes=5).replace(pretrained="none")
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with one_thread():
+        logits = model(torch.randn(2, 3, cfg.image_size, cfg.image_size))
+        assert logits.shape == (2, 5)
+        logits.sum().backward()
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+        ckpt = tmp_path / f"{name}.pt"
+        save_checkpoint(ckpt, {"model": model.state_dict(), "config": cfg.to_dict(), "classes": list("abcde"),
+                               "preprocess": model.data_config(), "thresholds": [0.5] * 5})
+        del model, logits
+        result = export_onnx(ckpt, tmp_path / f"{name}.onnx")
+    assert result.fp32_max_rel_error <= 1e-4
+
+
+# ----------------------------------------------------------------------------------- recipe rule
+def test_recipe_rule_at_its_boundaries():
+    lite0 = get_preset("lite0-224")
+    tiny = derive_recipe(Recipe(), lite0, num_train=10, image_side=48)
+    assert tiny.recipe.train.epochs == MAX_EPOCHS                  # few images: many epochs, capped
+    assert tiny.recipe.model.image_size == 64                      # never upsample past the data (>= 64)
+    assert tiny.recipe.train.pct_start == 0.3                      # 100 warm-up steps of 30: capped
+    assert tiny.recipe.train.ema_decay == 0.9                      # a 6-step window: clamped
+    assert tiny.recipe.train.randaugment.startswith("rand-m9") and tiny.recipe.train.cutout
+    large = derive_recipe(Recipe(), lite0, num_train=1_000_000, image_side=640)
+    assert large.recipe.train.epochs == MIN_EPOCHS
+    assert large.recipe.model.image_size == 224                    # the preset's size when the data is larger
+    assert large.recipe.train.pct_start == 0.1 and large.recipe.train.ema_decay == 0.9999
+    assert large.recipe.train.randaugment == "" and not large.recipe.train.cutout
+    mid = derive_recipe(Recipe(), lite0, num_train=3000, image_side=128)
+    assert (mid.recipe.train.epochs, mid.recipe.model.image_size, mid.recipe.train.lr) == (4, 128, 1e-3)
+    assert mid.recipe.train.threshold_holdout == 0.1 and tiny.recipe.train.threshold_holdout == 0.0
+    assert mid.recipe.model.backbone == "tf_efficientnet_lite0" and mid.recipe.model.d_model == 256
+    paper = derive_recipe(Recipe(), get_preset("r101-448"), num_train=3000, image_side=None)
+    assert paper.recipe.train.lr == 1.25e-4 and paper.recipe.model.image_size == 448
+    block = mid.describe()
+    for setting in ("model", "image_size", "epochs", "lr", "pct_start", "ema_decay", "augmentation", "thresholds"):
+        assert f"  {setting} " in block
+
+
+def test_median_image_side_reads_headers(tmp_path):
+    root = make_folder_dataset(tmp_path / "d")
+    assert median_image_side(sorted((root / "img").glob("*.png"))) == 48
+    assert median_image_side([]) is None
+
+
+def test_train_on_own_data_derives_and_records_the_recipe(tmp_path, capsys):
+    """`train --data folder` without a recipe: the block is printed and recipe.yaml carries it;
+    options given on the command line still win."""
+    from mlic_edge.cli import main
+
+    root = make_folder_dataset(tmp_path / "d", n_train=16, n_test=8)
+    out = tmp_path / "run"
+    with one_thread(), pytest.raises(SystemExit) as done:
+        main(["train", "--data", "folder", "--data-root", str(root), "--epochs", "1", "--workers", "0",
+              "--pretrained", "none", "--device", "cpu", "--set", "train.max_steps_per_epoch=1", "--out", str(out)])
+    assert done.value.code == 0
+    printed = capsys.readouterr().out
+    assert "recipe derived from the model preset and the data" in printed and "lite0-224" in printed
+    text = (out / "recipe.yaml").read_text()
+    assert text.startswith("# recipe derived") and "image_size" in text.split("\n", 1)[1]
+    recipe = Recipe.from_yaml(text)
+    assert recipe.model.backbone == "tf_efficientnet_lite0" and recipe.model.image_size == 64
+    assert recipe.train.epochs == 1                                # the command line's value won
+    assert (out / "best.pt").is_file()
+
+
+# ----------------------------------------------------------------------------------- split check
+def test_split_check_names_shared_images_and_empty_classes(tmp_path):
+    from mlic_edge.data import build_dataset
+    from mlic_edge.data.split_check import split_warnings
+
+    root = make_folder_dataset(tmp_path / "d", n_train=12, n_test=6)
+    clean = split_warnings(build_dataset("folder", root, "train"), build_dataset("folder", root, "test"))
+    assert not any("also in the training split" in w for w in clean)
+    shutil.copy(root / "img" / "train003.png", root / "img" / "test002.png")    # a leaked image
+    lines = (root / "test.csv").read_text().splitlines()
+    lines = [lines[0]] + [f"{line.split(',')[0]},red" for line in lines[1:]]      # no green/blue in test
+    (root / "test.csv").write_text("\n".join(lines) + "\n")
+    warnings = split_warnings(build_dataset("folder", root, "train"), build_dataset("folder", root, "test"))
+    shared = [w for w in warnings if "also in the training split" in w]
+    assert len(shared) == 1 and "train003.png = test002.png" in shared[0] and shared[0].startswith("1 test image")
+    empty = [w for w in warnings if "no positive image in the test split" in w]
+    assert len(empty) == 1 and "blue" in empty[0] and "green" in empty[0]
+
+
+# ----------------------------------------------------------------------------------- memory check
+def test_batch_that_does_not_fit_is_split_with_accumulation(tmp_path, monkeypatch, caplog):
+    from mlic_edge.model import build_model
+    from mlic_edge.train.memory import plan_memory, split_batch
+    from mlic_edge.train.trainer import Trainer
+
+    root = make_folder_dataset(tmp_path / "d")
+    recipe = tiny_recipe(root, batch_size=8, epochs=1, max_steps_per_epoch=1)
+    model = build_model(recipe.model.replace(num_classes=3))
+    probe = plan_memory(model, 64, 8, 1, torch.device("cpu"), ema=True)
+    assert 0 < probe.per_image < probe.fixed       # tiny images: activations far below the weights' state
+    assert probe.batch_size == 8 and probe.grad_accum == 1                    # fits this machine
+    limit = int((probe.fixed + 3.5 * probe.per_image) / 0.85)                # room for 3 images
+    monkeypatch.setenv("MLIC_EDGE_MEMORY_LIMIT", str(limit))
+    with one_thread():
+        trainer = Trainer(recipe, tmp_path / "run", show_progress=False)
+    assert (trainer.recipe.train.batch_size, trainer.recipe.train.grad_accum) == (2, 4)
+    assert "training with batch 2 x 4 accumulation steps (effective batch 8, as the recipe asks)" in caplog.text
+    saved = Recipe.from_yaml((tmp_path / "run" / "recipe.yaml").read_text())
+    assert saved.train.batch_size == 2 and saved.train.grad_accum == 4
+    assert split_batch(32, 11) == (8, 4) and split_batch(31, 30) == (16, 2) and split_batch(9, 3) == (3, 3)
+
+
+def test_configuration_too_large_is_a_one_line_error_before_training(tmp_path, monkeypatch, capsys):
+    from mlic_edge.cli import main
+
+    root = make_folder_dataset(tmp_path / "d")
+    monkeypatch.setenv("MLIC_EDGE_MEMORY_LIMIT", "1M")
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--data", "folder", "--data-root", str(root), "--pretrained", "none", "--workers", "0",
+              "--device", "cpu", "--out", str(tmp_path / "run")])
+    assert done.value.code == 2
+    output = capsys.readouterr()
+    lines = [line for line in output.err.splitlines() if line.strip()]
+    assert "Traceback" not in output.err and len(lines) == 1
+    assert "to train on even one image" in lines[0] and "--image-size 32" in lines[0]
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_memory_probe_leaves_the_model_as_it_was():
+    from mlic_edge.model import build_model
+    from mlic_edge.train.memory import parse_size, saved_bytes_per_image
+
+    model = build_model(Recipe().model.replace(backbone="test_resnet", pretrained="none", image_size=64,
+                                               d_model=32, nhead=4, dim_feedforward=64, num_classes=3)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    assert saved_bytes_per_image(model, 64, torch.device("cpu")) > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(rng, torch.get_rng_state()) and not model.training
+    assert parse_size("2G") == 2 << 30 and parse_size("512M") == 512 << 20 and parse_size("1000") == 1000
+    np.testing.assert_equal(parse_size("1.5GiB"), int(1.5 * (1 << 30)))
+
+
+# ----------------------------------------------------------------------------------- thresholds
+def test_f1_optimal_thresholds_beat_the_global_one_on_held_out_data():
+    """Classes whose scores sit at different heights: per-class thresholds picked on one half
+    raise CF1 on the other half over the global 0.5."""
+    from mlic_edge.metrics import f1_optimal_thresholds, multilabel_prf
+
+    rng = np.random.default_rng(0)
+    n, shifts = 2000, np.array([-2.5, -1.0, 0.0, 1.5])       # calibration differs per class
+    targets = (rng.random((n, 4)) < 0.3).astype(np.float32)
+    logits = 3.0 * (targets - 0.5) + shifts + rng.normal(0, 1.2, (n, 4))
+    scores = 1 / (1 + np.exp(-logits))
+    pick, held = slice(0, n // 2), slice(n // 2, n)
+    thresholds = f1_optimal_thresholds(scores[pick], targets[pick])
+    assert thresholds.shape == (4,) and thresholds[0] < 0.5 < thresholds[3]
+    global_cf1 = multilabel_prf(scores[held], targets[held], 0.5)["CF1"]
+    per_class_cf1 = multilabel_prf(scores[held], targets[held], thresholds)["CF1"]
+    assert per_class_cf1 > global_cf1 + 2, (per_class_cf1, global_cf1)
+    empty = f1_optimal_thresholds(scores[:10], np.zeros((10, 4)), default=0.42)
+    assert (empty == 0.42).all()                                # no positive: the default stays
+
+
+def test_training_picks_thresholds_on_held_out_images(tmp_path):
+    """threshold_holdout: the held-out images leave the training split, best.pt carries per-class
+    thresholds, and the best metrics hold CF1 at both thresholds."""
+    from mlic_edge.checkpoint import load_checkpoint
+    from test_train import run
+
+    root = make_folder_dataset(tmp_path / "d", n_train=40, n_test=12)
+    recipe = tiny_recipe(root, epochs=2, threshold_holdout=0.25, randaugment="", cutout=False)
+    with one_thread():
+        trainer, best = run(recipe, tmp_path / "run")
+    assert len(trainer.train_set) == 30 and len(trainer.holdout_set) == 10
+    held = {p for p, _ in trainer.holdout_set.samples}
+    assert held.isdisjoint(p for p, _ in trainer.train_set.samples)
+    assert best["per_class_thresholds"]["holdout_images"] == 10 and "CF1" in best["per_class_thresholds"]
+    thresholds = load_checkpoint(tmp_path / "run" / "best.pt")["thresholds"]
+    assert len(thresholds) == 3 and thresholds != [0.5, 0.5, 0.5]
+    from mlic_edge.cli import main                               # eval: both sets of CP..OF1
+    with one_thread(), pytest.raises(SystemExit) as done:
+        main(["eval", str(tmp_path / "run" / "best.pt"), "--data", "folder", "--data-root", str(root),
+              "--workers", "0", "--device", "cpu", "--json", str(tmp_path / "eval.json")])
+    assert done.value.code in (0, None)
+    import json
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+    assert set(metrics["per_class_thresholds"]) == {"CP", "CR", "CF1", "OP", "OR", "OF1"} and "CF1" in metrics
