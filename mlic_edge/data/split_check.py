@@ -6,24 +6,21 @@
 """
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from ..core.files import file_sha256
+
 EXAMPLES = 3
 
 
 def _sha256(path: Path) -> str | None:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        return file_sha256(path)
     except OSError:
         return None                     # unreadable: the loader reports it
-    return digest.hexdigest()
 
 
 def shared_images(train_paths: list[Path], test_paths: list[Path]) -> list[tuple[Path, Path]]:

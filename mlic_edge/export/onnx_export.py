@@ -204,6 +204,10 @@ def cleanup_graph(proto, *, base_dir: Path, out_path: Path, fold_size_limit: int
     for tensor in proto.graph.initializer:
         if tensor.name in folded_inputs:
             load_data(tensor, base_dir)
+    for node in proto.graph.node:   # spell out the spec's default (float 0): AutoCast's type inference needs it
+        if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
+            node.attribute.append(onnx.helper.make_attribute(
+                "value", onnx.helper.make_tensor("value", onnx.TensorProto.FLOAT, [1], [0.0])))
     opsets = list(proto.opset_import)
     graph = gs.import_onnx(proto)
     graph.fold_constants(size_threshold=fold_size_limit).cleanup().toposort()

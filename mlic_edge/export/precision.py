@@ -178,10 +178,12 @@ def ort_workarounds(model: Any) -> list[str]:
     These Q/DQ graphs are laid out for TensorRT; ONNX Runtime only has to compute what they
     say, exactly, so parity measures the numerics TensorRT will see:
     * QDQSelectorActionTransformer fuses Q/DQ + MatMul into ORT's own integer kernels, and its
-      MatMulIntegerToFloat rejects ModelOpt's per-channel weight zero points ("b zero point is
-      not valid", ORT 1.24, on the quickstart model): disabled, DQ -> float op runs instead.
-    * ORT 1.24 and 1.32 segfault in NchwcTransformer (ORT_ENABLE_ALL, the default) on ModelOpt
-      INT8 graphs whose high-precision part is FP16.
+      MatMulIntegerToFloat rejects the per-channel weight zero points of these graphs ("b zero
+      point is not valid", ORT 1.24, on the quickstart model; measured on Model Optimizer's
+      graphs, which ORT's QDQ quantizer wrote with the same settings): disabled, DQ -> float op
+      runs instead.
+    * ORT 1.24 and 1.32 segfault in NchwcTransformer (ORT_ENABLE_ALL, the default) on INT8
+      graphs whose high-precision part is FP16.
     The list is stored in the metadata (extra.ort_disabled_optimizers) for every ORT consumer.
     """
     from onnx import TensorProto
@@ -270,10 +272,6 @@ def to_int8(fp32_path: Path, calibration, target: str, *, batch: int | None, met
     _toposort(model.graph)    # the quantizer appends its Q/DQ nodes at the end of the node list
     if target == "tensorrt" and high_precision == "fp16":
         autocast = _import_autocast("int8 export with --int8-high-precision fp16")
-        from onnx import TensorProto, helper
-        for node in model.graph.node:    # AutoCast's type inference needs the spec's default spelled out
-            if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
-                node.attribute.append(helper.make_attribute("value", helper.make_tensor("value", TensorProto.FLOAT, [1], [0.0])))
         with _modelopt_quiet():
             model = autocast.convert_to_f16(model, low_precision_type="fp16", keep_io_types=True,
                                             op_block_list=list(FP16_EXCLUDE))
