@@ -2,7 +2,7 @@
 """The paper's ablations (Tables IV-VI) in miniature: same data, same budget, several seeds.
 
     python benchmarks/ablation_trends.py                                  # digits demo set, 2 seeds
-    python benchmarks/ablation_trends.py --seeds 0,1,2 --epochs 5 --steps 0 --json out.json
+    python benchmarks/ablation_trends.py --seeds 0,1,2 --epochs 5 --steps 0 --json out.json --plot out.png
 
 Base: the quickstart recipe (EfficientNet-Lite0 with the paper's head at d_model 256, iRPE encoder,
 no decoder self-attention, APL). Each variant changes one thing: encoder standard / none (Table
@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import tempfile
 import time
 from importlib import resources
 from pathlib import Path
 
+from seeded_variants import summarise, train_variants
+
 from mlic_edge.config import Recipe
-from mlic_edge.train import run_training
+from mlic_edge.plots import plot_deltas
 
 # COCO, ResNet101 @448 (docs/method.md, Tables IV-VI): mAP of each setting.
 PAPER = {"base": 85.22, "encoder=standard": 84.90, "encoder=none": 84.72, "decoder self-attn=all": 85.14,
@@ -39,11 +39,6 @@ VARIANTS = {
 }
 
 
-def best_map(run_dir: Path) -> float:
-    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return max(max(r.get("model_mAP", 0.0), r.get("ema_mAP", 0.0)) for r in history)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1")
@@ -51,45 +46,33 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25, help="optimizer steps per epoch (0: whole epochs)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--plot", type=Path, help="PNG of the deltas with their seed spread")
     args = parser.parse_args()
 
     base = Recipe.load(resources.files("mlic_edge") / "resources" / "quickstart.yaml")
     base = base.with_values({"train.epochs": args.epochs, "train.max_steps_per_epoch": args.steps})
     seeds = [int(s) for s in args.seeds.split(",")]
-    scores: dict[str, list[float]] = {}
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="mlic-ablation-") as tmp:
-        for name in args.variants.split(","):
-            for seed in seeds:
-                recipe = base.with_values({**VARIANTS[name], "train.seed": seed})
-                out = Path(tmp) / f"{name}-{seed}".replace(" ", "_").replace("=", "-")
-                if run_training(recipe, out, show_progress=False) != 0:
-                    raise SystemExit(f"{name} seed {seed}: training stopped")
-                scores.setdefault(name, []).append(best_map(out))
-                print(f"{name:24s} seed {seed}: mAP {scores[name][-1]:.2f}  ({time.perf_counter() - started:.0f} s)",
-                      flush=True)
+    scores = train_variants(base, {name: VARIANTS[name] for name in args.variants.split(",")}, seeds)
+    rows = summarise(scores)
 
-    def spread(values: list[float]) -> float:
-        return statistics.stdev(values) if len(values) > 1 else 0.0
-
-    base_mean, base_sd = statistics.mean(scores["base"]), spread(scores["base"])
     print(f"\n{'setting':24s} {'mAP mean':>9s} {'sd':>5s} {'delta':>7s} {'> spread':>9s} {'paper delta':>12s} {'same sign':>10s}")
-    rows = []
-    for name, values in scores.items():
-        mean, sd = statistics.mean(values), spread(values)
-        delta = mean - base_mean
+    for row in rows:
+        name, delta, beyond = row["setting"], row["delta"], row["beyond_spread"]
         table = name.split("=")[0].split()[0]
         paper_delta = PAPER[name] - PAPER_BASE.get(table, PAPER["base"]) if name != "base" else 0.0
-        beyond = abs(delta) > sd + base_sd if name != "base" else None
-        same = (delta > 0) == (paper_delta > 0) if name != "base" else None
-        rows.append({"setting": name, "mAP": values, "mean": mean, "sd": sd, "delta": delta,
-                     "beyond_spread": beyond, "paper_delta": paper_delta, "same_sign": same})
-        print(f"{name:24s} {mean:9.2f} {sd:5.2f} {delta:+7.2f} {'' if beyond is None else ('yes' if beyond else 'no'):>9s} "
+        same = delta != 0 and (delta > 0) == (paper_delta > 0) if name != "base" else None
+        row.update(paper_delta=paper_delta, same_sign=same)
+        print(f"{name:24s} {row['mean']:9.2f} {row['sd']:5.2f} {delta:+7.2f} "
+              f"{'' if beyond is None else ('yes' if beyond else 'no'):>9s} "
               f"{paper_delta:+12.2f} {'' if same is None else ('yes' if same else 'no'):>10s}")
     print(f"\n{len(seeds)} seeds, {args.epochs} epochs x {args.steps or 'all'} steps each; "
           f"{time.perf_counter() - started:.0f} s in all")
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json), "plot": str(args.plot)},
+                                         "rows": rows}, indent=2))
+    if args.plot:
+        plot_deltas(rows, args.plot, f"paper ablations in miniature ({len(seeds)} seeds)")
 
 
 if __name__ == "__main__":

@@ -161,6 +161,7 @@ class TrainConfig(_Serializable):
     batch_size: int = 32             # per process; the global batch is this x world size x accum
     grad_accum: int = 1
     lr: float = 5e-5                 # one-cycle maximum
+    backbone_lr_scale: float = 1.0   # the backbone's maximum learning rate is lr x this (the head's is lr)
     weight_decay: float = 5e-3
     betas: tuple = (0.9, 0.9999)
     pct_start: float = 0.2
@@ -190,6 +191,8 @@ class TrainConfig(_Serializable):
             raise ConfigError(f"loss must be bce|focal|asl|apl, got {self.loss!r}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError("ema_decay must be in [0, 1)")
+        if not self.backbone_lr_scale > 0:
+            raise ConfigError("backbone_lr_scale must be > 0")
         if not 0 <= self.threshold_holdout < 0.5:
             raise ConfigError("threshold_holdout must be in [0, 0.5)")
 

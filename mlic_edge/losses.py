@@ -50,14 +50,22 @@ __all__ = [
 ]
 
 
-def _positive_mask(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(B,K) float mask, 1 where target == 1; 0 and -1 (difficult) are both negatives."""
+def _positive_mask(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """(B,K) float weight of the positive term: 1 where target == 1, 0 and -1 (difficult) are both
+    negatives; with label smoothing e, 1 - e/2 and e/2 (each element's negative term gets the rest)."""
     if logits.dim() != 2 or logits.shape != targets.shape:
         raise ValueError(
             f"expected logits and targets of the same shape (B,K), got {tuple(logits.shape)} "
             f"and {tuple(targets.shape)}"
         )
-    return (targets == 1).to(logits.dtype)
+    y = (targets == 1).to(logits.dtype)
+    return y * (1.0 - smoothing) + 0.5 * smoothing if smoothing else y
+
+
+def _check_smoothing(value: float) -> float:
+    if not 0.0 <= float(value) < 1.0:
+        raise ConfigError(f"label_smoothing must be in [0, 1), got {value}")
+    return float(value)
 
 
 def _reduce(element_loss: torch.Tensor) -> torch.Tensor:
@@ -90,10 +98,15 @@ def _focusing_weight(base: torch.Tensor, gamma: float, detach: bool) -> torch.Te
 
 
 class BCELoss(nn.Module):
-    """Binary cross-entropy on logits: -[y log p + (1-y) log(1-p)], summed over K, mean over B."""
+    """Binary cross-entropy on logits: -[y log p + (1-y) log(1-p)], summed over K, mean over B.
+    label_smoothing e: y in {e/2, 1 - e/2} (as in every loss here)."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.label_smoothing = _check_smoothing(label_smoothing)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        y = _positive_mask(logits, targets)  # (B,K)
+        y = _positive_mask(logits, targets, self.label_smoothing)  # (B,K)
         element = -(y * F.logsigmoid(logits) + (1.0 - y) * F.logsigmoid(-logits))  # (B,K)
         return _reduce(element)
 
@@ -113,8 +126,10 @@ class AsymmetricLoss(nn.Module):
         clip: float = 0.05,
         eps: float = 1e-8,
         detach_focusing: bool = True,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
+        self.label_smoothing = _check_smoothing(label_smoothing)
         self.gamma_neg = float(gamma_neg)
         self.gamma_pos = float(gamma_pos)
         self.clip = float(clip) if clip is not None else 0.0
@@ -122,7 +137,7 @@ class AsymmetricLoss(nn.Module):
         self.detach_focusing = bool(detach_focusing)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        y = _positive_mask(logits, targets)  # (B,K)
+        y = _positive_mask(logits, targets, self.label_smoothing)  # (B,K)
         one_minus_p = torch.sigmoid(-logits)  # (B,K)
         p_m, log_one_minus_p_m = _shifted_negative_terms(logits, self.clip, self.eps)  # (B,K) x2
         base_pos, base_neg = self._base_losses(logits, one_minus_p, p_m, log_one_minus_p_m)
@@ -148,9 +163,11 @@ class FocalLoss(AsymmetricLoss):
     the ASL/APL code the paper's loss ablation builds on; ``detach_focusing=False`` gives Lin et al.
     """
 
-    def __init__(self, gamma: float = 2.0, eps: float = 1e-8, detach_focusing: bool = True) -> None:
+    def __init__(self, gamma: float = 2.0, eps: float = 1e-8, detach_focusing: bool = True,
+                 label_smoothing: float = 0.0) -> None:
         super().__init__(
-            gamma_neg=gamma, gamma_pos=gamma, clip=0.0, eps=eps, detach_focusing=detach_focusing
+            gamma_neg=gamma, gamma_pos=gamma, clip=0.0, eps=eps, detach_focusing=detach_focusing,
+            label_smoothing=label_smoothing,
         )
         self.gamma = float(gamma)
 
@@ -176,8 +193,9 @@ class AsymmetricPolynomialLoss(AsymmetricLoss):
         e_neg: float = 0.0,
         e_pow: float = -2.5,
         detach_focusing: bool = True,
+        label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__(gamma_neg, gamma_pos, clip, eps, detach_focusing)
+        super().__init__(gamma_neg, gamma_pos, clip, eps, detach_focusing, label_smoothing)
         self.e_pos = float(e_pos)
         self.e_neg = float(e_neg)
         self.e_pow = float(e_pow)

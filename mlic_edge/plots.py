@@ -51,3 +51,22 @@ def plot_per_class_ap(classes: Sequence[str], ap: Sequence[float], path: str | P
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
     plt.close(fig)
+
+
+def plot_deltas(rows: Sequence[dict], path: str | Path, title: str) -> None:
+    """Variants against a base (benchmarks/seeded_variants.py rows): horizontal bars of each one's
+    delta mAP, the seed spread as error bars; green / red where the delta exceeds the spread."""
+    plt = _figure()
+    shown = [r for r in rows if r["beyond_spread"] is not None]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(shown) + 1.2))
+    colours = ["tab:green" if r["delta"] > 0 and r["beyond_spread"] else
+               "tab:red" if r["beyond_spread"] else "tab:gray" for r in shown]
+    ax.barh(range(len(shown)), [r["delta"] for r in shown], xerr=[r["margin"] for r in shown],
+            color=colours, capsize=3)
+    ax.set_yticks(range(len(shown)), [r["setting"] for r in shown])
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set(xlabel="test mAP - base (points); bars: seed spread", title=title)
+    ax.grid(axis="x", alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)

@@ -207,3 +207,20 @@ def test_build_loss_passes_kwargs_and_rejects_unknown():
 def test_shape_mismatch_is_rejected():
     with pytest.raises(ValueError):
         BCELoss()(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("name", ["bce", "focal", "asl", "apl"])
+def test_label_smoothing_mixes_the_positive_and_negative_terms(name):
+    """With smoothing e each element is (1 - e/2) x its positive-target loss + e/2 x its
+    negative-target loss (and the other way round for negatives); 0 is the loss as it was."""
+    logits, targets = _batch(seed=7)
+    plain, smoothed = build_loss(name), build_loss(name, label_smoothing=0.2)
+    torch.testing.assert_close(build_loss(name, label_smoothing=0.0)(logits, targets), plain(logits, targets))
+    for row in range(B):
+        for col in range(K):
+            x = logits[row:row + 1, col:col + 1]
+            pos, neg = plain(x, torch.ones_like(x)), plain(x, torch.zeros_like(x))
+            y = 0.9 if targets[row, col] == 1 else 0.1
+            torch.testing.assert_close(smoothed(x, targets[row:row + 1, col:col + 1]), y * pos + (1 - y) * neg)
+    with pytest.raises(ConfigError):
+        build_loss(name, label_smoothing=1.0)

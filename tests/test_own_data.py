@@ -66,7 +66,7 @@ def test_recipe_rule_at_its_boundaries():
     assert large.recipe.train.epochs == MIN_EPOCHS
     assert large.recipe.model.image_size == 224                    # the preset's size when the data is larger
     assert large.recipe.train.pct_start == 0.1 and large.recipe.train.ema_decay == 0.9999
-    assert large.recipe.train.randaugment == "" and not large.recipe.train.cutout
+    assert large.recipe.train.randaugment.startswith("rand-m5") and not large.recipe.train.cutout
     mid = derive_recipe(Recipe(), lite0, num_train=3000, image_side=128)
     assert (mid.recipe.train.epochs, mid.recipe.model.image_size, mid.recipe.train.lr) == (4, 128, 1e-3)
     assert mid.recipe.train.threshold_holdout == 0.1 and tiny.recipe.train.threshold_holdout == 0.0

@@ -81,6 +81,23 @@ def test_training_writes_checkpoints_metrics_and_plot(data_root, tmp_path):
     assert trainer.optimizer.param_groups[0]["betas"] == (0.9, 0.9999)
 
 
+def test_backbone_lr_scale_gives_the_backbone_its_own_one_cycle(data_root, tmp_path):
+    """backbone_lr_scale s: the backbone's parameters peak at lr x s, the rest at lr; the groups
+    partition the parameters. Without it there is one group (older checkpoints' layout)."""
+    from mlic_edge.train.trainer import Trainer
+
+    trainer = Trainer(tiny_recipe(data_root, epochs=1, backbone_lr_scale=0.1), tmp_path / "scaled",
+                      show_progress=False)
+    backbone, head = trainer.optimizer.param_groups
+    assert {id(p) for p in backbone["params"]} == {id(p) for p in trainer.model.backbone.parameters()}
+    assert len(backbone["params"]) + len(head["params"]) == len(list(trainer.model.parameters()))
+    assert backbone["max_lr"] == pytest.approx(1e-4) and head["max_lr"] == pytest.approx(1e-3)
+    trainer.fit()
+    assert backbone["lr"] == pytest.approx(head["lr"] * 0.1)           # the same schedule, scaled
+    plain = Trainer(tiny_recipe(data_root, epochs=1), tmp_path / "plain", show_progress=False)
+    assert len(plain.optimizer.param_groups) == 1
+
+
 class InterruptAt:
     """Loss wrapper that presses Ctrl-C (a real SIGINT) during the n-th forward pass."""
 

@@ -429,7 +429,7 @@ def export_onnx(
     # 3. PyTorch's answers for the checks, then the trace; the model is freed after both (the
     #    plugin step still needs its iRPE layers)
     dynamic = batch is None
-    check_batches = (1, 5) if dynamic else (batch,)
+    check_batches = (1, 3) if dynamic else (batch,)   # neither is the traced batch (TRACE_BATCH)
     fp32_reference, final_reference = torch_reference(module, (check_batches, (2,) if dynamic else (batch,)),
                                                       cfg.image_size)
     example = torch.randn(TRACE_BATCH if dynamic else batch, 3, cfg.image_size, cfg.image_size,

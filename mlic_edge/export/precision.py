@@ -230,6 +230,9 @@ QDQ_OPTIONS = {
 }
 
 
+ORT_SHAPES_INFERRED = {"onnx.infer": "onnxruntime.quant"}   # onnxruntime.quantization.quant_utils.add_infer_metadata
+
+
 def to_int8(fp32_path: Path, calibration, target: str, *, batch: int | None, method: str = "entropy",
             high_precision: str = "fp32", calib_batch: int = 0):
     """INT8 Q/DQ graph as a ModelProto: ranges measured by `activation_ranges.collect_stats`
@@ -252,11 +255,19 @@ def to_int8(fp32_path: Path, calibration, target: str, *, batch: int | None, met
     structure = onnx.load(str(fp32_path), load_external_data=False)   # node names only, not the weights
     quantized = int8_nodes(structure)
     nodes, tensors = [node.name for node in quantized], calibrated_tensors(structure, quantized, target)
-    del structure, quantized
+    del quantized
     stats = collect_stats(fp32_path, tensors, calibration, method=CALIB_METHODS[method], batch=batch,
                           calib_batch=calib_batch, progress=lambda total: progress(total, "calibrating"))
     ranges = stats.ranges(symmetric=target == "tensorrt")
+    # ONNX Runtime's quantizer infers shapes on a deep copy of the model saved with its weights and
+    # reloaded (3.4 s and a second copy of the weights on ResNet101 @448) unless the model carries
+    # its "shapes inferred" marker: infer them on the structure and set the marker.
+    inferred = onnx.shape_inference.infer_shapes(structure).graph.value_info
+    del structure
     model = onnx.load(str(fp32_path))
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred)
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **ORT_SHAPES_INFERRED})
     tensors_range = TensorsData(CalibrationMethod.MinMax, {
         name: TensorData(lowest=np.float32(low), highest=np.float32(high)) for name, (low, high) in ranges.items()})
     activation_type = QuantType.QInt8 if target == "tensorrt" else QuantType.QUInt8
@@ -269,6 +280,7 @@ def to_int8(fp32_path: Path, calibration, target: str, *, batch: int | None, met
         raise ExportError(f"int8 quantization (ONNX Runtime) failed: {' '.join(str(e).split())[:300]}") from None
     model = quantizer.model.model
     del quantizer
+    onnx.helper.set_model_props(model, {p.key: p.value for p in model.metadata_props if p.key not in ORT_SHAPES_INFERRED})
     _toposort(model.graph)    # the quantizer appends its Q/DQ nodes at the end of the node list
     if target == "tensorrt" and high_precision == "fp16":
         autocast = _import_autocast("int8 export with --int8-high-precision fp16")

@@ -14,8 +14,9 @@ a CPU needs a short schedule that still converges. The rule, every step of which
 * warm-up (one-cycle pct_start): 100 optimizer steps, as a share of the run, within [0.1, 0.3];
 * EMA decay: an averaging window of a fifth of the run's steps (decay = 1 - 1/window), within
   [0.9, 0.9999] (the quickstart's 0.99 for ~300 steps; the paper's 0.9997 for ~50k);
-* augmentation: none below 10 epochs (a short run has no time to learn through it), RandAugment
-  m5 from 10 epochs, the paper's m9 + Cutout from 30;
+* augmentation: RandAugment m5 below 30 epochs, the paper's m9 + Cutout from 30 (measured with
+  benchmarks/small_data_study.py on 1,000 images, 12 epochs, 2 seeds: m5 96.46 mAP, none 92.83,
+  m9 + Cutout 94.55; on 3,000 images, 4 epochs, one seed: m5 98.70, none 98.45);
 * decision thresholds: with at least 200 training images, 10% of them are held out and each
   class gets its F1-optimal threshold on them (stored in best.pt; export and infer use them).
 """
@@ -102,10 +103,8 @@ def derive_recipe(base: Recipe, preset: Preset, num_train: int, image_side: int 
     window = max(1.0, steps / 5)
     ema = min(0.9999, max(0.9, 1 - 1 / window))
     reasons.append(("ema_decay", f"{ema:.4g}", f"averages over ~{window:.0f} steps (a fifth of the run)"))
-    if epochs < 10:
-        randaugment, cutout, why = "", False, "none below 10 epochs"
-    elif epochs < 30:
-        randaugment, cutout, why = "rand-m5-mstd0.5-inc1", False, "RandAugment m5 for 10-29 epochs"
+    if epochs < 30:
+        randaugment, cutout, why = "rand-m5-mstd0.5-inc1", False, "RandAugment m5 below 30 epochs (measured best)"
     else:
         randaugment, cutout, why = "rand-m9-mstd0.5-inc1", True, "the paper's (RandAugment m9 + Cutout)"
     reasons.append(("augmentation", randaugment.split("-")[1] if randaugment else "none", why))

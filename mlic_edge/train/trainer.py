@@ -142,11 +142,12 @@ class Trainer:
 
         from ..losses import build_loss
         self.criterion = build_loss(t.loss, **t.loss_args)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, betas=tuple(t.betas),
+        groups, max_lr = self._parameter_groups(t)
+        self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas),
                                            weight_decay=t.weight_decay,
                                            fused=self.device.type == "cuda")  # one kernel per step
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=t.lr, total_steps=t.epochs * self.steps_per_epoch,
+            self.optimizer, max_lr=max_lr, total_steps=t.epochs * self.steps_per_epoch,
             pct_start=t.pct_start, cycle_momentum=t.cycle_momentum)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
@@ -163,6 +164,18 @@ class Trainer:
             header = "".join(f"# {line}\n" for line in notes.splitlines())
             atomic_write_bytes(self.out_dir / "recipe.yaml", (header + recipe.to_yaml()).encode())
         self._snapshot_rng()
+
+    def _parameter_groups(self, t) -> tuple[list[dict[str, Any]], list[float] | float]:
+        """AdamW's parameter groups and their one-cycle maxima: one group at lr, or with
+        backbone_lr_scale != 1 the backbone at lr x scale and the rest at lr (two groups only
+        then, so runs without it keep the optimizer state layout of older checkpoints)."""
+        if t.backbone_lr_scale == 1.0:
+            return [{"params": list(self.model.parameters())}], t.lr
+        backbone = list(self.model.backbone.parameters())
+        ids = {id(p) for p in backbone}
+        head = [p for p in self.model.parameters() if id(p) not in ids]
+        return ([{"params": backbone, "lr": t.lr * t.backbone_lr_scale}, {"params": head, "lr": t.lr}],
+                [t.lr * t.backbone_lr_scale, t.lr])
 
     def _fit_in_memory(self, recipe: Recipe) -> Recipe:
         """Measure what a step needs before the first one (train/memory.py): a smaller micro-batch

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""What helps a short CPU run on small data (#13): one change at a time against the derived recipe.
+
+    python benchmarks/small_data_study.py                       # 1,000-image digits set, 2 seeds
+    python benchmarks/small_data_study.py --seeds 0,1,2 --json study.json --plot study.png
+    python benchmarks/small_data_study.py --from-logs part1.log part2.log --plot study.png   # summarise parts
+
+Data: the digits mosaics (real MNIST handwriting) at a harder setting than the README's example:
+1,000 training images (a third), 128 px, test on 500 mosaics of unseen handwriting. Base: what
+`mlic-edge train --data folder --data-root D` derives for that set with the default preset
+(train/auto_recipe.py: lite0-224 capped at 128 px, 12 epochs, lr 1e-3, RandAugment m5, EMA, 10%
+held out for thresholds). Every variant trains from the same ImageNet weights for the same number
+of steps and changes one setting: backbone learning-rate scaling, label smoothing, input size,
+augmentation strength, EMA, the iRPE ratio on the 4 x 4 grid (and on request the learning rate,
+96 px input). The table gives
+each one's delta to the base and whether it exceeds the seed-to-seed spread; only those that do
+are evidence for changing a default.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from seeded_variants import scores_from_logs, summarise, train_variants
+
+from mlic_edge.config import Recipe
+from mlic_edge.data.digits import build_digits_dataset
+from mlic_edge.data.registry import default_splits
+from mlic_edge.model.presets import DEFAULT_PRESET, get_preset
+from mlic_edge.plots import plot_deltas
+from mlic_edge.train.auto_recipe import derive_for_dataset
+
+VARIANTS = {
+    "base": {},
+    "backbone lr x0.1": {"train.backbone_lr_scale": 0.1},
+    "label smoothing 0.1": {"train.loss_args": {"label_smoothing": 0.1}},
+    "input 160 px": {"model.image_size": 160},
+    "input 96 px": {"model.image_size": 96},
+    "no augmentation": {"train.randaugment": "", "train.cutout": False},
+    "RandAugment m9 + Cutout": {"train.randaugment": "rand-m9-mstd0.5-inc1", "train.cutout": True},
+    "no EMA": {"train.ema_decay": 0.0},
+    "iRPE ratio 3 (exact offsets)": {"model.irpe_ratio": 3.0},
+    "lr x2": {"lr_factor": 2.0},
+    "lr x0.5": {"lr_factor": 0.5},
+}
+# What #13 asks about; the rest run on request (--variants) -- each costs 2 runs of ~4 min.
+DEFAULT_VARIANTS = ["base", "backbone lr x0.1", "label smoothing 0.1", "input 160 px", "no augmentation",
+                    "RandAugment m9 + Cutout", "no EMA", "iRPE ratio 3 (exact offsets)"]
+
+
+def with_variant(base: Recipe, values: dict) -> Recipe:
+    """The base with a variant's values; lr_factor scales the derived learning rate."""
+    values = dict(values)
+    factor = values.pop("lr_factor", None)
+    if factor is not None:
+        values["train.lr"] = base.train.lr * factor
+    return base.with_values(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--train-images", type=int, default=1000)
+    parser.add_argument("--test-images", type=int, default=500)
+    parser.add_argument("--canvas", type=int, default=128)
+    parser.add_argument("--data-seed", type=int, default=11, help="digits set seed (not the README's 7)")
+    parser.add_argument("--cache", type=Path, default=Path("runs/study-data"))
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"of: {', '.join(VARIANTS)}")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--plot", type=Path, help="PNG of the deltas with their seed spread")
+    parser.add_argument("--from-logs", type=Path, nargs="+", help="no training: summarise the scores these runs printed")
+    args = parser.parse_args()
+
+    root = build_digits_dataset(args.cache, seed=args.data_seed, n_train=args.train_images,
+                                n_test=args.test_images, canvas=args.canvas)
+    recipe = Recipe().with_values({"data.name": "folder", "data.root": str(root)})
+    derived = derive_for_dataset(recipe.with_splits(*default_splits("folder")), get_preset(DEFAULT_PRESET))
+    print(derived.describe(), flush=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    started = time.perf_counter()
+    if args.from_logs:
+        scores = scores_from_logs(args.from_logs)
+    else:
+        scores = train_variants(derived.recipe, {name: VARIANTS[name] for name in args.variants.split(",")}, seeds,
+                                recipe_for=with_variant)
+    if "base" not in scores:
+        print("\nno base in this run: summarise it with the base's run, --from-logs BASE.log THIS.log")
+        return
+    rows = summarise(scores)
+    n_seeds = max(len(values) for values in scores.values())
+    print(f"\n{'setting':30s} {'mAP mean':>9s} {'sd':>5s} {'delta':>7s} {'> spread':>9s}")
+    for row in rows:
+        beyond = row["beyond_spread"]
+        print(f"{row['setting']:30s} {row['mean']:9.2f} {row['sd']:5.2f} {row['delta']:+7.2f} "
+              f"{'' if beyond is None else ('yes' if beyond else 'no'):>9s}")
+    print(f"\n{n_seeds} seeds, {derived.recipe.train.epochs} epochs each on {args.train_images} images"
+          + ("" if args.from_logs else f"; {time.perf_counter() - started:.0f} s in all"))
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "recipe": derived.describe(), "rows": rows}, indent=2))
+    if args.plot:
+        plot_deltas(rows, args.plot, f"small-data study: {args.train_images} images, {n_seeds} seeds")
+
+
+if __name__ == "__main__":
+    main()
