@@ -44,6 +44,12 @@ VARIANTS = {
     "iRPE ratio 3 (exact offsets)": {"model.irpe_ratio": 3.0},
     "lr x2": {"lr_factor": 2.0},
     "lr x0.5": {"lr_factor": 0.5},
+    # the paper's ablations (Tables IV-VI, as in ablation_trends.py) at this budget
+    "encoder standard": {"model.encoder": "standard"},
+    "encoder none": {"model.encoder": "none"},
+    "decoder self-attn all": {"model.decoder_self_attn": "all"},
+    "loss asl": {"train.loss": "asl"},
+    "loss bce": {"train.loss": "bce"},
 }
 # What #13 asks about; the rest run on request (--variants) -- each costs 2 runs of ~4 min.
 DEFAULT_VARIANTS = ["base", "backbone lr x0.1", "label smoothing 0.1", "input 160 px", "no augmentation",
