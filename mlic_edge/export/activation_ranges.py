@@ -53,20 +53,16 @@ class TensorStats:
     def amax(self) -> float:
         return float(max(abs(self.minimum), abs(self.maximum)))
 
-    def add(self, minimum: float, maximum: float, count: int, magnitudes: np.ndarray | None = None) -> None:
-        """Fold in one step: its min, max and element count, and (entropy) sampled |x| values."""
-        self.minimum = min(self.minimum, float(minimum))
-        self.maximum = max(self.maximum, float(maximum))
-        self.count += int(count)
-        if magnitudes is not None:
-            self._add_to_histogram(magnitudes.reshape(-1), self.amax)
-
     def observe(self, values: np.ndarray, positions: np.ndarray | None = None, histogram: bool = True) -> None:
         """Fold in a batch of values (batch first): min, max, count, and |x| at `positions` of
         each image (None: every element) when `histogram`."""
         flat = values.reshape(len(values), -1)
-        sample = flat if positions is None else flat[:, positions]
-        self.add(flat.min(), flat.max(), flat.size, np.abs(sample) if histogram else None)
+        self.minimum = min(self.minimum, float(flat.min()))
+        self.maximum = max(self.maximum, float(flat.max()))
+        self.count += flat.size
+        if histogram:
+            sample = flat if positions is None else flat[:, positions]
+            self._add_to_histogram(np.abs(sample).reshape(-1), self.amax)
 
     def _add_to_histogram(self, magnitudes: np.ndarray, amax: float) -> None:
         if self.histogram is None:
@@ -247,6 +243,8 @@ def collect_stats(fp32_path: Path | str, tensors: list[str], calibration, *, met
     buffers = {name: np.empty([step, *shapes[name][0][1:]], np.float32) for name in tensors
                if name in shapes and shapes[name][1] == 4 and _per_image(shapes[name][0])}
     binding = session.io_binding()
+    views: dict[str, np.ndarray] = {}              # the rows of `buffers` bound for this step's size
+    bound_rows = 0
     stats = ActivationStats(method, {name: TensorStats() for name in tensors})
     positions: dict[int, np.ndarray | None] = {}   # per image size: the histogram's sample
     histogram = method == "entropy"
@@ -255,16 +253,19 @@ def collect_stats(fp32_path: Path | str, tensors: list[str], calibration, *, met
         for images in calibration.batches(step, count):
             images = np.ascontiguousarray(images, np.float32)
             binding.bind_cpu_input(INPUT_NAME, images)
-            for name in tensors:
-                if name in buffers:
-                    out = buffers[name][:len(images)]      # the first rows: contiguous
-                    binding.bind_output(name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
-                else:
-                    binding.bind_output(name, "cpu")
+            if len(images) != bound_rows:             # the first step, or a shorter last one
+                bound_rows = len(images)
+                views = {name: buffer[:bound_rows] for name, buffer in buffers.items()}  # first rows: contiguous
+                for name in tensors:
+                    if name in views:
+                        binding.bind_output(name, "cpu", 0, np.float32, list(views[name].shape),
+                                            views[name].ctypes.data)
+                    else:
+                        binding.bind_output(name, "cpu")
             session.run_with_iobinding(binding)
-            allocated = binding.get_outputs()
+            allocated = binding.get_outputs() if len(views) < len(tensors) else None
             for index, name in enumerate(tensors):
-                values = buffers[name][:len(images)] if name in buffers else allocated[index].numpy()
+                values = views[name] if name in views else allocated[index].numpy()
                 per_image = values.size // max(len(images), 1)
                 if histogram and per_image not in positions:
                     positions[per_image] = sample_positions(per_image, seed)
