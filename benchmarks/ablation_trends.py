@@ -20,23 +20,12 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from seeded_variants import summarise, train_variants
+from seeded_variants import PAPER_VARIANTS, pick_variants, print_summary, summarise, train_variants
 
 from mlic_edge.config import Recipe
 from mlic_edge.plots import plot_deltas
 
-# COCO, ResNet101 @448 (docs/method.md, Tables IV-VI): mAP of each setting.
-PAPER = {"base": 85.22, "encoder=standard": 84.90, "encoder=none": 84.72, "decoder self-attn=all": 85.14,
-         "loss=asl": 85.15, "loss=bce": 84.92}
-PAPER_BASE = {"encoder": 85.22, "decoder": 85.20, "loss": 85.20}   # each table's own base row
-VARIANTS = {
-    "base": {},
-    "encoder=standard": {"model.encoder": "standard"},
-    "encoder=none": {"model.encoder": "none"},
-    "decoder self-attn=all": {"model.decoder_self_attn": "all"},
-    "loss=asl": {"train.loss": "asl"},
-    "loss=bce": {"train.loss": "bce"},
-}
+VARIANTS = {"base": {}, **PAPER_VARIANTS}
 
 
 def main() -> None:
@@ -53,19 +42,10 @@ def main() -> None:
     base = base.with_values({"train.epochs": args.epochs, "train.max_steps_per_epoch": args.steps})
     seeds = [int(s) for s in args.seeds.split(",")]
     started = time.perf_counter()
-    scores = train_variants(base, {name: VARIANTS[name] for name in args.variants.split(",")}, seeds)
+    scores = train_variants(base, pick_variants(VARIANTS, args.variants), seeds)
     rows = summarise(scores)
 
-    print(f"\n{'setting':24s} {'mAP mean':>9s} {'sd':>5s} {'delta':>7s} {'> spread':>9s} {'paper delta':>12s} {'same sign':>10s}")
-    for row in rows:
-        name, delta, beyond = row["setting"], row["delta"], row["beyond_spread"]
-        table = name.split("=")[0].split()[0]
-        paper_delta = PAPER[name] - PAPER_BASE.get(table, PAPER["base"]) if name != "base" else 0.0
-        same = delta != 0 and (delta > 0) == (paper_delta > 0) if name != "base" else None
-        row.update(paper_delta=paper_delta, same_sign=same)
-        print(f"{name:24s} {row['mean']:9.2f} {row['sd']:5.2f} {delta:+7.2f} "
-              f"{'' if beyond is None else ('yes' if beyond else 'no'):>9s} "
-              f"{paper_delta:+12.2f} {'' if same is None else ('yes' if same else 'no'):>10s}")
+    print_summary(rows)
     print(f"\n{len(seeds)} seeds, {args.epochs} epochs x {args.steps or 'all'} steps each; "
           f"{time.perf_counter() - started:.0f} s in all")
     if args.json:
