@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from test_train import make_folder_dataset, tiny_recipe
+from tiny_model import one_thread
 
 from mlic_edge.config import Recipe
 from mlic_edge.model.presets import DEFAULT_PRESET, PRESETS, get_preset
-from mlic_edge.train.auto_recipe import MAX_EPOCHS, MIN_EPOCHS, derive_recipe, median_image_side
-from test_train import make_folder_dataset, tiny_recipe
-from tiny_model import one_thread
+from mlic_edge.train.auto_recipe import (
+    MAX_EPOCHS,
+    MIN_EPOCHS,
+    derive_recipe,
+    median_image_side,
+)
 
 
 # ----------------------------------------------------------------------------------- presets
@@ -58,7 +62,7 @@ def test_recipe_rule_at_its_boundaries():
     lite0 = get_preset("lite0-224")
     tiny = derive_recipe(Recipe(), lite0, num_train=10, image_side=48)
     assert tiny.recipe.train.epochs == MAX_EPOCHS                  # few images: many epochs, capped
-    assert tiny.recipe.model.image_size == 64                      # never upsample past the data (>= 64)
+    assert tiny.recipe.model.image_size == 96                      # 48 px: 64 at least, x 1.25 up to 32s
     assert tiny.recipe.train.pct_start == 0.3                      # 100 warm-up steps of 30: capped
     assert tiny.recipe.train.ema_decay == 0.9                      # a 6-step window: clamped
     assert tiny.recipe.train.randaugment.startswith("rand-m9") and tiny.recipe.train.cutout
@@ -68,7 +72,16 @@ def test_recipe_rule_at_its_boundaries():
     assert large.recipe.train.pct_start == 0.1 and large.recipe.train.ema_decay == 0.9999
     assert large.recipe.train.randaugment.startswith("rand-m5") and not large.recipe.train.cutout
     mid = derive_recipe(Recipe(), lite0, num_train=3000, image_side=128)
-    assert (mid.recipe.train.epochs, mid.recipe.model.image_size, mid.recipe.train.lr) == (4, 128, 1e-3)
+    # 128 px upsampled to 160: 12,000 x (128/160)^2 = 7,680 images seen = 2.56 epochs, at least 3
+    assert (mid.recipe.train.epochs, mid.recipe.model.image_size, mid.recipe.train.lr) == (3, 160, 1e-3)
+    study = derive_recipe(Recipe(), lite0, num_train=1000, image_side=128)
+    assert (study.recipe.train.epochs, study.recipe.model.image_size) == (8, 160)   # 7.68 epochs
+    near = derive_recipe(Recipe(), lite0, num_train=3000, image_side=200)
+    assert (near.recipe.train.epochs, near.recipe.model.image_size) == (4, 224)     # no more than the preset's
+    given = derive_recipe(Recipe(), lite0, num_train=1000, image_side=128, image_size=224)
+    assert (given.recipe.train.epochs, given.recipe.model.image_size) == (4, 224)   # 12 x (128/224)^2 = 3.9
+    own = derive_recipe(Recipe(), lite0, num_train=1000, image_side=128, image_size=128)
+    assert (own.recipe.train.epochs, own.recipe.model.image_size) == (12, 128)      # the rule before #13's study
     assert mid.recipe.train.threshold_holdout == 0.1 and tiny.recipe.train.threshold_holdout == 0.0
     assert mid.recipe.model.backbone == "tf_efficientnet_lite0" and mid.recipe.model.d_model == 256
     paper = derive_recipe(Recipe(), get_preset("r101-448"), num_train=3000, image_side=None)
@@ -100,7 +113,7 @@ def test_train_on_own_data_derives_and_records_the_recipe(tmp_path, capsys):
     text = (out / "recipe.yaml").read_text()
     assert text.startswith("# recipe derived") and "image_size" in text.split("\n", 1)[1]
     recipe = Recipe.from_yaml(text)
-    assert recipe.model.backbone == "tf_efficientnet_lite0" and recipe.model.image_size == 64
+    assert recipe.model.backbone == "tf_efficientnet_lite0" and recipe.model.image_size == 96
     assert recipe.train.epochs == 1                                # the command line's value won
     assert (out / "best.pt").is_file()
 
@@ -159,7 +172,7 @@ def test_configuration_too_large_is_a_one_line_error_before_training(tmp_path, m
     output = capsys.readouterr()
     lines = [line for line in output.err.splitlines() if line.strip()]
     assert "Traceback" not in output.err and len(lines) == 1
-    assert "to train on even one image" in lines[0] and "--image-size 32" in lines[0]
+    assert "to train on even one image" in lines[0] and "--image-size 48" in lines[0]   # half the derived 96 px
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
@@ -202,8 +215,9 @@ def test_f1_optimal_thresholds_beat_the_global_one_on_held_out_data():
 def test_training_picks_thresholds_on_held_out_images(tmp_path):
     """threshold_holdout: the held-out images leave the training split, best.pt carries per-class
     thresholds, and the best metrics hold CF1 at both thresholds."""
-    from mlic_edge.checkpoint import load_checkpoint
     from test_train import run
+
+    from mlic_edge.checkpoint import load_checkpoint
 
     root = make_folder_dataset(tmp_path / "d", n_train=40, n_test=12)
     recipe = tiny_recipe(root, epochs=2, threshold_holdout=0.25, randaugment="", cutout=False)
@@ -215,7 +229,7 @@ def test_training_picks_thresholds_on_held_out_images(tmp_path):
     assert best["per_class_thresholds"]["holdout_images"] == 10 and "CF1" in best["per_class_thresholds"]
     thresholds = load_checkpoint(tmp_path / "run" / "best.pt")["thresholds"]
     assert len(thresholds) == 3 and thresholds != [0.5, 0.5, 0.5]
-    from mlic_edge.cli import main                               # eval: both sets of CP..OF1
+    from mlic_edge.cli import main  # eval: both sets of CP..OF1
     with one_thread(), pytest.raises(SystemExit) as done:
         main(["eval", str(tmp_path / "run" / "best.pt"), "--data", "folder", "--data-root", str(root),
               "--workers", "0", "--device", "cpu", "--json", str(tmp_path / "eval.json")])

@@ -98,7 +98,7 @@ def train(
         preset = get_preset(model or DEFAULT_PRESET)
         if config is None:
             from ..train.auto_recipe import derive_for_dataset
-            derived = derive_for_dataset(recipe, preset)
+            derived = derive_for_dataset(recipe, preset, image_size)   # epochs follow a given size
             recipe, notes = derived.recipe, derived.describe()
             print(notes)
         else:
