@@ -5,14 +5,15 @@
     python benchmarks/small_data_study.py --seeds 0,1,2 --json study.json --plot study.png
     python benchmarks/small_data_study.py --from-logs part1.log part2.log --plot study.png   # summarise parts
     python benchmarks/small_data_study.py --variants "base,encoder none,encoder standard,decoder self-attn all,loss asl,loss bce"
-    python benchmarks/small_data_study.py --base-set model.image_size=128 --base-set train.epochs=12   # the README's base
+    python benchmarks/small_data_study.py --image-size 128        # the README's base: 128 px, 12 epochs
 
 Data: the digits mosaics (real MNIST handwriting) at a harder setting than the README's example:
 1,000 training images (a third), 128 px, test on 500 mosaics of unseen handwriting. Base: what
 `mlic-edge train --data folder --data-root D` derives for that set with the default preset
 (train/auto_recipe.py: lite0-224 at 160 px for 8 epochs, lr 1e-3, RandAugment m5, EMA, 10% held
-out for thresholds), with --base-set's changes. The README's table was measured against the rule
-before this study's input-size rows changed it: 128 px for 12 epochs (the --base-set line above).
+out for thresholds), or with --image-size what `train --image-size` derives (the epochs, warm-up
+and EMA follow the size). The README's table was measured against the rule before this study's
+input-size rows changed it, 128 px for 12 epochs: the --image-size 128 line above.
 Every variant trains from the same ImageNet weights and changes one setting: backbone
 learning-rate scaling, label smoothing, input size (at the same compute: fewer epochs), augmentation
 strength, EMA, the iRPE ratio on the small grid; on request the learning rate, training on all
@@ -40,7 +41,7 @@ from seeded_variants import (
     train_variants,
 )
 
-from mlic_edge.config import ConfigError, Recipe
+from mlic_edge.config import Recipe
 from mlic_edge.data.digits import build_digits_dataset
 from mlic_edge.data.registry import default_splits
 from mlic_edge.model.presets import DEFAULT_PRESET, get_preset
@@ -94,8 +95,7 @@ def main() -> None:
     parser.add_argument("--data-seed", type=int, default=11, help="digits set seed (not the README's 7)")
     parser.add_argument("--cache", type=Path, default=Path("runs/study-data"))
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"of: {', '.join(VARIANTS)}")
-    parser.add_argument("--base-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="change the derived base recipe, as train's --set (repeatable)")
+    parser.add_argument("--image-size", type=int, help="derive the base for this input size, as train --image-size")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG of the deltas with their seed spread")
     parser.add_argument("--from-logs", type=Path, nargs="+", help="no training: summarise the scores these runs printed")
@@ -104,14 +104,10 @@ def main() -> None:
     root = build_digits_dataset(args.cache, seed=args.data_seed, n_train=args.train_images,
                                 n_test=args.test_images, canvas=args.canvas)
     recipe = Recipe().with_values({"data.name": "folder", "data.root": str(root)})
-    derived = derive_for_dataset(recipe.with_splits(*default_splits("folder")), get_preset(DEFAULT_PRESET))
+    derived = derive_for_dataset(recipe.with_splits(*default_splits("folder")), get_preset(DEFAULT_PRESET),
+                                 args.image_size)
     print(derived.describe(), flush=True)
-    try:
-        base = derived.recipe.with_overrides(args.base_set)
-    except ConfigError as err:
-        raise SystemExit(f"--base-set: {err}") from None
-    if args.base_set:
-        print("base changed:", ", ".join(args.base_set), flush=True)
+    base = derived.recipe
     seeds = [int(s) for s in args.seeds.split(",")]
     started = time.perf_counter()
     if args.from_logs:
