@@ -211,6 +211,17 @@ def test_fp16_skeleton_conversion_equals_autocast_on_the_whole_graph(trained):
     np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
+def test_fp16_graph_bytes_do_not_depend_on_the_hash_seed(trained, tmp_path):
+    """The same FP32 graph converts to the same FP16 bytes in every process (AutoCast's set order
+    follows PYTHONHASHSEED), so an engine built from it is reused, not rebuilt."""
+    script = ("import sys, hashlib; from pathlib import Path; from mlic_edge.export.precision import to_fp16; "
+              "print(hashlib.sha256(to_fp16(Path(sys.argv[1])).SerializeToString()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", script, str(trained["fp32"])], check=True, text=True,
+                              capture_output=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout.split()[-1]
+               for seed in ("1", "2", "3")}
+    assert len(digests) == 1
+
+
 def test_calibration_cache_is_reused(trained):
     files = sorted(Path(trained["cache"]).glob("calib-*.npy"))
     assert len(files) == 2  # one per source (folder, dataset)
