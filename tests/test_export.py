@@ -212,12 +212,14 @@ def test_fp16_skeleton_conversion_equals_autocast_on_the_whole_graph(trained):
 
 
 def test_fp16_graph_bytes_do_not_depend_on_the_hash_seed(trained, tmp_path):
-    """The same FP32 graph converts to the same FP16 bytes in every process (AutoCast's set order
+    """The same FP32 graph converts to the same FP16 file in every process (AutoCast's set order
     follows PYTHONHASHSEED), so an engine built from it is reused, not rebuilt."""
-    script = ("import sys, hashlib; from pathlib import Path; from mlic_edge.export.precision import to_fp16; "
-              "print(hashlib.sha256(to_fp16(Path(sys.argv[1])).SerializeToString()).hexdigest())")
-    digests = {subprocess.run([sys.executable, "-c", script, str(trained["fp32"])], check=True, text=True,
-                              capture_output=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout.split()[-1]
+    script = ("import sys; from pathlib import Path; from mlic_edge.core.files import file_sha256; "
+              "from mlic_edge.export.onnx_export import _save; from mlic_edge.export.precision import to_fp16; "
+              "out = Path(sys.argv[2]); _save(to_fp16(Path(sys.argv[1])), out); print(file_sha256(out))")
+    digests = {subprocess.run([sys.executable, "-c", script, str(trained["fp32"]), str(tmp_path / f"{seed}.onnx")],
+                              check=True, text=True, capture_output=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout.split()[-1]
                for seed in ("1", "2", "3")}
     assert len(digests) == 1
 

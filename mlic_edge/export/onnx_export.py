@@ -303,8 +303,14 @@ def release_memory() -> None:
 
 
 def _save(proto, path: Path) -> None:
+    """Every exported graph is written here, value_info sorted by name: converters list it in set
+    order (AutoCast, in the fp16 and int8 + fp16 paths), which changes with Python's hash seed, and
+    the same checkpoint must give the same bytes for build-engine to reuse an engine built from them."""
     from ..core.files import atomic_write_bytes
 
+    ordered = sorted(proto.graph.value_info, key=lambda info: info.name)
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(ordered)
     if proto.ByteSize() < TWO_GB - 64 * 1024 ** 2:
         data = proto.SerializeToString()
         atomic_write_bytes(path, data)

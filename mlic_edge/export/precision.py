@@ -131,11 +131,6 @@ def to_fp16(fp32_path: Path, *, exclude: list[str] | None = None):
         return [numpy_helper.from_array(half, cast.output[0]) for cast in casts]
 
     put_back(model, weights, fp32_path.parent, cast_to_fp16)
-    # AutoCast lists value_info in set order, which changes with Python's hash seed: sorted, the
-    # same checkpoint gives the same bytes, and build-engine can reuse an engine built from them
-    ordered = sorted(model.graph.value_info, key=lambda info: info.name)
-    del model.graph.value_info[:]
-    model.graph.value_info.extend(ordered)
     return model
 
 
