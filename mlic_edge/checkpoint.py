@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .core.errors import CheckpointError
+from .core.errors import CheckpointError, ConfigError
 from .core.files import atomic_open
 from .core.metadata import ModelMetadata
 
@@ -52,19 +52,30 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """Rebuild the model of a checkpoint, in eval mode. Returns (model, checkpoint dict)."""
-    from .config import ModelConfig
-    from .model import build_model
-
     ckpt = load_checkpoint(path)
-    # irpe_kernel is how training ran, not part of the model: export, eval and infer run anywhere.
-    cfg = ModelConfig.from_dict({**ckpt["config"], "pretrained": "none", "irpe_kernel": "torch"})
-    model = build_model(cfg)
+    model = _build_stored_model(path, ckpt["config"])
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the stored config "
                               f"({str(e).splitlines()[0][:200]})") from None
     return model.to(device).eval(), ckpt
+
+
+def _build_stored_model(path: Path, config: Any):
+    """The model a checkpoint's `config` describes, untrained; a stored config that is not a
+    ModelConfig mapping, or names a backbone this timm lacks, is a CheckpointError naming the file."""
+    from .config import ModelConfig
+    from .model import build_model
+
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: stored model config is a {type(config).__name__}, "
+                              f"not a mapping of model settings")
+    try:
+        # irpe_kernel is how training ran, not part of the model: export, eval and infer run anywhere.
+        return build_model(ModelConfig.from_dict({**config, "pretrained": "none", "irpe_kernel": "torch"}))
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: stored model config: {e}") from None
 
 
 def checkpoint_metadata(path: str | os.PathLike, ckpt: dict | None = None, model=None) -> ModelMetadata:

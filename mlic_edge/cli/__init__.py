@@ -5,7 +5,9 @@ runtime verbs work on machines without torch.
 """
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from typing import List, Optional
 
 import typer
@@ -15,6 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Multi-label image classification (iRPE Transformer + APL) from training to the edge.",
+    epilog="A problem with your input (an option, a --set value, a file) is one red line, exit code 2, "
+           "nothing written; MLIC_EDGE_VERBOSE=1 shows its traceback too.",
 )
 
 
@@ -33,12 +37,18 @@ for _stage in (train, quickstart, export, engine, runtime):
     _stage.register(app)
 
 
+VERBOSE_ENV = "MLIC_EDGE_VERBOSE"
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    """Console entry point: user errors become one red line, never a traceback."""
+    """Console entry point: user errors become one red line, never a traceback (unless
+    MLIC_EDGE_VERBOSE=1, for when the line is not enough to find the cause)."""
     from ..core.errors import MLICError
     try:
         app(args=argv, standalone_mode=True)
     except MLICError as e:
+        if os.environ.get(VERBOSE_ENV, "").strip() not in ("", "0"):
+            traceback.print_exc()
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         sys.exit(2)
 

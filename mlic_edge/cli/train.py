@@ -85,6 +85,9 @@ def train(
     from ..config import Recipe
     from ..train import run_training, setup_logging
 
+    if device is not None:   # before any data is read: a GPU that is not there fails now
+        from ..train.distributed import check_device_available
+        check_device_available(device, "--device")
     setup_logging(verbose)
     recipe = Recipe.load(config) if config is not None else Recipe()
     data_values = {"data.name": data, "data.root": str(data_root) if data_root else None, "data.workers": workers}

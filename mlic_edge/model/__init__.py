@@ -5,7 +5,7 @@ torch-free: the CLI's help reads them) imports without torch.
 """
 from importlib import import_module
 
-_EXPORTS = {"Backbone": "backbone", "create_timm_model": "backbone", "offline_weights_path": "backbone",
+_EXPORTS = {"Backbone": "backbone", "check_backbone_name": "backbone", "create_timm_model": "backbone", "offline_weights_path": "backbone",
             "remap_efficientnet_lite": "backbone", "IRPE": "irpe", "bucket_ids": "irpe", "num_buckets": "irpe",
             "piecewise_index": "irpe", "GroupWiseLinear": "mlic", "MLICModel": "mlic", "build_model": "mlic"}
 __all__ = sorted(_EXPORTS)

@@ -7,6 +7,7 @@ the state dicts of lukemelas-style EfficientNet-Lite models: same tensors, same 
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 import warnings
@@ -34,6 +35,29 @@ class PretrainedWeightsError(ConfigError):
 
 def _architecture(name: str) -> str:
     return name.split(".")[0]
+
+
+# Names timm resolves elsewhere than its registry (the Hugging Face hub, a local folder).
+HUB_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
+
+
+def check_backbone_name(name: str) -> None:
+    """ConfigError unless timm knows the architecture (and the pretrained tag, if one is given).
+
+    Checked before any weights are looked for: with `pretrained: auto` a misspelt name would
+    otherwise fall back to random weights with a warning, and fail only when the model is built."""
+    if name.startswith(HUB_PREFIXES):
+        return
+    arch, _, tag = name.partition(".")
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.7)
+        hint = f"did you mean {', '.join(close)}?" if close else "timm.list_models() lists them"
+        raise ConfigError(f"model.backbone {name!r}: not a timm model ({hint})")
+    if tag:
+        tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{arch}.*")]
+        if tag not in tags:
+            raise ConfigError(f"model.backbone {name!r}: timm has no weights tagged {tag!r} for {arch} "
+                              f"({'tags: ' + ', '.join(tags) if tags else 'it has no pretrained weights'})")
 
 
 def offline_weights_path(name: str) -> str | None:
@@ -89,6 +113,7 @@ def load_offline_weights(model: nn.Module, name: str) -> None:
 
 def create_timm_model(name: str, pretrained: str, **kwargs: Any) -> nn.Module:
     """timm.create_model with our `pretrained` modes: none | timm | offline | auto."""
+    check_backbone_name(name)
     if pretrained == "offline" or (pretrained == "auto" and offline_weights_path(name)):
         model = timm.create_model(name, pretrained=False, **kwargs)
         load_offline_weights(model, name)

@@ -26,6 +26,7 @@ JSON written by --json (BENCH_JSON_KEYS; tests check them):
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from pathlib import Path
@@ -122,52 +123,61 @@ def run_bench(
         raise ConfigError(f"--warmup must be >= 0 and --repeats >= 1 (got {warmup}, {repeats})")
     say = progress or (lambda message: None)
     model = Path(model)
-    backend = open_backend(model, device=device)
-    size = backend.image_size
-    notes: list[str] = []
-    reference_backend = None
-    if baseline:
-        ref_path, notes = find_reference(model, backend, reference)
-        if ref_path is not None:
-            if backend.kind == "torch" and ref_path == model:
-                reference_backend = backend  # a checkpoint is its own baseline: ratios are 1
-            else:
-                reference_backend = open_backend(ref_path, device=_baseline_device(backend))
-                if reference_backend.kind != "torch":
-                    raise ConfigError(f"--reference must be a checkpoint (.pt), got {ref_path}")
-                if backend.metadata.source_sha256 and \
-                        reference_backend.metadata.source_sha256 != backend.metadata.source_sha256:
-                    notes.append(f"{ref_path} is not the checkpoint {model.name} was exported from "
-                                 f"(sha256 differs): the ratios compare different weights")
-    rng = np.random.default_rng(seed)
-    results = []
-    for b in batches:
-        images = rng.standard_normal((b, 3, size, size), dtype=np.float32)   # (B, 3, S, S)
-        say(f"batch {b}: {backend.kind} on {backend.device}")
-        stats = time_backend(backend, images, warmup, repeats)
-        ref_stats = None
-        if reference_backend is not None:
-            say(f"batch {b}: PyTorch baseline on {reference_backend.device}")
-            ref_stats = stats if reference_backend is backend else \
-                time_backend(reference_backend, images, warmup, repeats)
-        results.append({
-            "batch": b, "model": stats, "baseline": ref_stats,
-            "speedup_p50": (ref_stats["latency_ms"]["p50"] / stats["latency_ms"]["p50"]) if ref_stats else None,
-            "throughput_ratio": (stats["throughput_ips"] / ref_stats["throughput_ips"]) if ref_stats else None,
-        })
-    if backend.batch_range and max(batches) > backend.batch_range[1]:
-        notes.append(f"batches above {backend.batch_range[1]} run as several calls (model batch range "
-                     f"{backend.batch_range[0]}-{backend.batch_range[1]})")
-    report = {
-        "format": BENCH_FORMAT, "model": str(model), "backend": backend.kind, "device": backend.device,
-        "precision": backend.precision, "image_size": size, "warmup": warmup, "repeats": repeats,
-        "timer": backend.timer_kind,
-        "baseline": ({"model": str(reference_backend.path), "backend": reference_backend.kind,
-                      "device": reference_backend.device, "timer": reference_backend.timer_kind}
-                     if reference_backend is not None else None),
-        "results": results, "notes": notes, "environment": environment(),
+    # Every backend opened is closed however the run ends (a failed batch, a bad --reference,
+    # Ctrl-C): GPU backends hold device memory and sessions until then.
+    with contextlib.ExitStack() as opened:
+        backend = opened.enter_context(open_backend(model, device=device))
+        reference_backend, notes = _open_baseline(model, backend, reference, opened) if baseline else (None, [])
+        size, rng, results = backend.image_size, np.random.default_rng(seed), []
+        for b in batches:
+            images = rng.standard_normal((b, 3, size, size), dtype=np.float32)   # (B, 3, S, S)
+            results.append(_bench_batch(backend, reference_backend, images, warmup, repeats, say))
+        if backend.batch_range and max(batches) > backend.batch_range[1]:
+            notes.append(f"batches above {backend.batch_range[1]} run as several calls (model batch range "
+                         f"{backend.batch_range[0]}-{backend.batch_range[1]})")
+        return {
+            "format": BENCH_FORMAT, "model": str(model), "backend": backend.kind, "device": backend.device,
+            "precision": backend.precision, "image_size": size, "warmup": warmup, "repeats": repeats,
+            "timer": backend.timer_kind,
+            "baseline": ({"model": str(reference_backend.path), "backend": reference_backend.kind,
+                          "device": reference_backend.device, "timer": reference_backend.timer_kind}
+                         if reference_backend is not None else None),
+            "results": results, "notes": notes, "environment": environment(),
+        }
+
+
+def _open_baseline(model: Path, backend: Backend, reference: str | os.PathLike | None,
+                   opened: contextlib.ExitStack) -> tuple[Backend | None, list[str]]:
+    """The PyTorch baseline's backend (None when there is no checkpoint to run) and notes about it;
+    a backend it opens is closed with `opened`."""
+    ref_path, notes = find_reference(model, backend, reference)
+    if ref_path is None:
+        return None, notes
+    if backend.kind == "torch" and ref_path == model:
+        return backend, notes  # a checkpoint is its own baseline: ratios are 1
+    reference_backend = opened.enter_context(open_backend(ref_path, device=_baseline_device(backend)))
+    if reference_backend.kind != "torch":
+        raise ConfigError(f"--reference must be a checkpoint (.pt), got {ref_path}")
+    if backend.metadata.source_sha256 and \
+            reference_backend.metadata.source_sha256 != backend.metadata.source_sha256:
+        notes.append(f"{ref_path} is not the checkpoint {model.name} was exported from "
+                     f"(sha256 differs): the ratios compare different weights")
+    return reference_backend, notes
+
+
+def _bench_batch(backend: Backend, reference_backend: Backend | None, images: np.ndarray, warmup: int,
+                 repeats: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """One entry of "results": the model and its baseline timed on the same batch."""
+    b = len(images)
+    say(f"batch {b}: {backend.kind} on {backend.device}")
+    stats = time_backend(backend, images, warmup, repeats)
+    ref_stats = None
+    if reference_backend is not None:
+        say(f"batch {b}: PyTorch baseline on {reference_backend.device}")
+        ref_stats = stats if reference_backend is backend else \
+            time_backend(reference_backend, images, warmup, repeats)
+    return {
+        "batch": b, "model": stats, "baseline": ref_stats,
+        "speedup_p50": (ref_stats["latency_ms"]["p50"] / stats["latency_ms"]["p50"]) if ref_stats else None,
+        "throughput_ratio": (stats["throughput_ips"] / ref_stats["throughput_ips"]) if ref_stats else None,
     }
-    if reference_backend is not None and reference_backend is not backend:
-        reference_backend.close()
-    backend.close()
-    return report

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint import load_model
-from ..core.errors import DatasetError
+from ..core.errors import ConfigError, DatasetError
 from ..core.files import atomic_write_bytes
 from ..data.registry import default_splits
 
@@ -40,6 +40,14 @@ def write_voc12_submission(folder: Path, ids: list[str], classes: list[str], sco
         atomic_write_bytes(folder / f"comp1_cls_test_{name}.txt", lines.encode())
 
 
+def check_ap_mode(ap_mode: str) -> None:
+    """Before any image is predicted: metrics.evaluate would only reject it after the whole split."""
+    from ..metrics import AP_MODES
+
+    if ap_mode not in AP_MODES:
+        raise ConfigError(f"--ap-mode {ap_mode!r}: unknown AP convention; expected {' or '.join(AP_MODES)}")
+
+
 def run_eval(checkpoint: Path, data: str, data_root: str | None, split: str | None, *, batch_size: int,
              device: str, workers: int, threshold: float, ap_mode: str, json_out: Path | None,
              plot: Path | None, voc12_submission: Path | None) -> dict[str, Any]:
@@ -51,8 +59,9 @@ def run_eval(checkpoint: Path, data: str, data_root: str | None, split: str | No
     from .evaluate import predict
     from .report import print_metrics
 
+    check_ap_mode(ap_mode)
     setup_logging()
-    dev = resolve_device(device)
+    dev = resolve_device(device, "--device")
     model, ckpt = load_model(checkpoint, dev)
     split = split or default_splits(data)[1]
     dataset = build_dataset(data, data_root, split, build_transform(ckpt["preprocess"], train=False))

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..config import check_device
+from ..core.errors import BackendUnavailable
+
 
 @dataclass
 class DistInfo:
@@ -37,8 +40,25 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_device(spec: str) -> torch.device:
-    """'auto' -> this process's GPU (LOCAL_RANK) when CUDA is available, else the CPU."""
+def check_device_available(spec: str, what: str = "--device") -> None:
+    """A one-line error, before anything is built, for a device spec that is malformed ('gpu',
+    'cuda:x') or names a GPU torch cannot see; torch itself would fail with a traceback later."""
+    check_device(spec, what)
+    if not spec.startswith("cuda"):
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise BackendUnavailable(f"{what} {spec!r}: torch sees no CUDA GPU (torch {torch.__version__}, "
+                                 f"CUDA {torch.version.cuda or 'not built in'}); use cpu or auto")
+    index = int(spec.partition(":")[2] or os.environ.get("LOCAL_RANK", "0"))
+    if index >= count:
+        raise BackendUnavailable(f"{what} {spec!r}: torch sees {count} CUDA GPU(s): cuda:0 to cuda:{count - 1}")
+
+
+def resolve_device(spec: str, what: str = "--device") -> torch.device:
+    """'auto' -> this process's GPU (LOCAL_RANK) when CUDA is available, else the CPU.
+    `what` names the spec's source in errors (--device, train.device)."""
+    check_device_available(spec, what)
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(spec)

@@ -54,6 +54,16 @@ def resolve_amp(spec: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
+def preflight(recipe: Recipe) -> torch.device:
+    """What can be checked before any data is read or anything built or written: the device
+    (torch sees the GPU asked for) and the backbone name (timm knows it). Returns the device."""
+    from ..model import check_backbone_name
+
+    device = resolve_device(recipe.train.device, "train.device")
+    check_backbone_name(recipe.model.backbone)
+    return device
+
+
 def build_datasets(recipe: Recipe):
     """Train and test datasets, without transforms yet (they depend on the backbone)."""
     from ..data import build_dataset
@@ -83,10 +93,12 @@ class Trainer:
             if "train_state" not in state:
                 raise TrainingError(f"{self.out_dir / 'last.pt'}: holds no training state to resume")
             recipe = Recipe.from_dict(state["recipe"])  # the run continues as it was started
+        self.device = preflight(recipe)
         self.train_set, self.test_set = build_datasets(recipe)
         self.classes = list(self.train_set.classes)
         if list(self.test_set.classes) != self.classes:
-            raise TrainingError(f"{recipe.data.name}: train and test splits list different classes")
+            raise TrainingError(f"{recipe.data.name}: train and test splits list different classes "
+                                f"(a folder dataset with other split names needs a classes.txt)")
         self.holdout_set = (self.train_set.split_off(recipe.train.threshold_holdout, recipe.train.seed)
                             if recipe.train.threshold_holdout > 0 else None)
         self.thresholds = [recipe.train.threshold] * len(self.classes)
@@ -94,7 +106,6 @@ class Trainer:
         recipe = recipe.with_values({"model.num_classes": len(self.classes)})
         self.recipe = recipe
         t = recipe.train
-        self.device = resolve_device(t.device)
         self.dist: DistInfo = init_distributed(self.device)
         torch.manual_seed(t.seed)  # same initial weights on every rank
         self.amp_dtype = resolve_amp(t.amp, self.device)
