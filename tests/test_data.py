@@ -317,3 +317,23 @@ def test_digits_cache_reuse_and_env(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets_module, "build_digits_dataset", functools.partial(build_digits_dataset, **SMALL))
     ds = build_dataset("digits", None, "train")
     assert len(ds) == 12 and ds.samples[0][0].is_relative_to(folder)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_reduced_jpeg_decoding_is_pillows_draft_upright(tmp_path, orientation):
+    """load_image(reduce_to=S) decodes a JPEG at the smallest DCT scale whose sides stay >= S:
+    the pixels Pillow's own draft mode gives (simplejpeg where installed), EXIF rotation applied."""
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(orientation)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(path, quality=90, exif=exif)
+    reduced = np.asarray(load_image(path, reduce_to=112))
+    with Image.open(path) as image:
+        image.draft("RGB", (112, 112))
+        expected = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    assert expected.shape == ((120, 160, 3) if orientation in (1, 3) else (160, 120, 3))   # 1/4 scale
+    np.testing.assert_array_equal(reduced, expected)
+    assert np.asarray(load_image(path)).shape[:2] in ((480, 640), (640, 480))              # full size

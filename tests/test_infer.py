@@ -197,3 +197,150 @@ def test_save_attention_needs_the_attention_output(tmp_path, onnx_model, image_d
                                "--save-attention", str(tmp_path / "maps"))
     assert result.returncode == 2
     assert "no 'attention' output" in result.stderr and "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------------- jobs that survive a crash
+@pytest.fixture(scope="module")
+def long_list(tmp_path_factory, trained) -> Path:
+    """A list of 3,000 entries over the tiny model's test images, a few of them broken: long
+    enough to be killed half way."""
+    folder = tmp_path_factory.mktemp("job")
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+    pictures = sorted((trained["data_root"] / "test").glob("*.png"))[:40]
+    lines = [str(pictures[i % len(pictures)]) if i % 97 else "broken.png" for i in range(3000)]
+    listing = folder / "list.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    return listing
+
+
+def _infer_job(listing: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "mlic_edge", "infer", str(listing), "--model", str(model), "--out", str(out),
+            "--batch", "4", "--workers", "1", "--no-progress", "--device", "cpu", *extra]
+
+
+def _rows_in(path: Path) -> int:
+    return path.read_bytes().count(b"\n") - 1 if path.exists() else 0
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_killed_job_resumes_to_the_uninterrupted_file(tmp_path, trained, long_list, suffix):
+    import signal
+    import time
+
+    reference, out = tmp_path / f"reference{suffix}", tmp_path / f"preds{suffix}"
+    subprocess.run(_infer_job(long_list, trained["fp32"], reference), check=True, capture_output=True, timeout=300)
+    partial = out.with_name(out.name + ".partial")
+    job = subprocess.Popen(_infer_job(long_list, trained["fp32"], out), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while _rows_in(partial) < 600 and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    job.send_signal(signal.SIGKILL)                                     # no chance to clean up
+    job.wait(timeout=30)
+    assert job.returncode == -signal.SIGKILL and not out.exists()
+    kept = _rows_in(partial)
+    assert 600 <= kept < 3000, kept                                     # killed half way
+    with open(partial, "ab") as f:
+        f.write(b"/a/torn/row,with,no,end")                            # as if cut mid-write
+    again = subprocess.run(_infer_job(long_list, trained["fp32"], out), capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "--resume" in again.stderr and again.stderr.count("\n") == 1
+    resumed = subprocess.run(_infer_job(long_list, trained["fp32"], out, "--resume"), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "kept from the interrupted run" in resumed.stderr
+    assert out.read_bytes() == reference.read_bytes()                  # same rows, same order, same bytes
+    assert not partial.exists() and not out.with_name(out.name + ".partial.json").exists()
+
+
+def test_resume_refuses_another_job(tmp_path, trained, long_list):
+    out = tmp_path / "preds.csv"
+    partial = out.with_name("preds.csv.partial")
+    job = subprocess.Popen(_infer_job(long_list, trained["fp32"], out), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    import time
+    while _rows_in(partial) < 40 and job.poll() is None:
+        time.sleep(0.005)
+    job.kill()
+    job.wait(timeout=30)
+    other = subprocess.run(_infer_job(long_list, trained["fp32"], out, "--resume", "--threshold", "0.3"),
+                           capture_output=True, text=True, timeout=60)
+    assert other.returncode == 2 and "differs in threshold" in other.stderr
+    assert partial.exists()                                              # nothing lost
+
+
+def test_ctrl_c_keeps_the_rows_for_resume(tmp_path, trained, long_list):
+    import signal
+    import time
+
+    out = tmp_path / "preds.csv"
+    partial = out.with_name("preds.csv.partial")
+    job = subprocess.Popen(_infer_job(long_list, trained["fp32"], out), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    while _rows_in(partial) < 100 and job.poll() is None:
+        time.sleep(0.005)
+    job.send_signal(signal.SIGINT)
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    assert _rows_in(partial) >= 100 and not out.exists()
+
+
+# ----------------------------------------------------------------------------------- video
+def test_infer_video_every_5_frames_with_segments(tmp_path, trained):
+    """A real H.264 clip of three of the tiny model's test images (2 s each): each sampled frame
+    gets its image's tags, and each label's segments start and end within one sampled frame
+    (0.5 s) of the scene changes where that label appears and disappears."""
+    from mlic_edge.core.segments import read_segments
+    from mlic_edge.core.video import write_slideshow
+    from mlic_edge.runtime.tagger import Tagger
+
+    names = ["0000.png", "0002.png", "0005.png", "0010.png"]
+    pictures = [np.asarray(Image.open(trained["data_root"] / "test" / n).convert("RGB")) for n in names]
+    clip = tmp_path / "clip.mp4"
+    starts = write_slideshow(pictures, clip, seconds_per_image=2.0, fps=10, lossless=True)
+    assert starts == [0.0, 2.0, 4.0, 6.0]
+    with Tagger(trained["fp32"], device="cpu") as tagger:
+        scene_labels = [p.labels for p in tagger.predict(pictures)]
+    assert len({tuple(labels) for labels in scene_labels}) == 4          # four different scenes
+    frames, segments = tmp_path / "frames.csv", tmp_path / "segments.csv"
+    result = cli_without_torch("infer", str(clip), "--model", str(trained["fp32"]), "--every", "5",
+                               "--out", str(frames), "--segments", str(segments), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(frames)
+    assert list(rows[0])[:5] == ["path", "frame", "time_s", "labels", "error"]
+    assert [int(r["frame"]) for r in rows] == list(range(0, 80, 5))
+    assert [float(r["time_s"]) for r in rows] == pytest.approx([f / 10 for f in range(0, 80, 5)])
+    for row in rows:
+        assert row["path"] == str(clip)
+        assert row["labels"] == ";".join(scene_labels[int(float(row["time_s"]) // 2)])
+
+    found = read_segments(segments)
+    classes = [c[len("score_"):] for c in list(rows[0]) if c.startswith("score_")]
+    expected = []                            # (label, start, end) of each run of scenes showing it
+    for label in classes:
+        scene = 0
+        while scene < 4:
+            if label in scene_labels[scene]:
+                first = scene
+                while scene < 4 and label in scene_labels[scene]:
+                    scene += 1
+                expected.append((label, 2.0 * first, 2.0 * scene - 0.5))    # last sampled frame inside
+            else:
+                scene += 1
+    assert sorted(s.label for s in found) == sorted(label for label, _, _ in expected), found
+    for label, start, end in expected:
+        match = [s for s in found if s.label == label and abs(s.start_s - start) <= 0.5 + 1e-6]
+        assert len(match) == 1, (label, start, found)
+        assert abs(match[0].end_s - end) <= 0.5 + 1e-6, (label, end, match[0])
+
+
+def test_infer_video_errors_are_one_line(tmp_path, trained):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    result = cli_without_torch("infer", str(text), "--model", str(trained["fp32"]), "--no-progress")
+    assert result.returncode == 2 and "notes.mp4" in result.stderr and "Traceback" not in result.stderr
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    result = cli_without_torch("infer", str(folder), "--model", str(trained["fp32"]), "--every", "5")
+    assert result.returncode == 2 and "--every is for video" in result.stderr

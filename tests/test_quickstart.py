@@ -5,6 +5,8 @@ quickstart's accuracy is measured by running it (README)."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -33,8 +35,30 @@ def test_quickstart_library_path_on_a_tiny_budget(tmp_path, monkeypatch):
     assert [r["precision"] for r in rows][:4] == ["fp32", "fp16", "int8", "int8-cpu"]
     assert rows[0]["passed"]                                    # fp32 graph == PyTorch
     assert len((tmp_path / "predictions.csv").read_text().splitlines()) == 1 + 4
+    assert {"clip.mp4", "clip_frames.csv", "clip_segments.csv"} <= names
+    run_readme_api_example(tmp_path)
     try:
         import tensorrt_rtx  # noqa: F401  (the dev extra installs it: engines are built here too)
     except ImportError:
         return
     assert {"model_fp32.engine", "model_fp16.engine", "model_int8.engine"} <= names
+
+
+def run_readme_api_example(quickstart_out: Path) -> None:
+    """The README's Python example, as written, on this quickstart's outputs."""
+    import contextlib
+    import io
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"<!-- api-example -->\n```python\n(.*?)```", readme, re.S).group(1)
+    assert "runs/quickstart/" in code
+    code = code.replace("runs/quickstart/", f"{quickstart_out}/")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "README.md", "exec"), {})
+    lines = printed.getvalue().splitlines()
+    assert "cannot decode image" in lines[3] or "not found" in lines[3]       # missing.jpg: its own error
+    assert all("top score" in line for line in lines[:3])
+    assert [line for line in lines if line.startswith("frame ")][:2] == \
+        [line for line in lines if line.startswith("frame 0 at 0.0 s")] + \
+        [line for line in lines if line.startswith("frame 5 at 0.5 s")]

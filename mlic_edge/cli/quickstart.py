@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -26,6 +27,7 @@ from ..config import Recipe
 console = Console()
 CALIB_IMAGES = 256   # digits train images for int8 calibration (the paper-scale default is 500)
 SAMPLE_IMAGES = 32   # images of the test split that `infer` tags
+CLIP_SCENES = 4      # of them, shown 2 s each in the demo video clip
 
 
 def quickstart_recipe() -> Recipe:
@@ -116,7 +118,28 @@ def infer_step(model: Path, out: Path) -> int:
                             progress=False, console=console)
     line(f"  {summary.processed}/{summary.total} images labelled, {summary.failed} skipped, "
          f"{summary.attention_images} attention maps -> {summary.out}")
-    return 0 if summary.processed else 1
+    return 0 if summary.processed and video_step(model, samples[:CLIP_SCENES], out) else 1
+
+
+def video_step(model: Path, images: list[Path], out: Path) -> bool:
+    """A clip made of sample images (2 s each) tagged every 5th frame, with tags over time."""
+    from ..core.preprocess import load_image
+    from ..core.segments import read_segments
+    from ..core.video import write_slideshow
+    from ..runtime.infer import run_inference
+
+    clip = out / "clip.mp4"
+    starts = write_slideshow([np.asarray(load_image(p)) for p in images], clip, seconds_per_image=2.0, fps=10)
+    line(f"  {clip}: {len(images)} sample images, 2 s each at 10 fps (scene changes at "
+         f"{', '.join(f'{t:g}' for t in starts[1:])} s)")
+    frames, segments = out / "clip_frames.csv", out / "clip_segments.csv"
+    say(f"infer {clip} --model {model} --every 5 --out {frames} --segments {segments}")
+    summary = run_inference(clip, model, frames, every=5, segments=segments, progress=False, console=console)
+    found = read_segments(segments)
+    line(f"  {summary.processed} frames tagged -> {frames}; {len(found)} segments -> {segments}:")
+    for segment in found:
+        line(f"    {segment.label:>8}  {segment.start_s:5.1f} - {segment.end_s:5.1f} s  peak {segment.peak_score:.2f}")
+    return summary.processed > 0
 
 
 def bench_step(model: Path, best: Path, json_out: Path) -> None:
@@ -202,7 +225,7 @@ def run_quickstart(out: Path, epochs: int | None = None, overrides: dict[str, An
     graphs = export_step(best, out)
     step("4/7  accuracy parity: PyTorch vs every graph on the digits test split")
     passed = parity_step(best, list(graphs.values()), out / "parity.json")
-    step("5/7  infer: tag sample images with the fp32 ONNX model (no torch needed for this)")
+    step("5/7  infer: tag sample images and a video clip with the fp32 ONNX model (no torch needed for this)")
     infer_code = infer_step(graphs["fp32"], out)
     step("6/7  bench: ONNX Runtime vs PyTorch eager on this CPU")
     for name in ("fp32", "int8_cpu"):

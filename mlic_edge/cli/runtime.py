@@ -13,41 +13,72 @@ import typer
 
 
 def infer_command(
-    path: Path = typer.Argument(..., help="An image, a folder of images, or a .txt file listing image paths (one per line, relative to the list)."),
+    path: str = typer.Argument(..., help="An image, a folder of images, a .txt file listing image paths (one per line, relative to the list), a video file (.mp4 .mkv .avi .mov .webm ...), a stream URL (rtsp://, http://...) or a camera (/dev/video0)."),
     model: Path = typer.Option(..., "--model", "-m", help="Model file: .onnx (ONNX Runtime), .engine/.plan (TensorRT), .pt (PyTorch checkpoint)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the predictions to preds.csv or preds.jsonl (atomically). Default: JSON lines on stdout."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the rows to preds.csv or preds.jsonl. They go to <out>.partial as they are produced (a killed job keeps them) and the file is renamed to <out> when the job ends. Default: JSON lines on stdout."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a folder/list job that was killed (Ctrl-C, OOM, power): the rows in <out>.partial are kept, their images are not run again, and the final file equals an uninterrupted run's. Needs the same inputs, model, --batch and --threshold."),
     threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="One score threshold for every class. Default: the model's per-class thresholds (from its metadata)."),
-    batch: int = typer.Option(8, "--batch", "-b", help="Images per model call."),
+    batch: int = typer.Option(8, "--batch", "-b", help="Images (or frames) per model call."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Search subfolders of a folder PATH."),
-    save_attention: Optional[Path] = typer.Option(None, "--save-attention", help="Draw each predicted label's cross-attention map over its image into this folder (<image>__<label>.png). Needs the 'attention' output: .pt always; ONNX/engines exported with --attention."),
+    save_attention: Optional[Path] = typer.Option(None, "--save-attention", help="Draw each predicted label's cross-attention map over its image into this folder (<image>__<label>.png). Needs the 'attention' output: .pt always; ONNX/engines exported with --attention. Images only."),
+    every: Optional[int] = typer.Option(None, "--every", help="Video: tag every N-th frame (default: every frame, or --fps)."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Video: tag F frames per second of video time (instead of --every)."),
+    segments: Optional[Path] = typer.Option(None, "--segments", help="Video: also write tags over time to this CSV: one row per (label, start_s, end_s, peak_score, frames). Each class's score is smoothed over the sampled frames (--smoothing), then a label turns on when the smoothed score reaches the class threshold and off only when it falls below threshold - --hysteresis, so it does not flicker between neighbouring frames."),
+    smoothing: str = typer.Option("ema", "--smoothing", help="Video segments: ema (exponential moving average, weight --alpha on the newest frame) | median (median of the last --window frames) | none."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Video segments, ema: weight of the newest frame in (0, 1]; 0.5 turns a label on one sampled frame after a scene change."),
+    window: int = typer.Option(3, "--window", help="Video segments, median: frames in the window (3 removes one-frame flickers)."),
+    hysteresis: float = typer.Option(0.1, "--hysteresis", help="Video segments: a label turns off below its threshold minus this (0 turns it off at the threshold)."),
+    min_frames: int = typer.Option(1, "--min-frames", help="Video segments: drop segments shorter than this many sampled frames."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | tensorrt (ONNX Runtime's TensorRT provider)."),
-    workers: int = typer.Option(4, help="Decoding threads (they prepare the next batches while the model runs)."),
+    workers: int = typer.Option(2, help="Decoding threads (they prepare the next batches while the model runs)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
-    """Label images: labels above threshold and every class's score, per image.
+    """Tag images, folders, lists, video files and streams: labels above threshold and every class's score.
 
-    Each row: path, labels, error, score per class (CSV columns score_<class>; JSONL "scores").
-    Files that cannot be decoded get a row with the error, are reported on stderr and skipped.
+    Each row: path, labels, error, score per class (CSV columns score_<class>; JSONL "scores");
+    video rows add frame and time_s. Files or frames that cannot be decoded get a row (images) or a
+    line on stderr (frames) and are skipped; a dropped live stream is reconnected (5 tries).
+    Ctrl-C stops a folder job with its rows kept for --resume, and ends a video or stream job
+    with its rows and segments written.
 
-    Exit code: 0 when at least one image was labelled (even if others failed), 1 when none could
-    be processed, 2 on a usage or model-file error.
+    Exit code: 0 when at least one input was tagged (even if others failed), 1 when none could
+    be, 2 on a usage or model-file error, 130 when a folder job was interrupted.
+
+    Examples:
+
+      mlic-edge infer images/ -m best.onnx -o preds.csv            # killed? add --resume
+
+      mlic-edge infer clip.mp4 -m best.onnx --every 5 -o frames.csv --segments segments.csv
+
+      mlic-edge infer rtsp://camera/stream -m best.engine --fps 2 -o live.jsonl
     """
     from rich.console import Console
     from rich.markup import escape
 
+    from ..core.video import is_video_source
     from ..runtime.infer import run_inference
 
     console = Console(stderr=True)
+    options = {"smoothing": smoothing, "alpha": alpha, "window": window, "hysteresis": hysteresis,
+               "min_frames": min_frames}
     summary = run_inference(path, model, out, threshold=threshold, batch_size=batch, recursive=recursive,
                             save_attention=save_attention, device=device, workers=workers,
-                            progress=progress, console=console)
+                            progress=progress, console=console, resume=resume, every=every, fps=fps,
+                            segments=segments, segment_options=options)
+    if summary.interrupted and summary.partial is not None:
+        console.print(escape(f"interrupted: {summary.resumed + summary.processed + summary.failed} rows kept in "
+                             f"{summary.partial}; run the same command with --resume to continue"), highlight=False)
+        raise typer.Exit(130)
+    what = "frames" if is_video_source(path) else "images"
     where = f" -> {summary.out}" if summary.out else ""
     extra = f", {summary.attention_images} attention maps in {save_attention}" if save_attention else ""
-    console.print(escape(f"{summary.processed}/{summary.total} images labelled, {summary.failed} skipped "
-                         f"({summary.backend['backend']} on {summary.backend['device']}, "
-                         f"{summary.seconds:.1f} s){where}{extra}"), highlight=False)
-    if summary.processed == 0:
-        console.print("[red]error:[/red] no image could be processed", highlight=False)
+    extra += f", {summary.segments} segments -> {segments}" if summary.segments is not None else ""
+    extra += f", {summary.resumed} kept from the interrupted run" if summary.resumed else ""
+    console.print(escape(f"{summary.processed}/{summary.total or summary.processed + summary.failed} {what} "
+                         f"labelled, {summary.failed} skipped ({summary.backend['backend']} on "
+                         f"{summary.backend['device']}, {summary.seconds:.1f} s){where}{extra}"), highlight=False)
+    if summary.processed == 0 and summary.resumed == 0:
+        console.print(f"[red]error:[/red] no {what[:-1]} could be processed", highlight=False)
         raise typer.Exit(1)
 
 

@@ -63,7 +63,8 @@ class MultiLabelDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         path, target = self.samples[index]
         try:
-            image = load_image(path)
+            # The eval transform squash-resizes to its size: decode JPEGs reduced, as the runtime does.
+            image = load_image(path, reduce_to=getattr(self.transform, "image_size", None))
         except DatasetError as e:
             if path not in self._warned:
                 self._warned.add(path)

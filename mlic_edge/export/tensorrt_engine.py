@@ -446,7 +446,7 @@ def build_engine(
                                           optimization_level=optimization_level, verbose=verbose,
                                           targets=targets if trt_runtime.is_rtx else None,
                                           irpe_plugin=has_plugin)
-    from .. import __version__
+    from .._version import __version__
     wanted.build = {**facts, "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "mlic_edge_version": __version__, "engine_bytes": len(data)}
     atomic_write_bytes(engine_path, data)

@@ -52,7 +52,5 @@ def read_model_metadata(model_path: str | os.PathLike) -> ModelMetadata:
     if kind == "tensorrt":
         from ..core.engine_info import read_engine_info
         return read_engine_info(path).metadata
-    from .torch_backend import import_torch
-    import_torch()  # a one-line BackendUnavailable on machines without torch
-    from ..checkpoint import checkpoint_metadata
-    return checkpoint_metadata(path)
+    from .torch_backend import checkpoint_file_metadata
+    return checkpoint_file_metadata(path)

@@ -62,8 +62,9 @@ class TorchDeviceIO(DeviceIO):
     kind = "torch"
 
     def __init__(self, index: int = 0):
-        import torch
+        from .torch_backend import import_torch
 
+        torch = import_torch()
         if not torch.cuda.is_available():
             raise BackendUnavailable("torch sees no CUDA GPU")
         self.torch = torch
@@ -110,27 +111,12 @@ class TorchDeviceIO(DeviceIO):
         return replay
 
     def event_timer(self):
+        from .torch_backend import TorchEventTimer
+
         return TorchEventTimer(self.torch, self.stream)
 
     def close(self) -> None:
         self._graphs.clear()
-
-
-class TorchEventTimer:
-    kind = "cuda_events"
-
-    def __init__(self, torch, stream):
-        self.stream = stream
-        self.begin = torch.cuda.Event(enable_timing=True)
-        self.end = torch.cuda.Event(enable_timing=True)
-
-    def start(self) -> None:
-        self.begin.record(self.stream)
-
-    def stop(self) -> float:
-        self.end.record(self.stream)
-        self.end.synchronize()
-        return float(self.begin.elapsed_time(self.end))
 
 
 class CudartDeviceIO(DeviceIO):
@@ -237,10 +223,10 @@ def make_device_io(kind: str = "auto", index: int = 0) -> DeviceIO:
     if kind not in IO_KINDS:
         raise BackendUnavailable(f"io must be one of {', '.join(IO_KINDS)}, got {kind!r}")
     if kind in ("auto", "torch"):
+        from .torch_backend import import_torch
         try:
-            import torch
-            usable = torch.cuda.is_available()
-        except ImportError:
+            usable = import_torch().cuda.is_available()
+        except BackendUnavailable:
             usable = False
         if usable:
             return TorchDeviceIO(index)

@@ -24,8 +24,9 @@ def package_version(*names: str) -> str | None:
 
 def _probe_torch() -> dict[str, Any]:
     info: dict[str, Any] = {"version": package_version("torch")}
+    from .torch_backend import import_torch
     try:
-        import torch
+        torch = import_torch()
     except Exception as e:  # not installed, or broken
         info["error"] = f"{type(e).__name__}: {e}"[:160]
         return info

@@ -1,6 +1,8 @@
 """PyTorch eager backend for checkpoints (.pt): the reference every exported file is compared to.
 
-torch is imported inside the functions, so `import mlic_edge.runtime` works where torch is absent.
+The one module of the runtime that imports torch (import-linter holds the rest of `runtime` to
+that): the others ask `import_torch()` here when they can use it (device buffers, doctor). torch
+is imported inside the functions, so `import mlic_edge.runtime` works where torch is absent.
 """
 from __future__ import annotations
 
@@ -20,6 +22,13 @@ def import_torch():
         raise BackendUnavailable("running a checkpoint (.pt) needs PyTorch (pip install torch); "
                                  "on devices without it, run an exported .onnx or .engine") from None
     return torch
+
+
+def checkpoint_file_metadata(path: str | os.PathLike):
+    """A checkpoint's ModelMetadata (classes, preprocessing, thresholds); needs torch."""
+    import_torch()  # a one-line BackendUnavailable on machines without torch
+    from ..checkpoint import checkpoint_metadata
+    return checkpoint_metadata(path)
 
 
 class TorchBackend(Backend):
@@ -49,9 +58,27 @@ class TorchBackend(Backend):
 
     def timer(self) -> Timer:
         if self._device.type == "cuda":
-            from .cuda_io import TorchEventTimer
             return TorchEventTimer(self._torch, self._torch.cuda.current_stream(self._device))
         return Timer()
 
     def close(self) -> None:
         self.model = None
+
+
+class TorchEventTimer:
+    """CUDA-event timer on a torch stream (the torch backend, and cuda_io's torch buffers)."""
+
+    kind = "cuda_events"
+
+    def __init__(self, torch, stream):
+        self.stream = stream
+        self.begin = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+
+    def start(self) -> None:
+        self.begin.record(self.stream)
+
+    def stop(self) -> float:
+        self.end.record(self.stream)
+        self.end.synchronize()
+        return float(self.begin.elapsed_time(self.end))

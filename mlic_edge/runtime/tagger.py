@@ -1,0 +1,277 @@
+"""`Tagger`: tags from any model file in three lines, the one code path under `mlic-edge infer`.
+
+    import mlic_edge
+    with mlic_edge.load("best.fp16.engine") as tagger:          # or .onnx / .pt; device= like infer's
+        preds = tagger.predict(["a.jpg", pil_image, hwc_uint8_array])
+        preds[0].labels, preds[0].scores                         # ["dog", "person"], {"dog": 0.93, ...}
+        for frame in tagger.stream("clip.mp4", every=5):         # video files, URLs, /dev/video0
+            frame.frame, frame.time_s, frame.labels
+
+What a tagger does for every input: decode (paths, PIL images, HWC uint8 RGB arrays, video
+frames), the model's own preprocessing (from its metadata), batching, the model, the sigmoid and
+the per-class thresholds. An input that cannot be read becomes a `Prediction` with `.error` set and
+no labels; the others are unaffected. Decoding runs in threads ahead of the model (bounded), so
+lazily given inputs (a generator over 100,000 files) are consumed at the model's pace.
+
+Imports numpy only; the model's runtime (ONNX Runtime, TensorRT, torch) is imported by `load`.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import ConfigError, ModelFileError
+from ..core.images import Decoded, batched, iter_decoded
+from ..core.metadata import ModelMetadata
+from ..core.preprocess import image_from_array, load_image, pil, preprocess, preprocess_args
+from ..metrics import sigmoid
+from .backend import open_backend
+from .base import Backend
+
+
+
+@dataclass
+class Prediction:
+    """The tags of one input. `source`: the path or URL, or "<image N>" / "<array N>" for the N-th
+    (0-based) in-memory input of a predict() call. Video frames also carry `frame` (number in the
+    stream) and `time_s` (presentation time)."""
+    source: str
+    labels: list[str] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)    # every class, sigmoid scores
+    error: str | None = None                                  # one line; then no labels/scores
+    frame: int | None = None
+    time_s: float | None = None
+    attention: np.ndarray | None = None                       # (K, h, w) with with_attention=True
+    image: Any = None                                         # the decoded PIL image with keep_images=True
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record `infer` writes (video frames add "frame" and "time_s")."""
+        record: dict[str, Any] = {"path": self.source}
+        if self.frame is not None:
+            record.update(frame=self.frame, time_s=round(float(self.time_s or 0.0), 3))
+        record.update(labels=self.labels, scores={c: round(s, 6) for c, s in self.scores.items()},
+                      error=self.error)
+        return record
+
+
+def _describe(item: Any, index: int) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return str(item)
+    return f"<array {index}>" if isinstance(item, np.ndarray) else f"<image {index}>"
+
+
+class Tagger:
+    """A loaded model with its classes, thresholds and preprocessing. Use `mlic_edge.load(...)`.
+
+    batch_size: images per model call (engines with a fixed batch pad or split as needed);
+    workers: decoding threads; threshold: one threshold for every class instead of the model's
+    per-class ones (each call may override it). Backend options as for `open_backend`.
+    """
+
+    def __init__(self, model: str | os.PathLike | Backend, *, device: str = "auto", batch_size: int = 8,
+                 workers: int = 2, threshold: float | None = None, **backend_options: Any):
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        self._owns_backend = not isinstance(model, Backend)
+        self.backend: Backend | None = model if isinstance(model, Backend) else \
+            open_backend(model, device=device, **backend_options)
+        self.metadata: ModelMetadata = self.backend.metadata
+        self.classes: list[str] = list(self.metadata.classes)
+        self.thresholds = self._model_thresholds()                    # (K,) float64
+        self.batch_size, self.workers = batch_size, max(int(workers), 1)
+        self.default_threshold = threshold
+        self._check_threshold(threshold)
+        self._args = preprocess_args(self.metadata.preprocess)      # (S, mean, std, interpolation)
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def image_size(self) -> int:
+        return self._args[0]
+
+    @property
+    def has_attention(self) -> bool:
+        return self._live().has_attention
+
+    def describe(self) -> dict[str, Any]:
+        return self._live().describe()
+
+    def _model_thresholds(self) -> np.ndarray:
+        values = np.asarray(self.metadata.thresholds or [0.5] * len(self.classes), dtype=np.float64)
+        if len(values) != len(self.classes):
+            raise ModelFileError(f"{self.backend.path}: {len(values)} thresholds for {len(self.classes)} classes")
+        return values
+
+    @staticmethod
+    def _check_threshold(threshold: float | None) -> None:
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"threshold must be in [0, 1], got {threshold}")
+
+    def limits(self, threshold: float | None = None) -> np.ndarray:
+        """The (K,) thresholds a call uses: `threshold` for every class, else the default one,
+        else the model's per-class thresholds."""
+        threshold = self.default_threshold if threshold is None else threshold
+        self._check_threshold(threshold)
+        return self.thresholds if threshold is None else np.full(len(self.classes), float(threshold))
+
+    def _live(self) -> Backend:
+        if self.backend is None:
+            raise ConfigError("this tagger was closed")
+        return self.backend
+
+    # ---------------------------------------------------------------- images
+    def predict(self, inputs: Any, threshold: float | None = None, *, batch_size: int | None = None,
+                with_attention: bool = False) -> list[Prediction]:
+        """Tags of every input, in order: a path, PIL image or HWC uint8 RGB array, or a list of
+        them. Unreadable inputs give a Prediction with `.error` set (never an exception)."""
+        if isinstance(inputs, (str, os.PathLike, np.ndarray)) or hasattr(inputs, "getpixel"):
+            inputs = [inputs]
+        return list(self.iter_predict(inputs, threshold, batch_size=batch_size, with_attention=with_attention))
+
+    def iter_predict(self, inputs: Iterable, threshold: float | None = None, *, batch_size: int | None = None,
+                     with_attention: bool = False, keep_images: bool = False) -> Iterator[Prediction]:
+        """`predict` as a generator over a lazily consumed iterable: decoding runs a few batches
+        ahead of the model, so memory holds those batches whatever the number of inputs."""
+        batch = batch_size or self.batch_size
+        decoded = iter_decoded(inputs, lambda item: self._decode(item, keep_images), workers=self.workers,
+                               window=batch * 3)
+        groups = batched(decoded, batch)
+        # TensorRT's CUDA context and stream belong to the thread that opened the engine.
+        runs = ((g, self._infer(g)) for g in groups) if self._live().kind == "tensorrt" else \
+            _one_ahead(groups, self._infer)
+        for group, outputs in runs:
+            yield from self._predictions(group, outputs, threshold, with_attention)
+
+    def _decode(self, item: Any, keep_image: bool) -> tuple[np.ndarray, Any]:
+        """One input -> (float32 (3, S, S), the PIL image or None); one-line errors name the input."""
+        if isinstance(item, (str, os.PathLike)):
+            image = load_image(item, reduce_to=self.image_size)       # DatasetError names the file
+        elif isinstance(item, np.ndarray):
+            try:
+                image = image_from_array(item)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        elif isinstance(item, pil().Image.Image):
+            image = item
+        else:
+            raise ConfigError(f"expected a path, a PIL image or an HWC uint8 array, got {type(item).__name__}")
+        return preprocess(image, *self._args), (image if keep_image else None)
+
+    def _infer(self, group: list[Decoded]) -> dict[str, np.ndarray] | None:
+        """The model on the decodable inputs of `group` (None when there are none)."""
+        good = [one.value[0] for one in group if one.error is None]
+        return self._live().predict(np.stack(good)) if good else None       # (n, 3, S, S) in
+
+    def _predictions(self, group: list[Decoded], outputs: dict[str, np.ndarray] | None, threshold: float | None,
+                     with_attention: bool, sources: list[str] | None = None) -> list[Prediction]:
+        """A Prediction per input of `group`, in order, from the model's outputs on its good ones."""
+        limits = self.limits(threshold)
+        if outputs is not None:
+            scores = sigmoid(outputs["logits"])                                        # (n, K)
+            attention = outputs.get("attention") if with_attention else None           # (n, K, h, w)
+            if with_attention and attention is None:
+                raise ModelFileError(f"{self._live().path}: has no 'attention' output; export it with "
+                                     f"`mlic-edge export --attention` (checkpoints always have it)")
+            rows = iter(range(len(scores)))
+        predictions = []
+        for position, one in enumerate(group):
+            source = sources[position] if sources else _describe(one.item, one.index)
+            if one.error is not None:
+                message = one.error if isinstance(one.item, (str, os.PathLike)) else f"{source}: {one.error}"
+                predictions.append(Prediction(source, error=message))
+                continue
+            i = next(rows)
+            row = scores[i]
+            predictions.append(Prediction(
+                source, labels=[self.classes[k] for k in np.flatnonzero(row >= limits)],
+                scores={c: float(s) for c, s in zip(self.classes, row)},
+                attention=attention[i] if attention is not None else None, image=one.value[1]))
+        return predictions
+
+    # ---------------------------------------------------------------- video
+    def stream(self, source: str | os.PathLike, *, every: int | None = None, fps: float | None = None,
+               threshold: float | None = None, batch_size: int | None = None, retries: int = 5,
+               on_error: Any = None) -> Iterator[Prediction]:
+        """Tags of a video file, URL (rtsp://, http://, ...) or camera (/dev/video0), frame by
+        frame as they are decoded: every frame, every N-th (`every`) or F per second of video time
+        (`fps`). A generator with bounded memory (live sources too): decoding runs in a thread a
+        few frames ahead. Broken frames and dropped streams are passed to `on_error(FrameError)`
+        (default: ignored) and skipped; live sources are reopened up to `retries` times."""
+        from ..core.video import Frame, iter_frames
+
+        batch = batch_size or self.batch_size
+        args = self._args
+        frames = iter_frames(source, every=every, fps=fps, retries=retries, queue_size=max(8, 2 * batch),
+                             transform=lambda image: preprocess(image_from_array(image), *args))
+        pending: list[Frame] = []
+        with frames:
+            for item in frames:
+                if not isinstance(item, Frame):
+                    if on_error is not None:
+                        on_error(item)
+                    continue
+                pending.append(item)
+                # A live source yields frames at its own pace: run what is there when a batch is
+                # full or nothing more is decoded yet, so tags are never held back waiting.
+                if len(pending) >= batch or not frames.ready():
+                    yield from self._run_frames(source, pending, threshold)
+                    pending = []
+            if pending:
+                yield from self._run_frames(source, pending, threshold)
+
+    def _run_frames(self, source: Any, frames: list, threshold: float | None) -> list[Prediction]:
+        group = [Decoded(f.index, f, value=(f.payload, None)) for f in frames]
+        predictions = self._predictions(group, self._infer(group), threshold, False, sources=[str(source)] * len(frames))
+        for prediction, f in zip(predictions, frames):
+            prediction.frame, prediction.time_s = f.index, float(f.time_s)
+        return predictions
+
+    # ---------------------------------------------------------------- lifetime
+    def close(self) -> None:
+        """Free the runtime (sessions, engines, device memory); idempotent."""
+        if self.backend is not None and self._owns_backend:
+            self.backend.close()
+        self.backend = None
+
+    def __enter__(self) -> "Tagger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = f"{self.backend.kind} on {self.backend.device}" if self.backend else "closed"
+        return f"Tagger({len(self.classes)} classes, {self.image_size} px, {where})"
+
+
+def _one_ahead(items: Iterator[Any], work: Callable[[Any], Any]) -> Iterator[tuple[Any, Any]]:
+    """(item, work(item)) in order, `work` running in one thread an item ahead of the consumer:
+    while the caller turns batch k into rows (Python, holding the GIL) and waits for batch k+2 to
+    decode, the model runs batch k+1 (ONNX Runtime and torch release the GIL while they compute)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlic-model") as pool:
+        waiting: tuple[Any, Future] | None = None
+        for item in items:
+            future = pool.submit(work, item)
+            if waiting is not None:
+                yield waiting[0], waiting[1].result()
+            waiting = (item, future)
+        if waiting is not None:
+            yield waiting[0], waiting[1].result()
+
+
+def load(model: str | os.PathLike, device: str = "auto", **options: Any) -> Tagger:
+    """A `Tagger` for a model file (.onnx, .engine/.plan/.trt, .pt). `device`: auto | cpu | cuda |
+    cuda:N | tensorrt (ONNX Runtime's TensorRT provider). Options: batch_size, workers, threshold,
+    and the backend's own (see `open_backend`)."""
+    return Tagger(model, device=device, **options)
+
+
+__all__ = ["Prediction", "Tagger", "load"]
