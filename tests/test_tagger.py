@@ -107,7 +107,9 @@ def test_iter_predict_consumes_a_generator_lazily(trained, images):
         first = [next(stream) for _ in range(4)]
         stream.close()
     assert all(p.ok for p in first)
-    assert len(taken) <= 4 * 3 + 4          # the decode window, not the 1000 inputs
+    # the decode window (3 batches), the batch the model runs ahead and the one being read:
+    # a few batches, not the 1000 inputs
+    assert len(taken) <= 4 * 3 + 2 * 4
 
 
 def test_stream_tags_video_frames_like_their_images(trained, tmp_path):

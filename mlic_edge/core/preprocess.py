@@ -132,14 +132,16 @@ def preprocess(
     if image.size != (image_size, image_size):
         image = image.resize((image_size, image_size), pil().Image.Resampling[interpolation.upper()])
     pixels = np.asarray(image)                                               # uint8 (S, S, 3)
-    # (x / 255 - mean) / std as one multiply-subtract per channel, written straight into the
-    # (3, S, S) layout: a third of the passes over memory of the textbook form.
-    scale = 1.0 / (255.0 * np.asarray(std, dtype=np.float64))
-    offset = np.asarray(mean, dtype=np.float64) / np.asarray(std, dtype=np.float64)
+    # (x / 255 - mean) / std, the same float32 operations as torchvision's ToTensor + Normalize
+    # (bit for bit), done per channel in place in the (3, S, S) output: no float (S, S, 3) copy
+    # and no transpose copy, half the time of the textbook expression.
     out = np.empty((3, image_size, image_size), dtype=np.float32)
     for c in range(3):
-        np.multiply(pixels[..., c], np.float32(scale[c]), out=out[c], casting="unsafe")
-        out[c] -= np.float32(offset[c])
+        channel = out[c]
+        channel[...] = pixels[..., c]
+        channel /= np.float32(255.0)
+        channel -= np.float32(mean[c])
+        channel /= np.float32(std[c])
     return out
 
 

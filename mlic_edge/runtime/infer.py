@@ -245,7 +245,12 @@ class RowFile:
 
 
 def _job(inputs: Path, recursive: bool, tagger: Tagger, batch: int, threshold: float | None, fmt: str) -> dict:
-    """What makes two runs the same job: the inputs, the model's bytes and the options that change rows."""
+    """What makes two runs the same job: the inputs, the model's bytes (a served model: its URL) and
+    the options that change rows."""
+    url = getattr(tagger, "url", None)
+    if url is not None:                                  # RemoteTagger: the server's model
+        return {"format": JOB_FORMAT, "inputs": str(inputs.resolve()), "recursive": recursive, "model": url,
+                "batch": batch, "threshold": threshold, "output": fmt}
     model = tagger.backend.path.stat()
     return {"format": JOB_FORMAT, "inputs": str(inputs.resolve()), "recursive": recursive,
             "model": str(tagger.backend.path.resolve()), "model_bytes": model.st_size,
@@ -366,8 +371,7 @@ def _run_images(tagger: Tagger, inputs, out_path: Path | None, fmt: str, *, tota
             task = bar.add_task("infer", total=total, completed=resumed, info="")
             done = 0
             for prediction in tagger.iter_predict(paths, threshold, batch_size=batch,
-                                                  with_attention=overlays is not None,
-                                                  keep_images=overlays is not None):
+                                                  with_attention=overlays is not None):
                 writer.write(prediction)
                 done += 1
                 if prediction.ok:
@@ -402,9 +406,18 @@ def _run_images(tagger: Tagger, inputs, out_path: Path | None, fmt: str, *, tota
     return summary
 
 
+def _draw_overlays(out_dir: Path, stem: str, path: str, attention: np.ndarray,
+                   picks: list[tuple[str, float, int]]) -> int:
+    """The overlays of one image, drawn over it at its own size (the model saw it decoded at a
+    reduced scale; the picture a person looks at is read again in full)."""
+    from ..core.preprocess import load_image
+
+    return _save_overlays(out_dir, stem, load_image(path), attention, picks)
+
+
 class _Overlays:
     """Attention overlays drawn by two threads beside the main loop, at most `backlog` images
-    waiting (each holds its decoded image), so memory stays flat on long jobs."""
+    waiting, so memory stays flat on long jobs."""
 
     def __init__(self, out_dir: Path, classes: list[str], backlog: int = 32):
         self.out_dir, self.backlog = out_dir, backlog
@@ -421,7 +434,7 @@ class _Overlays:
         self.stems[stem] = self.stems.get(stem, 0) + 1
         stem = stem if self.stems[stem] == 1 else f"{stem}_{self.stems[stem]}"
         picks = [(label, prediction.scores[label], self.index[label]) for label in prediction.labels]
-        self.pending.append(self.pool.submit(_save_overlays, self.out_dir, stem, prediction.image,
+        self.pending.append(self.pool.submit(_draw_overlays, self.out_dir, stem, prediction.source,
                                              prediction.attention, picks))
         while self.pending and (self.pending[0].done() or len(self.pending) > self.backlog):
             self.drawn += self.pending.popleft().result()
