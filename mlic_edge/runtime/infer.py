@@ -399,11 +399,16 @@ def _run_images(tagger: Tagger, inputs, out_path: Path | None, fmt: str, *, tota
         if rows is not None:
             rows.close()
         raise
+    _finish(rows, f)
+    return summary
+
+
+def _finish(rows: RowFile | None, stream: IO[str]) -> None:
+    """The job ended: its rows appear under their name (or are flushed to stdout)."""
     if rows is not None:
         rows.finish()
     else:
-        f.flush()
-    return summary
+        stream.flush()
 
 
 def _draw_overlays(out_dir: Path, stem: str, path: str, attention: np.ndarray,
@@ -503,10 +508,7 @@ def _run_video(tagger: Tagger, source, out_path: Path | None, fmt: str, *, thres
         if rows is not None:
             rows.close()
         raise
-    if rows is not None:
-        rows.finish()
-    else:
-        f.flush()
+    _finish(rows, f)
     if tracker is not None:
         found = sorted(closed + tracker.finish(), key=lambda s: (s.start_s, s.label))
         write_segments(segments, found)
