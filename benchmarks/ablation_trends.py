@@ -7,7 +7,9 @@
 Base: the quickstart recipe (EfficientNet-Lite0 with the paper's head at d_model 256, iRPE encoder,
 no decoder self-attention, APL). Each variant changes one thing: encoder standard / none (Table
 IV), decoder self-attention all (Table V), loss ASL / BCE (Table VI). Every run trains from the
-same ImageNet weights on the same data and reports its best test mAP. The table prints, per
+same ImageNet weights on the same data and reports its test mAP: best.pt (selected on a hold-out
+of the training images, the quickstart recipe's train.threshold_holdout) tested once, at the end
+(tables measured before #21 took the best test mAP over epochs). The table prints, per
 variant, the mean and spread over seeds, its difference to the base, whether that difference is
 larger than the seed-to-seed spread (the base's and the variant's standard deviations added), and
 the paper's difference on COCO (docs/method.md) with whether the signs agree.

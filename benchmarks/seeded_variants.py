@@ -42,15 +42,19 @@ def pick_variants(table: dict[str, dict], spec: str) -> dict[str, dict]:
     return {name: table[name] for name in names}
 
 
-def best_map(run_dir: Path) -> float:
-    """The best test mAP of a run over its epochs, model or EMA weights (what best.pt keeps)."""
-    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return max(max(r.get("model_mAP", 0.0), r.get("ema_mAP", 0.0)) for r in history)
+def final_test_map(run_dir: Path) -> float:
+    """The run's test mAP: its one test row (best.pt, selected on validation images, tested once),
+    not the best test mAP over epochs (a best-of-N on the images it reports)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    tested = [r for r in rows if r.get("split") == "test"]
+    if not tested:
+        raise SystemExit(f"{run_dir / 'metrics.jsonl'}: no test row (the data set has no test split)")
+    return tested[-1]["mAP"]
 
 
 def train_variants(base: Recipe, variants: dict[str, dict], seeds: list[int],
                    recipe_for: Callable[[Recipe, dict], Recipe] | None = None) -> dict[str, list[float]]:
-    """{variant: [best mAP per seed]}; each run starts from `base` with the variant's values
+    """{variant: [test mAP per seed]}; each run starts from `base` with the variant's values
     (recipe_for(base, values) when a change needs more than with_values) and `train.seed`."""
     scores: dict[str, list[float]] = {}
     started = time.perf_counter()
@@ -62,7 +66,7 @@ def train_variants(base: Recipe, variants: dict[str, dict], seeds: list[int],
                 out = Path(tmp) / "".join(c if c.isalnum() else "-" for c in f"{name}-{seed}")
                 if run_training(recipe, out, show_progress=False) != 0:
                     raise SystemExit(f"{name} seed {seed}: training stopped")
-                scores.setdefault(name, []).append(best_map(out))
+                scores.setdefault(name, []).append(final_test_map(out))
                 print(f"{name:26s} seed {seed}: mAP {scores[name][-1]:.2f}  ({time.perf_counter() - started:.0f} s)",
                       flush=True)
     return scores

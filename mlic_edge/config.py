@@ -29,6 +29,7 @@ DecoderSelfAttn = Literal["none", "all", "second"]
 Pretrained = Literal["none", "timm", "offline", "auto"]
 Amp = Literal["auto", "bf16", "fp16", "off"]
 LossName = Literal["bce", "focal", "asl", "apl"]
+SelectOn = Literal["val", "test"]
 ENCODERS = get_args(Encoder)
 IRPE_KERNELS = get_args(IrpeKernel)
 DECODER_SELF_ATTN = get_args(DecoderSelfAttn)
@@ -399,9 +400,15 @@ class TrainConfig(_Serializable, _Checks):
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     threshold: float = 0.5           # decision threshold for CP/CR/CF1/OP/OR/OF1
-    # > 0: this share of the training images is held out (seeded) and the best weights' per-class
-    # F1-optimal thresholds are picked on it and stored in best.pt (export and infer use them)
-    threshold_holdout: float = 0.0
+    # > 0: without a validation split (a folder's val.csv), this share of the training images is
+    # held out (seeded): the best epoch and model vs EMA are chosen on it, and the per-class
+    # F1-optimal thresholds (stored in best.pt; export and infer use them). 0: no selection (the
+    # last epoch's weights) and the global threshold, unless there is a validation split.
+    threshold_holdout: float = 0.1
+    # val: select on the validation split (or the hold-out) and touch the test split once, at the
+    # end. test: the paper's protocol (best epoch by the reported split's mAP); only when a recipe
+    # asks for it, and the test figure is then a selected one (the run says so).
+    select_on: SelectOn = "val"
     max_steps_per_epoch: int = 0     # > 0 cuts epochs short (smoke tests, benchmarks)
 
     def check_ranges(self) -> None:

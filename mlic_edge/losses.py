@@ -14,7 +14,7 @@ Reduction (one convention for all four losses)
     over classes as well (Q2L divides by B*K and multiplies by 1000) would tie the scale to K.
     The learning rates in the recipes are tuned for this reduction.
 
-Formulas (p = sigmoid(x), p_m = max(p - m, 0) is the probability shift of ASL/APL; method.md):
+Formulas (p = sigmoid(x), p_m = max(p - m, 0) is the probability shift of ASL/APL; docs/method.md):
     BCE    L+ = -log p                              L- = -log(1 - p)
     focal  L+ = -(1-p)^g log p                      L- = -p^g log(1 - p)
     ASL    L+ = -(1-p)^g+ log p                     L- = -p_m^g- log(1 - p_m)

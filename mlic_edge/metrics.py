@@ -1,6 +1,6 @@
 """Multi-label metrics comparable with the paper's tables (numpy only; no torch import).
 
-Conventions (method.md, "Metrics"):
+Conventions (docs/method.md, "Metrics"):
 
 * Targets: 1 = positive, 0 = negative, -1 = "difficult" (PASCAL VOC).
   - AP / mAP *ignore* difficult entries (they are dropped from that class's ranking).

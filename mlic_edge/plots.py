@@ -33,8 +33,9 @@ def plot_curves(history: Sequence[dict], path: str | Path) -> None:
     for key, label in (("model_mAP", "model"), ("ema_mAP", "EMA")):
         if all(key in r for r in history):
             axes[2].plot(epochs, [r[key] for r in history], marker="o", label=label)
-    axes[2].set(title="test mAP (%)", xlabel="epoch")
-    axes[2].legend()
+    axes[2].set(title="mAP (%) on the selection images", xlabel="epoch")   # best.pt is chosen on them
+    if axes[2].get_legend_handles_labels()[0]:   # none without validation images
+        axes[2].legend()
     for ax in axes:
         ax.grid(alpha=0.3)
     _save(fig, path)

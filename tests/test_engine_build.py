@@ -23,6 +23,9 @@ import pytest
 
 from tiny_model import one_thread
 
+# Builds with TensorRT for RTX (no GPU needed); the tests without it use stand-ins and still run.
+needs_tensorrt = pytest.mark.tensorrt
+
 from mlic_edge.core.errors import BackendUnavailable, ConfigError, ModelFileError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +53,7 @@ def engines(trained, tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------------- real builds
+@needs_tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_rtx_builds_each_precision_without_a_gpu(engines, trained, precision):
     from mlic_edge.runtime import read_engine_info
@@ -76,6 +80,7 @@ def test_rtx_builds_each_precision_without_a_gpu(engines, trained, precision):
         assert layers["QUANTIZE"] >= 10 and layers["DEQUANTIZE"] >= layers["QUANTIZE"] and dtypes["INT8"] >= 10
 
 
+@needs_tensorrt
 def test_rtx_rebuild_reuses_the_cached_engine_and_targets_are_part_of_the_key(engines, trained):
     from mlic_edge.export import build_engine
 
@@ -90,6 +95,7 @@ def test_rtx_rebuild_reuses_the_cached_engine_and_targets_are_part_of_the_key(en
     assert other.info.build["target_compute_capabilities"] == ["8.9"]
 
 
+@needs_tensorrt
 def test_rtx_builds_a_static_batch_graph(trained, tmp_path):
     from mlic_edge.export import build_engine, export_onnx
 
@@ -102,6 +108,7 @@ def test_rtx_builds_a_static_batch_graph(trained, tmp_path):
         build_engine(static, tmp_path / "other.engine", runtime="tensorrt-rtx", batch="1:4:8")
 
 
+@needs_tensorrt
 def test_cli_builds_an_fp16_engine_from_a_checkpoint(trained, tmp_path):
     """What a user types on a machine without a GPU: a checkpoint in, an engine and sidecar out,
     with size, build time and I/O printed."""
@@ -151,6 +158,7 @@ def test_parser_failure_is_one_line_naming_the_node_and_op(tmp_path):
     assert "node mystery_node (NotARealOp)" in message and "\n" not in message
 
 
+@needs_tensorrt
 def test_irpe_plugin_on_rtx_is_a_one_line_error_before_any_export(trained, tmp_path):
     from mlic_edge.export import build_engine
 

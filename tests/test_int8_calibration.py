@@ -180,7 +180,7 @@ def test_int8_graph_layout(trained, tmp_path, target):
     from onnx import numpy_helper
 
     from mlic_edge.export.calibration import calibration_from_folder
-    from mlic_edge.export.precision import _head_nodes, calibrated_tensors, int8_nodes, sensitive_convs, to_int8
+    from mlic_edge.export.precision import _head_nodes, sensitive_convs, to_int8
 
     calibration = calibration_from_folder(trained["calib_dir"], preprocess_spec(), 32, cache_dir=tmp_path)
     fp32 = onnx.load(str(trained["fp32"]))
@@ -193,8 +193,7 @@ def test_int8_graph_layout(trained, tmp_path, target):
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in init}
-    expected = set(calibrated_tensors(fp32, int8_nodes(fp32), target))
-    assert quantized == expected
+    assert quantized == expected_int8_inputs(fp32, target)
     for node in model.graph.node:
         if node.op_type == "QuantizeLinear" and node.input[0] not in init:
             zero_point = init[node.input[2]]
@@ -211,6 +210,36 @@ def test_int8_graph_layout(trained, tmp_path, target):
     biases = [init[n.input[2]] for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 2 and n.input[2] in init]
     if target == "tensorrt":
         assert biases and all(b.dtype == np.float32 for b in biases)
+
+
+def expected_int8_inputs(fp32, target: str) -> set[str]:
+    """The activations that get a Q/DQ pair, from the fp32 graph by the placement rule written out
+    here (not by precision.calibrated_tensors, the code under test): the data input of every Conv
+    and Gemm and the activation inputs of every MatMul with a 2-D weight (a Linear), except the
+    stem/head convs and the per-class head kept in float; for the CPU target their outputs too.
+    Activation x activation MatMuls (q @ k^T, attn @ v, the iRPE tables) get none."""
+    from mlic_edge.export.precision import _head_nodes, sensitive_convs
+
+    weights = {i.name: len(i.dims) for i in fp32.graph.initializer}
+    kept_float = set(_head_nodes(fp32)) | set(sensitive_convs(fp32))
+    assert kept_float, "the rule keeps the stem/head in float: something must be excluded"
+    expected: set[str] = set()
+    linear = 0
+    for node in fp32.graph.node:
+        if node.name in kept_float:
+            continue
+        if node.op_type in ("Conv", "Gemm"):
+            activations = [node.input[0]]
+        elif node.op_type == "MatMul" and any(weights.get(i) == 2 for i in node.input):
+            activations = [i for i in node.input if i not in weights]
+            linear += 1
+        else:
+            continue
+        expected.update(activations)
+        if target == "cpu":
+            expected.update(node.output)
+    assert linear >= 4, "the Transformer's Linear layers are MatMuls with 2-D weights"
+    return expected
 
 
 def test_int8_with_fp16_high_precision_runs_on_ort(trained, tmp_path):

@@ -1,4 +1,4 @@
-"""Losses against the formulas of method.md ("Loss"), recomputed here independently in float64.
+"""Losses against the formulas of docs/method.md ("Loss"), recomputed here independently in float64.
 
 The references below use p = 1/(1+exp(-x)) and log p directly (no log-sigmoid tricks), the
 probability shift p_m = max(p - m, 0), and focusing weights computed from a detached p, so both the

@@ -80,7 +80,7 @@ def test_class_without_positive_is_nan_and_excluded():
 
 
 def _mlgcn_reference(scores, targets, threshold=0.5, top_k=None):
-    """Direct, loop-based transcription of the ML-GCN definitions (method.md "Metrics")."""
+    """Direct, loop-based transcription of the ML-GCN definitions (docs/method.md "Metrics")."""
     n, num_classes = scores.shape
     predicted = [[False] * num_classes for _ in range(n)]
     for i in range(n):

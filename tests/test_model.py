@@ -55,7 +55,8 @@ def test_tiny_model_every_option_forward_backward(encoder, decoder):
         assert model.transformer.decoder[0].self_attn is None
 
 
-@pytest.mark.parametrize("backbone,size,grid", [("resnet101", 448, 14), ("resnet101", 576, 18),
+@pytest.mark.parametrize("backbone,size,grid", [pytest.param("resnet101", 448, 14, marks=pytest.mark.slow),
+                                                pytest.param("resnet101", 576, 18, marks=pytest.mark.slow),
                                                 ("tf_efficientnet_lite0", 224, 7)])
 def test_paper_backbones_every_option(backbone, size, grid):
     """Full model (paper's d_model 2048, 4 heads, FFN 8192) forward + backward once through the

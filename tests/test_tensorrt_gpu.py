@@ -17,6 +17,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 pytestmark = pytest.mark.gpu
+needs_tensorrt = pytest.mark.tensorrt   # the tests on engines (workdir/engines: skipped, with the reason, without it)
 
 SIZE = 64
 CLASSES = ["cat", "dog", "car"]
@@ -176,6 +177,7 @@ def _images(workdir: Path) -> np.ndarray:
     return preprocess_batch(files, spec["image_size"], spec["mean"], spec["std"], spec["interpolation"])
 
 
+@needs_tensorrt
 def test_sidecar_records_the_build(engines):
     from mlic_edge.core.files import file_sha256 as _sha256
     from mlic_edge.runtime import read_engine_info
@@ -193,6 +195,7 @@ def test_sidecar_records_the_build(engines):
             assert Path(info.build["timing_cache"]).is_file()
 
 
+@needs_tensorrt
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_engine_matches_onnxruntime_on_the_same_graph(engines, workdir, precision):
     from mlic_edge.checkpoint import load_model
@@ -222,6 +225,7 @@ def test_engine_matches_onnxruntime_on_the_same_graph(engines, workdir, precisio
     assert row["max_abs_logit_err"] <= LOGIT_LIMITS[precision] * scale, row
 
 
+@needs_tensorrt
 def test_cuda_graph_replay_batches_and_io_kinds_agree(engines, workdir):
     from mlic_edge.runtime import open_backend
 
@@ -239,6 +243,7 @@ def test_cuda_graph_replay_batches_and_io_kinds_agree(engines, workdir):
             np.testing.assert_allclose(graphed.predict(x)["logits"], expected["logits"], rtol=1e-3, atol=1e-3)
 
 
+@needs_tensorrt
 def test_matching_engine_is_reused_and_foreign_engine_refused(engines, workdir, tmp_path):
     from mlic_edge.export import build_engine
     from mlic_edge.core.errors import BackendUnavailable
@@ -257,6 +262,7 @@ def test_matching_engine_is_reused_and_foreign_engine_refused(engines, workdir, 
         open_backend(foreign)
 
 
+@needs_tensorrt
 def test_parity_and_cli_run_engines(engines, workdir):
     from mlic_edge.parity import run_parity
     from mlic_edge.runtime.bench import run_bench
@@ -273,6 +279,7 @@ def test_parity_and_cli_run_engines(engines, workdir):
 
 
 # ----------------------------------------------------------------------------- IRPEAttention plugin
+@needs_tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_irpe_plugin_engine_matches_the_lowered_engine(workdir, precision):
     """The same checkpoint built twice: iRPE lowered to standard ops, and with the fused

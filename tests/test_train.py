@@ -1,4 +1,5 @@
-"""Trainer: exact resume, DDP on two CPU processes, broken images, checkpoints, the eval command."""
+"""Trainer: selection on validation images with the test split touched once, exact resume, DDP on
+two CPU processes, broken images, checkpoints, the eval command."""
 from __future__ import annotations
 
 import json
@@ -22,13 +23,15 @@ from mlic_edge.core.errors import CheckpointError
 CLASSES = ["red", "green", "blue"]
 
 
-def make_folder_dataset(root: Path, n_train: int = 24, n_test: int = 12, seed: int = 0) -> Path:
+def make_folder_dataset(root: Path, n_train: int = 24, n_test: int = 12, seed: int = 0, n_val: int = 0) -> Path:
     """Images with coloured squares; the labels are the colours present (learnable, tiny)."""
     rng = np.random.default_rng(seed)
     colours = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
     (root / "img").mkdir(parents=True, exist_ok=True)
     (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    for split, n in (("train", n_train), ("test", n_test)):
+    for split, n in (("train", n_train), ("test", n_test), ("val", n_val)):
+        if n == 0:
+            continue
         rows = ["image,labels"]
         for i in range(n):
             canvas = np.full((48, 48, 3), 128, np.uint8)
@@ -70,15 +73,86 @@ def test_training_writes_checkpoints_metrics_and_plot(data_root, tmp_path):
     for name in ("last.pt", "best.pt", "metrics.jsonl", "curves.png", "recipe.yaml"):
         assert (out / name).is_file(), name
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in lines] == [1, 2]
-    assert {"train_loss", "lr", "model_mAP", "ema_mAP", "images_per_s"} <= set(lines[0])
+    *epochs, test = lines
+    assert [r["epoch"] for r in epochs] == [1, 2] and all(r["split"].startswith("hold-out (2 of") for r in epochs)
+    assert {"train_loss", "lr", "model_mAP", "ema_mAP", "images_per_s"} <= set(epochs[0])
+    assert test["split"] == "test" and test["mAP"] == pytest.approx(best["mAP"]) and "note" not in test
     ckpt = load_checkpoint(out / "best.pt")
-    assert ckpt["classes"] == CLASSES and ckpt["thresholds"] == [0.5] * 3
+    assert ckpt["classes"] == CLASSES and len(ckpt["thresholds"]) == 3
     assert ckpt["preprocess"]["image_size"] == 64 and "train_state" not in ckpt
     assert ckpt["metrics"]["mAP"] == pytest.approx(best["mAP"])
     assert not list(out.glob(".*tmp"))  # no temp files left behind
     # The optimiser follows the paper: AdamW betas (0.9, 0.9999), not cycled by OneCycleLR.
     assert trainer.optimizer.param_groups[0]["betas"] == (0.9, 0.9999)
+
+
+class ScoredSplits:
+    """Records which split each evaluation of the Trainer ran on (by its source file name)."""
+
+    def __init__(self, monkeypatch):
+        from mlic_edge.train.trainer import Trainer
+        self.calls: list[str] = []
+        real = Trainer._evaluate
+
+        def evaluate(trainer, model, dataset, progress):
+            self.calls.append(Path(dataset.source.split(" ")[0]).stem)
+            return real(trainer, model, dataset, progress)
+        monkeypatch.setattr(Trainer, "_evaluate", evaluate)
+
+
+def test_selection_on_val_csv_and_the_test_split_once_at_the_end(tmp_path, monkeypatch):
+    """With val.csv: every epoch scores model and EMA on it, the test split is scored once, after
+    the last epoch, on best.pt's weights; nothing is held out of the training images."""
+    from mlic_edge.train.trainer import Trainer
+
+    root = make_folder_dataset(tmp_path / "data", n_val=8)
+    splits = ScoredSplits(monkeypatch)
+    trainer = Trainer(tiny_recipe(root, epochs=3), tmp_path / "run", show_progress=False)
+    assert len(trainer.train_set) == 24 and trainer.holdout_set is None
+    result = trainer.fit()
+    assert splits.calls == ["val"] * 6 + ["test"]              # 3 epochs x (model, EMA), then test once
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["split"].split(" (")[0] for r in rows] == ["validation split"] * 3 + ["test"]
+    chosen = max(rows[:3], key=lambda r: max(r["model_mAP"], r["ema_mAP"]))
+    assert (result["epoch"], result["selection_mAP"]) == (chosen["epoch"], max(chosen["model_mAP"], chosen["ema_mAP"]))
+    # the reported test figure is best.pt's, recomputed here independently of the trainer
+    from mlic_edge.data import build_dataset, build_transform
+    from mlic_edge.train.evaluate import predict, score
+    model, ckpt = load_model(tmp_path / "run" / "best.pt")
+    test_set = build_dataset("folder", root, "test", build_transform(ckpt["preprocess"], train=False))
+    _, scores, targets, _ = predict(model, test_set, torch.device("cpu"))
+    assert score(scores, targets)["mAP"] == pytest.approx(rows[-1]["mAP"], abs=1e-4)
+    assert ckpt["metrics"]["split"] == "test" and "val.csv" in ckpt["metrics"]["per_class_thresholds"]["fitted_on"]
+
+
+def test_folder_without_test_csv_trains_and_says_there_is_no_test_figure(tmp_path, monkeypatch, caplog):
+    root = make_folder_dataset(tmp_path / "data", n_val=8)
+    (root / "test.csv").unlink()
+    splits = ScoredSplits(monkeypatch)
+    caplog.set_level("WARNING")
+    _, result = run(tiny_recipe(root, epochs=1), tmp_path / "run")
+    assert "test" not in splits.calls and result["split"].startswith("none")
+    assert "no test figure" in caplog.text
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("split", "").split(" (")[0] for r in rows] == ["validation split"]
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_select_on_test_is_the_papers_protocol_and_says_so(data_root, tmp_path, monkeypatch, caplog):
+    splits = ScoredSplits(monkeypatch)
+    caplog.set_level("WARNING")
+    _, result = run(tiny_recipe(data_root, epochs=2, select_on="test"), tmp_path / "run")
+    assert splits.calls == ["test"] * 5 and result["selection_mAP"] == pytest.approx(result["mAP"])
+    assert "selected on this test split" in result["note"]
+    assert "selected on this test split" in caplog.text
+
+
+def test_no_validation_images_means_no_selection(data_root, tmp_path, monkeypatch):
+    """threshold_holdout 0 and no val.csv: best.pt is the last epoch's EMA, the test split once."""
+    splits = ScoredSplits(monkeypatch)
+    _, result = run(tiny_recipe(data_root, epochs=2, threshold_holdout=0.0), tmp_path / "run")
+    assert splits.calls == ["test"] and (result["epoch"], result["weights"]) == (2, "ema")
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["thresholds"] == [0.5] * 3
 
 
 def test_backbone_lr_scale_gives_the_backbone_its_own_one_cycle(data_root, tmp_path):
@@ -133,6 +207,12 @@ def test_resume_after_interrupt_equals_uninterrupted_run(data_root, tmp_path):
         assert torch.equal(value, b["model"][key]), key
     for key, value in a["train_state"]["ema"].items():
         assert torch.equal(value, b["train_state"]["ema"][key]), key
+    # the same selection and the same one test row
+    rows = [(tmp_path / run_dir / "metrics.jsonl").read_text().splitlines() for run_dir in ("straight", "split")]
+    test_rows = [json.loads(r[-1]) for r in rows]
+    assert test_rows[0]["split"] == "test" and len(rows[0]) == len(rows[1]) == 3
+    for key in ("epoch", "weights", "mAP", "selection_mAP"):
+        assert test_rows[0][key] == pytest.approx(test_rows[1][key]), key
 
 
 def test_broken_and_missing_images_are_skipped_and_named(tmp_path, caplog):
@@ -203,11 +283,13 @@ def test_ddp_two_cpu_processes(data_root, tmp_path):
 
     from mlic_edge.data import build_dataset, build_transform
     from mlic_edge.train.evaluate import predict, score
-    model, ckpt = load_model(tmp_path / "run" / "last.pt")
+    # The test row: best.pt's weights on the whole test split, gathered over both ranks.
+    model, ckpt = load_model(tmp_path / "run" / "best.pt")
     test_set = build_dataset("folder", data_root, "test", build_transform(ckpt["preprocess"], train=False))
     _, scores, targets, _ = predict(model, test_set, torch.device("cpu"))
-    history = ckpt["train_state"]["history"]
-    assert score(scores, targets)["mAP"] == pytest.approx(history[-1]["model_mAP"], abs=1e-4)
+    test_row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert test_row["split"] == "test"
+    assert score(scores, targets)["mAP"] == pytest.approx(test_row["mAP"], abs=1e-4)
 
 
 def test_eval_command_json_and_plot(data_root, tmp_path):

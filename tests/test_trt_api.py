@@ -26,7 +26,7 @@ TRT_MODULES = [REPO / "mlic_edge" / "export" / "tensorrt_engine.py", REPO / "mli
 # Names used on TensorRT objects that are not in the extracted list, each with why it is right.
 ALLOWLIST = {
     "serialize": "ITimingCache.serialize(): documented in the TensorRT 11.4 Python API (see "
-                 "shared/docs/deployment.md, 'Still present in 11.4'); too short to survive in the "
+                 "docs/deployment.md, 'Still present in 11.4'); too short to survive in the "
                  "wheel's string table, which scripts/extract_trt_names.py reads",
 }
 # TensorRT for RTX's own names (core/tensorrt.py, used only when runtime.is_rtx), checked
@@ -44,7 +44,7 @@ MUST_SEE = {"Builder", "create_network", "OnnxParser", "parse_from_file", "creat
             "PREFER_AOT_PYTHON_PLUGINS", "register", "impl", "aot_impl", "autotune", "TensorDesc",
             "AutoTuneCombination", "KernelLaunchParams", "SymIntExprs", "SymInt32", "cdiv", "like",
             "shape_expr", "is_constant", "constant_value", "grid_x", "grid_y", "block_x", "shared_mem"}
-# Removed in TensorRT 11 (deployment.md): never in our code, whatever the version.
+# Removed in TensorRT 11 (docs/deployment.md): never in our code, whatever the version.
 REMOVED_PATTERNS = [
     r"BuilderFlag\s*\.\s*(FP16|INT8|BF16|FP8|INT4|FP4)\b",
     r"\bint8_calibrator\b",

@@ -95,27 +95,38 @@ def train(
     if data is not None and config is None:
         from ..data.registry import default_splits
         recipe = recipe.with_splits(*default_splits(data))
+    options = {
+        "model.backbone": backbone, "model.pretrained": pretrained, "model.image_size": image_size,
+        "model.encoder": encoder, "model.decoder_self_attn": decoder_self_attn,
+        "train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr, "train.loss": loss,
+        "train.device": device, "train.amp": amp, "train.compile": compile, "train.seed": seed,
+    }
+    given = user_values(options, list(set_))
     notes = ""
     if not resume and (model is not None or (config is None and recipe.data.name == "folder")):
         from ..model.presets import DEFAULT_PRESET, get_preset
         preset = get_preset(model or DEFAULT_PRESET)
         if config is None:
             from ..train.auto_recipe import derive_for_dataset
-            derived = derive_for_dataset(recipe, preset, image_size)   # epochs follow a given size
+            # what the user set is used as set; what follows from it is derived from the final values
+            derived = derive_for_dataset(recipe, preset, given=given)
             recipe, notes = derived.recipe, derived.describe()
             print(notes)
         else:
             recipe = recipe.with_values({f"model.{k}": v for k, v in preset.model.items()})
-    overrides = {
-        "model.backbone": backbone, "model.pretrained": pretrained, "model.image_size": image_size,
-        "model.encoder": encoder, "model.decoder_self_attn": decoder_self_attn,
-        "train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr, "train.loss": loss,
-        "train.device": device, "train.amp": amp, "train.compile": compile, "train.seed": seed,
-    }
-    recipe = recipe.with_values({k: v for k, v in overrides.items() if v is not None})
-    recipe = recipe.with_overrides(list(set_))
+    recipe = recipe.with_values(given)
     code = run_training(recipe, out, resume=resume, notes=notes)
     raise typer.Exit(code)
+
+
+def user_values(options: dict, set_items: list[str]) -> dict:
+    """{"section.key": value} the user set: the options given (not None), then --set items
+    (later ones win), each checked against its field's type."""
+    from ..config import parse_override
+
+    values = {k: v for k, v in options.items() if v is not None}
+    values.update(dict(parse_override(item) for item in set_items))
+    return values
 
 
 # ----------------------------------------------------------------------------------- eval

@@ -40,6 +40,29 @@ def build_dataset(
     raise DatasetError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
 
 
+VALIDATION_SPLIT = "val"   # a folder's val.csv: the split training selects on (never the test split)
+
+
+def optional_split(name: str, root: str | Path | None, split: str) -> bool:
+    """Whether `split` of a folder dataset is there (its <split>.csv). Only a folder's splits are
+    optional: train without test.csv (no test figure), select on val.csv when it exists. Other
+    datasets have fixed splits; their validation split is a hold-out of the training images."""
+    return name == "folder" and root is not None and (Path(root) / f"{split}.csv").is_file()
+
+
+def validation_split(name: str, root: str | Path | None, train_split: str, test_split: str) -> str | None:
+    """The dataset's own validation split when it has one apart from train and test (a folder's
+    val.csv), else None (training then holds out some of its training images)."""
+    if VALIDATION_SPLIT in (train_split, test_split):
+        return None
+    return VALIDATION_SPLIT if optional_split(name, root, VALIDATION_SPLIT) else None
+
+
+def has_test_split(name: str, root: str | Path | None, test_split: str) -> bool:
+    """A folder without <test_split>.csv still trains (it has no test figure); others always have one."""
+    return name != "folder" or optional_split(name, root, test_split)
+
+
 def dataset_batches(dataset, batch_size: int, *, indices=None, workers: int = 0):
     """(images (B, 3, S, S) float32, targets (B, K)) numpy batches of a dataset (or of `indices`
     of it), unreadable images skipped: the one "dataset as arrays" reader (parity, calibration)."""

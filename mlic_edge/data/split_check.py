@@ -49,15 +49,16 @@ def classes_without_positives(targets: np.ndarray, classes: list[str]) -> list[s
     return [name for name, count in zip(classes, (targets == 1).sum(axis=0)) if count == 0]
 
 
-def split_warnings(train_set, test_set) -> list[str]:
-    """One-line warnings about the pair of splits (empty when all is well)."""
+def split_warnings(train_set, test_set, name: str = "test", training: bool = True) -> list[str]:
+    """One-line warnings about the pair of splits (empty when all is well). `name`: what the
+    second split is (test, validation); `training`: also check the training split's classes."""
     warnings = []
     pairs = shared_images([p for p, _ in train_set.samples], [p for p, _ in test_set.samples])
     if pairs:
         shown = ", ".join(f"{a.name} = {b.name}" for a, b in pairs[:EXAMPLES])
-        warnings.append(f"{len(pairs)} test image(s) also in the training split (same content), e.g. {shown}: "
-                        f"the test mAP will be optimistic")
-    for name, split in (("training", train_set), ("test", test_set)):
+        warnings.append(f"{len(pairs)} {name} image(s) also in the training split (same content), e.g. {shown}: "
+                        f"the {name} mAP will be optimistic")
+    for name, split in ((("training", train_set),) if training else ()) + ((name, test_set),):
         if not getattr(split, "has_labels", True):
             continue
         missing = classes_without_positives(split.targets, list(split.classes))

@@ -34,7 +34,7 @@ from .errors import ExportError, MissingDependencyError
 log = logging.getLogger(__name__)
 
 # Kept in FP32 by the FP16 conversion: normalisation statistics, softmax, reductions and the final
-# score nonlinearity overflow or lose calibration in FP16 (deployment.md, "Known pitfalls").
+# score nonlinearity overflow or lose calibration in FP16 (docs/deployment.md, "Known pitfalls").
 FP16_EXCLUDE = ["LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "Sigmoid", "Exp",
                 "Pow", "Sqrt"]
 # Never quantized to INT8 (and kept out of FP16 by ModelOpt's high-precision pass as well).
@@ -152,7 +152,7 @@ def int8_nodes(model) -> list[Any]:
     """The nodes INT8 covers, for both targets: Conv, Gemm and the MatMuls with a 2-D weight (the
     Linear layers). Activation x activation MatMuls (q @ k^T, attn @ v) and the iRPE ones (3-D
     tables / one-hot) stay FP32, as do the per-class head and `sensitive_convs`; LayerNorm,
-    Softmax, reductions and the Sigmoid are never quantized (deployment.md)."""
+    Softmax, reductions and the Sigmoid are never quantized (docs/deployment.md)."""
     weights_2d = {i.name for i in model.graph.initializer if len(i.dims) == 2}
     skip = set(_head_nodes(model)) | set(sensitive_convs(model))
     return [node for node in model.graph.node if node.name not in skip and (

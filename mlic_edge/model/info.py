@@ -113,7 +113,8 @@ def presets_table() -> list[dict[str, Any]]:
     from rich.table import Table
 
     rows, machine = preset_rows()
-    table = Table(title="model presets (mlic-edge train --model NAME); 20 classes")
+    table = Table(title="model presets (mlic-edge train --model NAME); 20 classes; images/s from the "
+                        "machine named below")
     for column in ("name", "backbone @ px", "head", "params", "GFLOPs", "train img/s", "infer img/s"):
         table.add_column(column, justify="left" if column in ("name", "backbone @ px", "head") else "right",
                          no_wrap=True)
@@ -128,6 +129,7 @@ def presets_table() -> list[dict[str, Any]]:
         console = Console(width=100)
     console.print(table)
     console.print("head: d_model / heads / FFN width. " + "; ".join(f"{row['name']}: {row['about']}" for row in rows))
-    if machine:
-        console.print(f"images/s: {machine} (benchmarks/preset_speed.py)")
+    if machine:   # one measurement on one machine: a user reads it as theirs unless told
+        console.print(f"images/s: measured once on {machine} (benchmarks/preset_speed.py), not on this "
+                      f"machine; rerun that script for yours")
     return rows

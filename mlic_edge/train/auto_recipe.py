@@ -24,8 +24,14 @@ a CPU needs a short schedule that still converges. The rule, every step of which
 * augmentation: RandAugment m5 below 30 epochs, the paper's m9 + Cutout from 30 (measured with
   benchmarks/small_data_study.py on 1,000 images, 12 epochs, 2 seeds: m5 96.46 mAP, none 92.83,
   m9 + Cutout 94.55; on 3,000 images, 4 epochs, one seed: m5 98.70, none 98.45);
-* decision thresholds: with at least 200 training images, 10% of them are held out and each
-  class gets its F1-optimal threshold on them (stored in best.pt; export and infer use them).
+* selection and decision thresholds: on the validation split (val.csv) when there is one; else,
+  with at least 200 training images, 10% of them are held out: the best epoch, model vs EMA and
+  each class's F1-optimal threshold are chosen on them (stored in best.pt; export and infer use
+  them), and the test split is evaluated once, at the end.
+
+Values given on the command line replace the rule's and are marked "set by the user"; what
+depends on them (the epochs on a given size, the warm-up, EMA window and augmentation on the
+epochs and batch) is derived again from the final values.
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..config import Recipe
 from ..model.presets import Preset
@@ -78,56 +85,122 @@ def median_image_side(paths: Sequence[str | Path]) -> int | None:
     return sides[len(sides) // 2]
 
 
-def derive_for_dataset(base: Recipe, preset: Preset, image_size: int | None = None) -> Derived:
-    """`derive_recipe` with the size and image sides of `base`'s training split."""
-    from ..data import build_dataset
+USER = "set by the user"   # the reason of a value given on the command line
 
-    train_set = build_dataset(base.data.name, base.data.root or None, base.data.train_split)
+
+def derive_for_dataset(base: Recipe, preset: Preset, image_size: int | None = None,
+                       given: dict[str, Any] | None = None) -> Derived:
+    """`derive_recipe` with the size and image sides of `base`'s training split, and its
+    validation split (a folder's val.csv) when there is one."""
+    from ..data import build_dataset
+    from ..data.datasets import validation_split
+
+    d = base.data
+    train_set = build_dataset(d.name, d.root or None, d.train_split)
     side = median_image_side([path for path, _ in train_set.samples])
-    return derive_recipe(base, preset, len(train_set), side, image_size)
+    val = validation_split(d.name, d.root or None, d.train_split, d.test_split)
+    validation = f"{Path(d.root) / val}.csv" if val else None
+    return derive_recipe(base, preset, len(train_set), side, image_size, given=given, validation=validation)
 
 
 def derive_recipe(base: Recipe, preset: Preset, num_train: int, image_side: int | None,
-                  image_size: int | None = None) -> Derived:
-    """`base` with model = the preset and train settings from the rule in the module docstring;
-    `image_size` (the command line's) replaces the rule's size, and the epochs follow it."""
-    reasons = [("model", preset.name, f"{preset.model['backbone']} ({preset.about}); default for own data")]
-    size = preset.model["image_size"]
-    side = None if image_side is None else max(64, 32 * math.ceil(image_side / 32))
+                  image_size: int | None = None, given: dict[str, Any] | None = None,
+                  validation: str | None = None) -> Derived:
+    """`base` with model = the preset and train settings from the rule in the module docstring.
+
+    `given`: values the user set ({"train.epochs": 5, ...}, the command line's): they are used as
+    they are, marked "set by the user", and what depends on them (epochs on the size; warm-up,
+    EMA window and augmentation on the epochs, batch and hold-out) is derived from the final
+    values, so the block printed and written to recipe.yaml is what runs. `image_size` is the
+    same as given["model.image_size"]. `validation`: the validation split's file, if any (then
+    nothing is held out of the training images)."""
+    given = dict(given or {})
     if image_size is not None:
-        size = image_size
-        reasons.append(("image_size", str(size), "given"))
-    elif side is not None and side < size:
-        size = min(size, 32 * math.ceil(side * UPSAMPLE / 32))
-        reasons.append(("image_size", str(size), f"training images are {image_side} px (median longer side); small "
-                                                 f"images train better upsampled (x {UPSAMPLE}, measured), up to the "
-                                                 f"preset's {preset.model['image_size']}"))
-    else:
-        reasons.append(("image_size", str(size), "the preset's"))
+        given["model.image_size"] = image_size
+    reasons: list[tuple[str, str, str]] = []
+
+    def choose(key: str, setting: str, rule_value: Any, why: str, shown: str | None = None) -> Any:
+        """The user's value when given (marked so), else the rule's, with its reason."""
+        if key in given:
+            value = given[key]
+            reasons.append((setting, _show(value), USER))
+            return value
+        reasons.append((setting, shown if shown is not None else _show(rule_value), why))
+        return rule_value
+
+    reasons.append(("model", preset.name, f"{preset.model['backbone']} ({preset.about}); default for own data"))
+    side = None if image_side is None else max(64, 32 * math.ceil(image_side / 32))
+    rule_size, size_why = preset.model["image_size"], "the preset's"
+    if side is not None and side < rule_size:
+        rule_size = min(rule_size, 32 * math.ceil(side * UPSAMPLE / 32))
+        size_why = (f"training images are {image_side} px (median longer side); small images train better "
+                    f"upsampled (x {UPSAMPLE}, measured), up to the preset's {preset.model['image_size']}")
+    size = choose("model.image_size", "image_size", rule_size, size_why)
     compute = min(1.0, (side / size) ** 2) if side is not None else 1.0   # per image, against the own size
-    epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, round(TARGET_IMAGES * compute / max(num_train, 1))))
+    holdout = 0.0 if validation else (HOLDOUT if num_train >= HOLDOUT_MIN_IMAGES else 0.0)
+    holdout = given.get("train.threshold_holdout", holdout)
+    fit_images = num_train - (max(1, round(holdout * num_train)) if holdout > 0 else 0)
+    rule_epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, round(TARGET_IMAGES * compute / max(num_train, 1))))
     seen = f"{TARGET_IMAGES:,} images seen" + (f" x {compute:.2f} (same time at {size} px)" if compute < 1 else "")
-    reasons.append(("epochs", str(epochs), f"{seen} / {num_train:,} training images, within [{MIN_EPOCHS}, {MAX_EPOCHS}]"))
-    d_model = preset.model["d_model"]
-    lr = min(1e-3, max(1e-4, 1e-3 * 256 / d_model))
-    reasons.append(("lr", f"{lr:.2g}", f"1e-3 x 256 / d_model {d_model}, within [1e-4, 1e-3]"))
-    steps = epochs * math.ceil(num_train / BATCH_SIZE)
+    epochs = choose("train.epochs", "epochs", rule_epochs,
+                    f"{seen} / {num_train:,} training images, within [{MIN_EPOCHS}, {MAX_EPOCHS}]")
+    d_model = given.get("model.d_model", preset.model["d_model"])
+    lr = choose("train.lr", "lr", min(1e-3, max(1e-4, 1e-3 * 256 / d_model)),
+                f"1e-3 x 256 / d_model {d_model}, within [1e-4, 1e-3]", f"{min(1e-3, max(1e-4, 1e-3 * 256 / d_model)):.2g}")
+    batch = choose("train.batch_size", "batch_size", BATCH_SIZE, "the rule's (memory permitting: see train/memory.py)")
+    # steps on the images left after the hold-out, as the trainer counts them
+    steps = epochs * steps_per_epoch(fit_images, batch, given.get("train.grad_accum", 1),
+                                     given.get("train.max_steps_per_epoch", 0))
     pct_start = min(0.3, max(0.1, 100 / max(steps, 1)))
-    reasons.append(("pct_start", f"{pct_start:.2f}", f"100 warm-up steps of {steps}, within [0.1, 0.3]"))
+    pct_start = choose("train.pct_start", "pct_start", round(pct_start, 4),
+                       f"100 warm-up steps of {steps} ({epochs} epochs x {steps // max(epochs, 1)} steps), "
+                       f"within [0.1, 0.3]", f"{pct_start:.2f}")
     window = max(1.0, steps / 5)
     ema = min(0.9999, max(0.9, 1 - 1 / window))
-    reasons.append(("ema_decay", f"{ema:.4g}", f"averages over ~{window:.0f} steps (a fifth of the run)"))
+    choose("train.ema_decay", "ema_decay", round(ema, 6),
+           f"averages over ~{window:.0f} steps (a fifth of the run's {steps})", f"{ema:.4g}")
     if epochs < 30:
-        randaugment, cutout, why = "rand-m5-mstd0.5-inc1", False, "RandAugment m5 below 30 epochs (measured best)"
+        randaugment, cutout, why = "rand-m5-mstd0.5-inc1", False, f"RandAugment m5 below 30 epochs ({epochs}; measured best)"
     else:
-        randaugment, cutout, why = "rand-m9-mstd0.5-inc1", True, "the paper's (RandAugment m9 + Cutout)"
-    reasons.append(("augmentation", randaugment.split("-")[1] if randaugment else "none", why))
-    holdout = HOLDOUT if num_train >= HOLDOUT_MIN_IMAGES else 0.0
-    reasons.append(("thresholds", "per class" if holdout else "0.5",
-                    f"F1-optimal per class on {holdout:.0%} of the training images, held out" if holdout
-                    else f"one global 0.5: fewer than {HOLDOUT_MIN_IMAGES} training images to hold some out"))
+        randaugment, cutout, why = "rand-m9-mstd0.5-inc1", True, f"the paper's (RandAugment m9 + Cutout) from 30 epochs ({epochs})"
+    if "train.randaugment" in given or "train.cutout" in given:
+        randaugment, cutout = given.get("train.randaugment", randaugment), given.get("train.cutout", cutout)
+        reasons.append(("augmentation", _augmentation(randaugment, cutout), USER))
+    else:
+        reasons.append(("augmentation", _augmentation(randaugment, cutout), why))
+    if validation:
+        rule_why = f"{validation}: best epoch, model/EMA and per-class F1-optimal thresholds on it; test once"
+    elif holdout:
+        rule_why = (f"{round(holdout * num_train):,} of the {num_train:,} training images ({holdout:.0%}) held out: best "
+                    f"epoch, model/EMA and per-class F1-optimal thresholds on them; test once")
+    else:
+        rule_why = (f"none: fewer than {HOLDOUT_MIN_IMAGES} training images to hold some out; the last "
+                    f"epoch's weights and one global 0.5")
+    shown = "val.csv" if validation else (f"{holdout:.0%} out" if holdout else "none")
+    reasons.append(("selection", shown, USER if "train.threshold_holdout" in given else rule_why))
     values = {f"model.{k}": v for k, v in preset.model.items()}
-    values.update({"model.image_size": size, "train.epochs": epochs, "train.lr": lr, "train.batch_size": BATCH_SIZE,
-                   "train.pct_start": round(pct_start, 4), "train.ema_decay": round(ema, 6),
+    values.update({"model.image_size": size, "train.epochs": epochs, "train.lr": lr, "train.batch_size": batch,
+                   "train.pct_start": pct_start, "train.ema_decay": round(ema, 6),
                    "train.randaugment": randaugment, "train.cutout": cutout, "train.threshold_holdout": holdout})
+    listed = {"model.image_size", "train.epochs", "train.lr", "train.batch_size", "train.pct_start",
+              "train.ema_decay", "train.randaugment", "train.cutout", "train.threshold_holdout"}
+    for key, value in given.items():   # the rest of what the user set, as set
+        if key not in listed:
+            reasons.append((key.split(".", 1)[1], _show(value), USER))
+    values.update(given)
     return Derived(base.with_values(values), reasons)
+
+
+def steps_per_epoch(images: int, batch_size: int, grad_accum: int = 1, max_steps: int = 0) -> int:
+    """Optimizer steps per epoch on one process, as the trainer counts them."""
+    steps = math.ceil(math.ceil(max(images, 1) / batch_size) / grad_accum)
+    return min(steps, max_steps) if max_steps > 0 else steps
+
+
+def _augmentation(randaugment: str, cutout: bool) -> str:
+    name = randaugment.split("-")[1] if randaugment else "none"
+    return name + (" + cutout" if cutout else "")
+
+
+def _show(value: Any) -> str:
+    return f"{value:.2g}" if isinstance(value, float) and value < 0.01 else str(value)

@@ -23,7 +23,7 @@ def print_metrics(metrics: dict[str, Any], classes: Sequence[str], title: str = 
     if "CF1_top3" in metrics:
         table.add_row(*(["top-3"] + [_fmt(metrics.get(f"{k}_top3")) for k in SUMMARY_KEYS[1:]]))
     at_class = metrics.get("per_class_thresholds")
-    if at_class:   # the same predictions at the per-class thresholds (picked on held-out images)
+    if at_class:   # the same predictions at the per-class thresholds (fitted on validation images)
         table.add_row(*(["per-class t"] + [_fmt(at_class.get(k)) for k in SUMMARY_KEYS[1:]]))
     console.print(table)
     ap = metrics.get("per_class_ap")

@@ -3,9 +3,17 @@
 Run folder layout (rank 0 writes, atomically):
     recipe.yaml      the full recipe of the run
     last.pt          everything needed to resume (weights, optimizer, scheduler, EMA, position, RNG)
-    best.pt          the best weights seen (model or EMA, whichever scored higher), for deployment
-    metrics.jsonl    one line per epoch
-    curves.png       loss, learning rate and mAP per epoch
+    best.pt          the selected weights (epoch, and model or EMA, by validation mAP), for deployment
+    metrics.jsonl    one line per epoch (validation figures), then one test line (split "test")
+    curves.png       loss, learning rate and validation mAP per epoch
+
+Selection: each epoch the model and its EMA are scored on the validation split (a folder's
+val.csv) or, without one, on a seeded hold-out of the training images (train.threshold_holdout);
+the best epoch's better one is best.pt, and its per-class thresholds are fitted on the same images.
+The test split is evaluated once, at the end, on best.pt. A figure chosen on the images it is
+reported on is optimistic (a best-of-N), and a user's own test set would leak into the model they
+deploy. `train.select_on: test` keeps the paper's protocol for its recipes (configs/); the run
+then says that its test figure is a selected one.
 """
 from __future__ import annotations
 
@@ -65,21 +73,33 @@ def preflight(recipe: Recipe) -> torch.device:
 
 
 def build_datasets(recipe: Recipe):
-    """Train and test datasets, without transforms yet (they depend on the backbone)."""
+    """Train, validation (None without one) and test (None for a folder without its test csv)
+    datasets, without transforms yet (they depend on the backbone)."""
     from ..data import build_dataset
+    from ..data.datasets import has_test_split, validation_split
 
     d = recipe.data
-    return (build_dataset(d.name, d.root or None, d.train_split),
-            build_dataset(d.name, d.root or None, d.test_split))
+    root = d.root or None
+    val_split = validation_split(d.name, root, d.train_split, d.test_split)
+    return (build_dataset(d.name, root, d.train_split),
+            build_dataset(d.name, root, val_split) if val_split else None,
+            build_dataset(d.name, root, d.test_split) if has_test_split(d.name, root, d.test_split) else None)
 
 
-def set_transforms(train_set, test_set, preprocess: dict, recipe: Recipe) -> None:
+def set_transforms(train_set, eval_sets, preprocess: dict, recipe: Recipe) -> None:
     from ..data import build_transform
 
     t = recipe.train
     train_set.transform = build_transform(preprocess, train=True, cutout=t.cutout,
                                           randaugment=t.randaugment)
-    test_set.transform = build_transform(preprocess, train=False)
+    for dataset in eval_sets:
+        if dataset is not None:
+            dataset.transform = build_transform(preprocess, train=False)
+
+
+def rank_key(mAP: float) -> float:
+    """mAP as a selection key: NaN (no class with a positive among the images) ranks last."""
+    return -math.inf if math.isnan(mAP) else mAP
 
 
 class Trainer:
@@ -94,13 +114,17 @@ class Trainer:
                 raise TrainingError(f"{self.out_dir / 'last.pt'}: holds no training state to resume")
             recipe = Recipe.from_dict(state["recipe"])  # the run continues as it was started
         self.device = preflight(recipe)
-        self.train_set, self.test_set = build_datasets(recipe)
+        self.train_set, self.val_set, self.test_set = build_datasets(recipe)
         self.classes = list(self.train_set.classes)
-        if list(self.test_set.classes) != self.classes:
-            raise TrainingError(f"{recipe.data.name}: train and test splits list different classes "
-                                f"(a folder dataset with other split names needs a classes.txt)")
+        for name, split in (("validation", self.val_set), ("test", self.test_set)):
+            if split is not None and list(split.classes) != self.classes:
+                raise TrainingError(f"{recipe.data.name}: train and {name} splits list different classes "
+                                    f"(a folder dataset with other split names needs a classes.txt)")
+        if recipe.train.select_on == "test" and self.test_set is None:
+            raise TrainingError(f"train.select_on test: {recipe.data.name} has no {recipe.data.test_split} split "
+                                f"to select on (use select_on val)")
         self.holdout_set = (self.train_set.split_off(recipe.train.threshold_holdout, recipe.train.seed)
-                            if recipe.train.threshold_holdout > 0 else None)
+                            if self.val_set is None and recipe.train.threshold_holdout > 0 else None)
         self.thresholds = [recipe.train.threshold] * len(self.classes)
         # The data defines the label set; a recipe's num_classes only documents it.
         recipe = recipe.with_values({"model.num_classes": len(self.classes)})
@@ -113,9 +137,7 @@ class Trainer:
         self.model = build_model(recipe.model if state is None
                                  else recipe.model.replace(pretrained="none")).to(self.device)
         self.preprocess = self.model.data_config()
-        set_transforms(self.train_set, self.test_set, self.preprocess, recipe)
-        if self.holdout_set is not None:
-            self.holdout_set.transform = self.test_set.transform
+        set_transforms(self.train_set, (self.val_set, self.holdout_set, self.test_set), self.preprocess, recipe)
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if state is None:
@@ -123,8 +145,12 @@ class Trainer:
             self.recipe, t = recipe, recipe.train
             if self.dist.is_main:
                 from ..data.split_check import split_warnings
-                for warning in split_warnings(self.train_set, self.test_set):
-                    log.warning(warning)
+                others = [(n, d) for n, d in (("test", self.test_set), ("validation", self.val_set)) if d is not None]
+                for i, (name, other) in enumerate(others):
+                    for warning in split_warnings(self.train_set, other, name, training=i == 0):
+                        log.warning(warning)
+        if self.dist.is_main:
+            log.info(self._describe_protocol())
 
         self.ema = None
         if t.ema_decay > 0:
@@ -261,7 +287,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- loop
     def fit(self) -> dict[str, Any]:
-        """Train to the last epoch. Ctrl-C (SIGINT) finishes the optimizer step in flight, saves
+        """Train to the last epoch, then test best.pt once (returns that result). Ctrl-C (SIGINT) finishes the optimizer step in flight, saves
         last.pt and raises Interrupted; a second Ctrl-C aborts at once, leaving the last.pt of
         the previous save intact (it is only ever replaced atomically)."""
         t = self.recipe.train
@@ -277,6 +303,7 @@ class Trainer:
                             f"interrupted: state saved to {self.out_dir / 'last.pt'} (epoch "
                             f"{self.epoch + 1}, step {self.global_step}); continue with --resume")
                     self._end_epoch(train_stats, progress)
+                result = self._final_test(progress)
         except KeyboardInterrupt:
             raise Interrupted(f"aborted; {self.out_dir / 'last.pt'} holds the last saved state "
                               f"(continue with --resume)") from None
@@ -284,7 +311,7 @@ class Trainer:
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
             cleanup(self.dist)
-        return self.best
+        return result
 
     def _install_sigint_handler(self):
         self._stop_requested = False
@@ -389,21 +416,64 @@ class Trainer:
             amp_dtype=self.amp_dtype, dist=self.dist, progress=progress)
         return scores, targets, skipped
 
-    def _evaluate(self, model: nn.Module, progress) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
-        """Test metrics at the global threshold, and the (scores, targets) they came from."""
-        scores, targets, skipped = self._scores(model, self.test_set, progress)
+    # ------------------------------------------------------------------------------- selection
+    @property
+    def selection_set(self):
+        """The images epochs are scored on: the test split under the paper's protocol, else the
+        validation split or the hold-out; None when there are none (no selection)."""
+        if self.recipe.train.select_on == "test":
+            return self.test_set
+        return self.val_set if self.val_set is not None else self.holdout_set
+
+    @property
+    def threshold_set(self):
+        """The images the per-class thresholds are fitted on: never the test split."""
+        return self.val_set if self.val_set is not None else self.holdout_set
+
+    def _split_name(self, dataset) -> str:
+        d = self.recipe.data
+        if dataset is None:
+            return "none"
+        if dataset is self.test_set:
+            return f"test ({d.test_split}, {len(dataset)} images)"
+        if dataset is self.val_set:
+            return f"validation split ({dataset.source}, {len(dataset)} images)"
+        return (f"hold-out ({len(dataset)} of the {d.train_split} images, train.threshold_holdout "
+                f"{self.recipe.train.threshold_holdout:g}, seed {self.recipe.train.seed})")
+
+    def _describe_protocol(self) -> str:
+        """One line, printed at the start: what the epochs are scored on and what the test figure is."""
+        t = self.recipe.train
+        test = (f"the {self.recipe.data.test_split} split is evaluated once, at the end, on best.pt"
+                if self.test_set is not None else
+                f"no test figure: {self.recipe.data.root}/{self.recipe.data.test_split}.csv does not exist")
+        if t.select_on == "test":
+            return (f"selection: best epoch and model/EMA by test mAP ({self._split_name(self.test_set)}; "
+                    f"train.select_on test, the paper's protocol): the test figure is a selected one, "
+                    f"optimistic")
+        if self.selection_set is None:
+            weights = "EMA" if t.ema_decay > 0 else "model"
+            return (f"selection: none (no validation split and train.threshold_holdout 0): best.pt is the "
+                    f"last epoch's {weights} weights; {test}")
+        return f"selection: best epoch and model/EMA by mAP on the {self._split_name(self.selection_set)}; {test}"
+
+    def _evaluate(self, model: nn.Module, dataset, progress) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+        """Metrics of `model` on `dataset` at the global threshold, and the (scores, targets) they came from."""
+        scores, targets, skipped = self._scores(model, dataset, progress)
         return {**score(scores, targets, self.recipe.train.threshold), "skipped_images": skipped}, (scores, targets)
 
-    def _pick_thresholds(self, model: nn.Module, which: str, test: tuple[np.ndarray, np.ndarray],
-                         progress) -> dict[str, Any]:
-        """Per-class F1-optimal thresholds of `model` on the held-out training images (never the
-        test split); its test metrics at those thresholds go next to the global ones."""
-        from ..metrics import f1_optimal_thresholds, multilabel_prf
+    def _fit_thresholds(self, model: nn.Module, which: str, scored: tuple[np.ndarray, np.ndarray] | None,
+                        progress) -> dict[str, Any]:
+        """Per-class F1-optimal thresholds of `model` on the validation images (never the test split);
+        `scored`: its (scores, targets) there when already computed."""
+        from ..metrics import f1_optimal_thresholds
 
-        scores, targets, _ = self._scores(model, self.holdout_set, progress)
+        if scored is None:
+            scores, targets, _ = self._scores(model, self.threshold_set, progress)
+        else:
+            scores, targets = scored
         self.thresholds = f1_optimal_thresholds(scores, targets, default=self.recipe.train.threshold).tolist()
-        at_class = multilabel_prf(*test, np.asarray(self.thresholds))
-        return {"per_class_thresholds": {"holdout_images": len(self.holdout_set), "source": which, **at_class}}
+        return {"thresholds_fitted_on": self._split_name(self.threshold_set), "thresholds_source": which}
 
     def _sync_buffers(self) -> None:
         """DDP keeps weights equal but BatchNorm statistics drift per rank (each normalises its own
@@ -416,42 +486,88 @@ class Trainer:
                 if name in persistent:
                     torch.distributed.broadcast(buffer, src=0)
 
+    def _weights(self, which: str) -> nn.Module:
+        return self.ema.module if which == "ema" else self.model
+
+    def _score_epoch(self, progress) -> tuple[str, dict[str, dict], dict[str, tuple]]:
+        """(which weights won, {weights: metrics}, {weights: (scores, targets)}) on the selection
+        images; without any, the EMA (the model without one) and no figures."""
+        dataset = self.selection_set
+        if dataset is None:
+            return ("ema" if self.ema is not None else "model"), {}, {}
+        names = ["model"] + (["ema"] if self.ema is not None else [])
+        evaluated = {name: self._evaluate(self._weights(name), dataset, progress) for name in names}
+        results = {name: metrics for name, (metrics, _) in evaluated.items()}
+        which = max(results, key=lambda k: rank_key(results[k]["mAP"]))
+        return which, results, {name: scored for name, (_, scored) in evaluated.items()}
+
     def _end_epoch(self, train_stats: dict[str, float], progress) -> None:
         self._sync_buffers()
-        evaluated = {"model": self._evaluate(self.model, progress)}
-        if self.ema is not None:
-            evaluated["ema"] = self._evaluate(self.ema.module, progress)
-        results = {name: metrics for name, (metrics, _) in evaluated.items()}
-        which = max(results, key=lambda k: results[k]["mAP"])
-        record = {"epoch": self.epoch + 1, "step": self.global_step, **train_stats,
-                  **{f"{k}_{m}": results[k][m] for k in results for m in ("mAP", "CF1", "OF1")},
-                  "best_of_epoch": which}
+        which, results, scored = self._score_epoch(progress)
+        record = {"epoch": self.epoch + 1, "step": self.global_step, **train_stats}
+        if results:
+            record.update({"split": self._split_name(self.selection_set),
+                           **{f"{k}_{m}": results[k][m] for k in results for m in ("mAP", "CF1", "OF1")},
+                           "best_of_epoch": which})
         self.history.append(record)
         self.epoch += 1
         self.batches_done = 0
-        improved = results[which]["mAP"] > self.best["mAP"]
+        improved = (not results or "epoch" not in self.best
+                    or rank_key(results[which]["mAP"]) > rank_key(self.best["mAP"]))
         if improved:
-            self.best = {"epoch": self.epoch, "weights": which, **results[which]}
-            if self.holdout_set is not None:
-                self.best.update(self._pick_thresholds(self.ema.module if which == "ema" else self.model,
-                                                       which, evaluated[which][1], progress))
+            self.best = {"epoch": self.epoch, "weights": which, "selected_on": self._split_name(self.selection_set),
+                         **(results[which] if results else {"mAP": math.nan})}
+            if self.threshold_set is not None:
+                reuse = scored.get(which) if self.threshold_set is self.selection_set else None
+                self.best.update(self._fit_thresholds(self._weights(which), which, reuse, progress))
         if self.dist.is_main:
             if improved:
-                weights = (self.ema.module if which == "ema" else self.model).state_dict()
-                save_checkpoint(self.out_dir / "best.pt", {**self._common(), "model": weights,
+                save_checkpoint(self.out_dir / "best.pt", {**self._common(), "model": self._weights(which).state_dict(),
                                                            "metrics": self.best})
             self.save_last()
             self._write_history()
-            msg = (f"epoch {self.epoch}/{self.recipe.train.epochs}  loss {record['train_loss']:.4f}  "
-                   f"mAP {results['model']['mAP']:.2f}"
-                   + (f"  EMA mAP {results['ema']['mAP']:.2f}" if "ema" in results else "")
-                   + f"  best {self.best['mAP']:.2f} ({self.best['weights']}, epoch {self.best['epoch']})"
-                   + f"  {record['images_per_s']:.1f} img/s")
+            msg = f"epoch {self.epoch}/{self.recipe.train.epochs}  loss {record['train_loss']:.4f}  "
+            if results:
+                msg += (f"val mAP {results['model']['mAP']:.2f}"
+                        + (f"  EMA {results['ema']['mAP']:.2f}" if "ema" in results else "")
+                        + f"  best {self.best['mAP']:.2f} ({self.best['weights']}, epoch {self.best['epoch']})  ")
+            msg += f"{record['images_per_s']:.1f} img/s"
+            if self.recipe.train.select_on == "test":
+                msg = msg.replace("val mAP", "test mAP")
             (progress.console.print if progress is not None else print)(msg)
         barrier(self.dist)
 
-    def _write_history(self) -> None:
-        lines = "".join(json.dumps(r) + "\n" for r in self.history)
+    def _final_test(self, progress) -> dict[str, Any]:
+        """The test split, once, on best.pt's weights (read back from best.pt, so a resumed run
+        tests what was selected before it stopped): the run's result. Without a test split, the
+        selection figures, marked as such."""
+        barrier(self.dist)   # rank 0 wrote best.pt
+        if self.test_set is None:
+            log.warning("no test split (%s/%s.csv): no test figure; the figures below are the validation ones "
+                        "best.pt was selected on", self.recipe.data.root, self.recipe.data.test_split)
+            return {**self.best, "split": "none (validation figures)"}
+        self.model.load_state_dict(load_checkpoint(self.out_dir / "best.pt")["model"])
+        metrics, (scores, targets) = self._evaluate(self.model, self.test_set, progress)
+        result = {"split": "test", "epoch": self.best["epoch"], "weights": self.best["weights"],
+                  "selected_on": self.best["selected_on"], "selection_mAP": self.best["mAP"], **metrics}
+        if self.recipe.train.select_on == "test":
+            result["note"] = "selected on this test split (train.select_on test): an optimistic, best-of-epochs figure"
+        if "thresholds_fitted_on" in self.best:
+            from ..metrics import multilabel_prf
+            result["per_class_thresholds"] = {"fitted_on": self.best["thresholds_fitted_on"],
+                                              **multilabel_prf(scores, targets, np.asarray(self.thresholds))}
+        if self.dist.is_main:
+            best = load_checkpoint(self.out_dir / "best.pt")
+            save_checkpoint(self.out_dir / "best.pt", {**best, "metrics": result})
+            self._write_history(result)
+            if result.get("note"):
+                log.warning("test mAP %.2f: %s", result["mAP"], result["note"])
+        return result
+
+    def _write_history(self, test_row: dict[str, Any] | None = None) -> None:
+        """metrics.jsonl: the epochs' rows, then the test row once the run has one."""
+        rows = self.history + ([test_row] if test_row is not None else [])
+        lines = "".join(json.dumps(r) + "\n" for r in rows)
         atomic_write_bytes(self.out_dir / "metrics.jsonl", lines.encode())
         from ..plots import plot_curves
         plot_curves(self.history, self.out_dir / "curves.png")
