@@ -23,7 +23,9 @@ def load(model: Any, device: str = "auto", **options: Any) -> "Tagger":
     """A `Tagger` for a model file (.onnx, .engine/.plan/.trt, .pt): `predict(inputs)` and
     `stream(video)`. device: auto | cpu | cuda | cuda:N | tensorrt. Options: batch_size, workers,
     threshold (one for every class instead of the model's per-class thresholds), and the
-    backend's own (ONNX Runtime: threads=N; TensorRT: cuda_graph=True). See `mlic_edge.runtime.tagger`."""
+    backend's own (ONNX Runtime: threads=N; TensorRT: cuda_graph=True). See `mlic_edge.runtime.tagger`.
+    A server URL (http://host:8000/name or grpc://host:8001/name, from `mlic-edge serve`) gives a
+    `RemoteTagger` (runtime/remote.py) with the same predict()."""
     from .runtime.tagger import load as load_tagger
 
     return load_tagger(model, device=device, **options)

@@ -11,10 +11,14 @@ from typing import Optional
 
 import typer
 
+from ..core.errors import ConfigError
+
 
 def infer_command(
     path: str = typer.Argument(..., help="An image, a folder of images, a .txt file listing image paths (one per line, relative to the list), a video file (.mp4 .mkv .avi .mov .webm ...), a stream URL (rtsp://, http://...) or a camera (/dev/video0)."),
-    model: Path = typer.Option(..., "--model", "-m", help="Model file: .onnx (ONNX Runtime), .engine/.plan (TensorRT), .pt (PyTorch checkpoint)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model file: .onnx (ONNX Runtime), .engine/.plan (TensorRT), .pt (PyTorch checkpoint). With --server: the served model's name (not needed when the server serves one model)."),
+    server: Optional[str] = typer.Option(None, "--server", help="Send the images to a Triton server instead of running a model here (`mlic-edge serve`, or an export-triton repository): localhost:8000 or http://host:8000[/name] (HTTP), grpc://host:8001[/name] (gRPC). Images only; rows as with a local model."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="With --server: requests in flight (one image each), so the server's dynamic batcher fills its batches. Default: 2 x --batch."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the rows to preds.csv or preds.jsonl. They go to <out>.partial as they are produced (a killed job keeps them) and the file is renamed to <out> when the job ends. Default: JSON lines on stdout."),
     resume: bool = typer.Option(False, "--resume", help="Continue a folder/list job that was killed (Ctrl-C, OOM, power): the rows in <out>.partial are kept, their images are not run again, and the final file equals an uninterrupted run's. Needs the same inputs, model, --batch and --threshold."),
     threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="One score threshold for every class. Default: the model's per-class thresholds (from its metadata)."),
@@ -51,6 +55,8 @@ def infer_command(
       mlic-edge infer clip.mp4 -m best.onnx --every 5 -o frames.csv --segments segments.csv
 
       mlic-edge infer rtsp://camera/stream -m best.engine --fps 2 -o live.jsonl
+
+      mlic-edge infer images/ --server localhost:8000 -o preds.csv   # a running `mlic-edge serve`
     """
     from rich.console import Console
     from rich.markup import escape
@@ -59,12 +65,25 @@ def infer_command(
     from ..runtime.infer import run_inference
 
     console = Console(stderr=True)
+    target = model
+    if server is not None:
+        from ..runtime.remote import RemoteTagger
+
+        target = RemoteTagger(server, model, batch_size=batch, workers=workers, concurrency=concurrency)
+    elif model is None:
+        raise ConfigError("give the model: --model FILE (or --server URL for a Triton server)")
+    elif concurrency is not None:
+        raise ConfigError("--concurrency is for --server")
     options = {"smoothing": smoothing, "alpha": alpha, "window": window, "hysteresis": hysteresis,
                "min_frames": min_frames}
-    summary = run_inference(path, model, out, threshold=threshold, batch_size=batch, recursive=recursive,
-                            save_attention=save_attention, device=device, workers=workers,
-                            progress=progress, console=console, resume=resume, every=every, fps=fps,
-                            segments=segments, segment_options=options)
+    try:
+        summary = run_inference(path, target, out, threshold=threshold, batch_size=batch, recursive=recursive,
+                                save_attention=save_attention, device=device, workers=workers,
+                                progress=progress, console=console, resume=resume, every=every, fps=fps,
+                                segments=segments, segment_options=options)
+    finally:
+        if server is not None:
+            target.close()
     if summary.interrupted and summary.partial is not None:
         console.print(escape(f"interrupted: {summary.resumed + summary.processed + summary.failed} rows kept in "
                              f"{summary.partial}; run the same command with --resume to continue"), highlight=False)

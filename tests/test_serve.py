@@ -1,0 +1,160 @@
+"""`mlic-edge serve` (Triton through PyTriton) and `infer --server` on the tiny trained model.
+
+The server runs as a subprocess on free loopback ports; every request and wait is bounded and the
+fixture kills the server (and its tritonserver child, via the process group) whatever happens.
+Skipped where PyTriton is missing, or where numpy is 2.x (PyTriton 0.7's backend stub needs 1.x):
+run it from a virtualenv with `pip install -e .[serve,ort,test]`.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytriton", reason="needs the serve extra: pip install 'mlic-edge[serve]'")
+if int(np.__version__.split(".")[0]) >= 2:
+    pytest.skip(f"PyTriton 0.7's Python backend stub needs numpy < 2 (numpy {np.__version__} here); "
+                f"run from a virtualenv with the serve extra", allow_module_level=True)
+
+REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 120
+STOP_TIMEOUT_S = 30
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _metrics(port: int, model: str) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    found = {}
+    for line in text.splitlines():
+        for key in ("nv_inference_request_success", "nv_inference_exec_count", "nv_inference_count"):
+            if line.startswith(key + "{") and f'model="{model}"' in line:
+                found[key] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory):
+    http, grpc, metrics = _free_ports(3)
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlic_edge", "serve", str(trained["fp32"]), "--name", "tiny",
+             "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+             "--max-batch", "8", "--max-queue-delay-us", "20000"],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        from mlic_edge.serve.server import wait_ready
+
+        try:
+            # PyTriton loads the models after the server is up: wait for the last one bound
+            wait_ready(f"http://127.0.0.1:{http}", timeout_s=START_TIMEOUT_S, model="tiny_metadata")
+        except Exception:
+            pytest.fail(f"server did not start: {log.read_text(errors='replace')[-3000:]}")
+        yield {"process": process, "http": http, "grpc": grpc, "metrics": metrics, "log": log}
+    finally:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=30)
+
+
+def _rows(path: Path) -> dict[str, dict]:
+    with open(path, newline="") as f:
+        return {Path(row["path"]).name: row for row in csv.DictReader(f)}
+
+
+def test_infer_server_matches_local(server, trained, tmp_path):
+    from mlic_edge.runtime.infer import run_inference
+
+    images = trained["data_root"] / "test"
+    local, remote = tmp_path / "local.csv", tmp_path / "remote.csv"
+    run_inference(images, trained["fp32"], local, batch_size=8, progress=False)
+    done = subprocess.run([sys.executable, "-m", "mlic_edge", "infer", str(images), "--server",
+                           f"localhost:{server['http']}", "-o", str(remote), "--no-progress"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    a, b = _rows(local), _rows(remote)
+    assert a.keys() == b.keys() and len(a) > 10
+    for key in a:
+        assert a[key]["labels"] == b[key]["labels"], key
+        for column in a[key]:
+            if column.startswith("score_"):
+                assert abs(float(a[key][column]) - float(b[key][column])) <= 2e-6
+
+
+def test_grpc_api_and_resume_key(server, trained):
+    import mlic_edge
+
+    files = sorted((trained["data_root"] / "test").glob("*.png"))[:5]
+    with mlic_edge.load(f"grpc://127.0.0.1:{server['grpc']}/tiny") as remote, \
+            mlic_edge.load(trained["fp32"]) as local:
+        assert remote.classes == local.classes
+        np.testing.assert_allclose(remote.thresholds, local.thresholds)
+        for r, l in zip(remote.predict(files), local.predict(files)):
+            assert r.labels == l.labels
+            assert all(abs(r.scores[c] - l.scores[c]) <= 2e-6 for c in l.scores)
+        assert remote.url == f"grpc://127.0.0.1:{server['grpc']}/tiny"
+        assert remote.describe()["backend"].startswith("triton")
+
+
+def test_concurrent_requests_are_batched(server, trained):
+    from mlic_edge.runtime.remote import RemoteTagger
+
+    files = sorted((trained["data_root"] / "test").glob("*.png"))
+    files = (files * 64)[:64]
+    before = _metrics(server["metrics"], "tiny")
+    with RemoteTagger(f"http://127.0.0.1:{server['http']}/tiny", concurrency=64, timeout_s=60) as remote:
+        predictions = remote.predict(files)
+    after = _metrics(server["metrics"], "tiny")
+    assert all(p.ok for p in predictions)
+    requests = after["nv_inference_request_success"] - before["nv_inference_request_success"]
+    executions = after["nv_inference_exec_count"] - before["nv_inference_exec_count"]
+    assert requests == 64
+    assert executions < requests, (executions, requests)        # the dynamic batcher merged requests
+
+
+def test_corrupt_image_fails_its_row_only(server, trained, tmp_path):
+    import mlic_edge
+
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    good = sorted((trained["data_root"] / "test").glob("*.png"))[:2]
+    with mlic_edge.load(f"http://127.0.0.1:{server['http']}/tiny") as remote:
+        first = remote.predict([good[0], bad, good[1]])
+        assert first[0].ok and first[2].ok
+        assert not first[1].ok and "corrupt.png" in first[1].error and "cannot decode" in first[1].error
+        again = remote.predict([good[0]])                              # the server goes on
+        assert again[0].ok and again[0].labels == first[0].labels
+    assert server["process"].poll() is None
+
+
+def test_sigterm_stops_cleanly(server):
+    process = server["process"]
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=STOP_TIMEOUT_S)
+    assert code == 0, server["log"].read_text(errors="replace")[-2000:]
+    assert time.monotonic() - started < STOP_TIMEOUT_S
