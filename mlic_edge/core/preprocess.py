@@ -17,7 +17,6 @@ runtime both read images this way, so they still see the same pixels.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,62 +50,20 @@ def load_image(path: str | os.PathLike, reduce_to: int | None = None) -> Image.I
     Raises DatasetError naming the file when it is missing, unreadable or not a decodable image
     (truncated files included: decoding is forced here, not deferred to the first pixel access).
     """
+    from .image_bytes import ImageDecodeError, decode_image_bytes
+
     path = Path(path)
-    PIL = pil()
+    pil()                                                   # the one-line error where Pillow is missing
     try:
-        with warnings.catch_warnings():
-            # Palette images with transparency warn on convert(); the alpha is dropped either way.
-            warnings.simplefilter("ignore", UserWarning)
-            with PIL.Image.open(path) as image:
-                if reduce_to and image.format == "JPEG":
-                    fast = _turbojpeg_reduced(path, image, reduce_to)
-                    if fast is not None:
-                        return fast
-                    image.draft("RGB", (reduce_to, reduce_to))
-                image = PIL.ImageOps.exif_transpose(image)
-                return _to_rgb(image)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file not found") from None
-    except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as e:
-        # PIL reports undecodable/truncated data as OSError (UnidentifiedImageError included),
-        # and some malformed headers as ValueError or SyntaxError.
-        raise DatasetError(f"{path}: cannot decode image ({_one_line(e)})") from None
-
-
-# EXIF orientation -> the PIL transpose that puts the picture upright (as ImageOps.exif_transpose).
-_ORIENTATION = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
-                6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
-
-
-def _turbojpeg_reduced(path: Path, header: Image.Image, reduce_to: int) -> Image.Image | None:
-    """A JPEG decoded at reduced scale by simplejpeg (libjpeg-turbo's TurboJPEG API), or None where
-    it is not installed or the file is not plain RGB/greyscale (Pillow then decodes it). Same
-    pixels as Pillow's draft mode (both libjpeg-turbo, the same scale; checked in the tests), in
-    three quarters of the time: Pillow's JPEG plugin adds its own overhead per image."""
-    if header.mode not in ("RGB", "L"):
-        return None
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read image ({_one_line(e)})") from None
     try:
-        import simplejpeg
-    except ImportError:
-        return None
-    try:
-        pixels = simplejpeg.decode_jpeg(path.read_bytes(), colorspace="RGB", min_height=reduce_to,
-                                        min_width=reduce_to)                        # (h, w, 3) uint8
-    except ValueError:
-        return None                                    # let Pillow decode it, or name the problem
-    image = pil().Image.fromarray(pixels)
-    turn = _ORIENTATION.get(header.getexif().get(0x0112))
-    return image.transpose(pil().Image.Transpose[turn]) if turn else image
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB. 16/32-bit greyscale is rescaled from its full range
-    (PIL's own convert() would clip it at 255 and turn most pixels white)."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        values = np.asarray(image, dtype=np.float64)
-        scale = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-        image = pil().Image.fromarray(np.clip(values * (255.0 / scale), 0, 255).round().astype(np.uint8))
-    return image.convert("RGB")
+        return decode_image_bytes(data, str(path), reduce_to)
+    except ImageDecodeError as e:
+        raise DatasetError(str(e)) from None
 
 
 def _one_line(error: BaseException) -> str:
@@ -128,6 +85,7 @@ def preprocess(
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
     if image.mode != "RGB":
+        from .image_bytes import _to_rgb
         image = _to_rgb(image)
     if image.size != (image_size, image_size):
         image = image.resize((image_size, image_size), pil().Image.Resampling[interpolation.upper()])

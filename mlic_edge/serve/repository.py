@@ -8,7 +8,7 @@
 
 Why Python models that do not import mlic_edge: the container has numpy (and, after `pip install
 pillow`, PIL) but not this package. The generated model.py files carry a verbatim copy of the
-decoding (serve/decode.py) and of `core.preprocess.preprocess`, taken from the installed package
+decoding (core/image_bytes.py) and of `core.preprocess.preprocess`, taken from the installed package
 when the repository is written, plus the model's spec (size, mean, std, classes, thresholds) as
 literals; they are run against the local Tagger in the tests.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 from ..core.contract import backend_kind
 from ..core.errors import ConfigError, ModelFileError
 from ..runtime.backend import read_model_metadata
-from . import decode
+from ..core import image_bytes as decode
 from .server import DEFAULT_MAX_BATCH, model_name
 
 

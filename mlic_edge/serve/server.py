@@ -47,7 +47,7 @@ from ..core.preprocess import preprocess, preprocess_args
 from ..metrics import sigmoid
 from ..runtime.backend import open_backend, read_model_metadata
 from ..runtime.base import Backend
-from .decode import ImageDecodeError, decode_image_bytes
+from ..core.image_bytes import ImageDecodeError, decode_image_bytes
 
 DEFAULT_MAX_BATCH = 8
 DEFAULT_QUEUE_DELAY_US = 2000

@@ -1,10 +1,11 @@
-"""Decoding an image file held in memory (a request row), the way `core.preprocess.load_image`
-decodes a file on disk: the same reduced-scale JPEG decoding (simplejpeg, else Pillow's draft
-mode), EXIF orientation and RGB conversion, so a served model sees the pixels a local `infer` of
-the same file sees.
+"""Decoding an encoded image held in memory: the one decoder behind `core.preprocess.load_image`
+(a file's bytes), the server (a request row) and the Triton repository's preprocessing model, so
+all of them see the same pixels: JPEGs decoded at a reduced scale when the model needs fewer
+pixels (simplejpeg, libjpeg-turbo's TurboJPEG API, else Pillow's draft mode: the same pixels,
+simplejpeg in three quarters of the time), EXIF orientation applied, any mode made 8-bit RGB.
 
-Self-contained on purpose (numpy, PIL, optional simplejpeg; `_to_rgb` comes with it): the
-functions here are also copied verbatim into the Python-backend preprocessing model that
+Self-contained on purpose (numpy, PIL, optional simplejpeg, imported inside the functions): the
+functions here are copied verbatim into the Python-backend preprocessing model that
 `export-triton` writes, which runs in NVIDIA's container without mlic_edge.
 """
 from __future__ import annotations
@@ -38,6 +39,8 @@ def decode_image_bytes(data: bytes, source: str = "image", reduce_to: int | None
                     image.draft("RGB", (reduce_to, reduce_to))
                 image = PIL.ImageOps.exif_transpose(image)
                 return _to_rgb(image)
+    except PIL.UnidentifiedImageError:     # its message names the in-memory buffer, not the file
+        raise ImageDecodeError(f"{source}: cannot decode image (not a known image format)") from None
     except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as e:
         raise ImageDecodeError(f"{source}: cannot decode image ({' '.join(str(e).split()) or type(e).__name__})") from None
 
