@@ -129,8 +129,10 @@ def video_step(model: Path, images: list[Path], out: Path) -> bool:
     from ..runtime.infer import run_inference
 
     clip = out / "clip.mp4"
-    starts = write_slideshow([np.asarray(load_image(p)) for p in images], clip, seconds_per_image=2.0, fps=10)
-    line(f"  {clip}: {len(images)} sample images, 2 s each at 10 fps (scene changes at "
+    # Lossless H.264, so that each frame shows exactly its image and must get its image's tags.
+    starts = write_slideshow([np.asarray(load_image(p)) for p in images], clip, seconds_per_image=2.0, fps=10,
+                             lossless=True)
+    line(f"  {clip}: {len(images)} sample images, 2 s each at 10 fps, lossless H.264 (scene changes at "
          f"{', '.join(f'{t:g}' for t in starts[1:])} s)")
     frames, segments = out / "clip_frames.csv", out / "clip_segments.csv"
     say(f"infer {clip} --model {model} --every 5 --out {frames} --segments {segments}")
