@@ -129,7 +129,7 @@ def video_step(model: Path, images: list[Path], out: Path) -> bool:
     from ..runtime.infer import run_inference
 
     clip = out / "clip.mp4"
-    # Lossless H.264, so that each frame shows exactly its image and must get its image's tags.
+    # Lossless H.264 (yuv444p, qp 0): frames within 2 levels of their images (RGB <-> YUV rounding).
     starts = write_slideshow([np.asarray(load_image(p)) for p in images], clip, seconds_per_image=2.0, fps=10,
                              lossless=True)
     line(f"  {clip}: {len(images)} sample images, 2 s each at 10 fps, lossless H.264 (scene changes at "
