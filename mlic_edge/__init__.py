@@ -26,7 +26,7 @@ def load(model: Any, device: str = "auto", **options: Any) -> "Tagger":
     backend's own (ONNX Runtime: threads=N; TensorRT: cuda_graph=True). See `mlic_edge.runtime.tagger`.
     A server URL (http://host:8000/name or grpc://host:8001/name, from `mlic-edge serve`) gives a
     `RemoteTagger` (runtime/remote.py) with the same predict()."""
-    from .runtime.tagger import load as load_tagger
+    from .runtime.api import load as load_tagger
 
     return load_tagger(model, device=device, **options)
 __all__ = ["__version__", "load"]

@@ -267,18 +267,4 @@ def _one_ahead(items: Iterator[Any], work: Callable[[Any], Any]) -> Iterator[tup
             yield waiting[0], waiting[1].result()
 
 
-def load(model: str | os.PathLike, device: str = "auto", **options: Any) -> Tagger:
-    """A `Tagger` for a model file (.onnx, .engine/.plan/.trt, .pt). `device`: auto | cpu | cuda |
-    cuda:N | tensorrt (ONNX Runtime's TensorRT provider). Options: batch_size, workers, threshold,
-    and the backend's own (see `open_backend`). A server URL (http://host:8000/name,
-    grpc://host:8001/name: `mlic-edge serve`) gives a `RemoteTagger` with the same `predict`."""
-    from .remote import is_remote
-
-    if is_remote(model):
-        from .remote import RemoteTagger
-
-        return RemoteTagger(str(model), **options)
-    return Tagger(model, device=device, **options)
-
-
-__all__ = ["Prediction", "Tagger", "load"]
+__all__ = ["Prediction", "Tagger"]
