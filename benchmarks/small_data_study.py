@@ -108,6 +108,10 @@ def main() -> None:
     recipe = Recipe().with_values({"data.name": "folder", "data.root": str(root)})
     derived = derive_for_dataset(recipe.with_splits(*default_splits("folder")), get_preset(DEFAULT_PRESET),
                                  args.image_size)
+    # a study at the same compute: the images-seen epochs as a fixed count (one-cycle), not the
+    # own-data stop rule (patience, time budget) that `train` uses without --epochs
+    derived = derive_for_dataset(recipe.with_splits(*default_splits("folder")), get_preset(DEFAULT_PRESET),
+                                 args.image_size, given={"train.epochs": derived.planned_epochs})
     print(derived.describe(), flush=True)
     base = derived.recipe
     seeds = [int(s) for s in args.seeds.split(",")]

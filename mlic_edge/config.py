@@ -30,6 +30,7 @@ Pretrained = Literal["none", "timm", "offline", "auto"]
 Amp = Literal["auto", "bf16", "fp16", "off"]
 LossName = Literal["bce", "focal", "asl", "apl"]
 SelectOn = Literal["val", "test"]
+LRSchedule = Literal["onecycle", "cosine"]
 ENCODERS = get_args(Encoder)
 IRPE_KERNELS = get_args(IrpeKernel)
 DECODER_SELF_ATTN = get_args(DecoderSelfAttn)
@@ -410,6 +411,19 @@ class TrainConfig(_Serializable, _Checks):
     # asks for it, and the test figure is then a selected one (the run says so).
     select_on: SelectOn = "val"
     max_steps_per_epoch: int = 0     # > 0 cuts epochs short (smoke tests, benchmarks)
+    # onecycle: the paper's, over train.epochs (pct_start warm-up). cosine (own data's derived
+    # recipe, built for early stopping): linear warm-up over warmup_steps from lr/25, then cosine to
+    # 0 at the horizon: train.epochs, or with a time budget the epochs that fit in it (estimated
+    # after the first epoch, then fixed and kept in last.pt).
+    schedule: LRSchedule = "onecycle"
+    warmup_steps: int = 100          # cosine only
+    # > 0: stop when the validation mAP has not improved for this many epochs (evaluations);
+    # needs validation images (val.csv or the hold-out). 0: no early stop.
+    patience: int = 0
+    # > 0: minutes of training + validation; at each epoch's end the run stops when another epoch
+    # (at the mean epoch time so far) would not finish within it; an epoch during which it runs
+    # out is cut short at a step boundary and validated as the last.
+    time_budget: float = 0.0
 
     def check_ranges(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum"):
@@ -426,6 +440,9 @@ class TrainConfig(_Serializable, _Checks):
         self.require(self.max_steps_per_epoch >= 0,
                      f"max_steps_per_epoch must be >= 0, got {self.max_steps_per_epoch}")
         self.require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        self.require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        self.require(self.patience >= 0, f"patience must be >= 0, got {self.patience}")
+        self.require(self.time_budget >= 0, f"time_budget must be >= 0 (minutes), got {self.time_budget}")
         check_device(self.device, "train.device")
 
 

@@ -14,6 +14,8 @@ from mlic_edge.model.presets import DEFAULT_PRESET, PRESETS, get_preset
 from mlic_edge.train.auto_recipe import (
     MAX_EPOCHS,
     MIN_EPOCHS,
+    PATIENCE,
+    TIME_BUDGET,
     derive_recipe,
     median_image_side,
 )
@@ -85,28 +87,37 @@ def test_recipe_rule_at_its_boundaries():
     assert tiny.recipe.train.ema_decay == 0.9                      # a 6-step window: clamped
     assert tiny.recipe.train.randaugment.startswith("rand-m9") and tiny.recipe.train.cutout
     large = derive_recipe(Recipe(), lite0, num_train=1_000_000, image_side=640)
-    assert large.recipe.train.epochs == MIN_EPOCHS
+    assert large.planned_epochs == MIN_EPOCHS
     assert large.recipe.model.image_size == 224                    # the preset's size when the data is larger
-    assert large.recipe.train.pct_start == 0.1 and large.recipe.train.ema_decay == 0.9999
+    assert large.recipe.train.ema_decay == 0.9999
+    # validation images (the hold-out) and no epochs given: the run stops by the rule, and the
+    # images-seen epochs only size the warm-up (a share of them, as one-cycle's), EMA and augmentation
+    steps = 3 * 28_125                                           # 900,000 images trained on, batch 32
+    assert (large.recipe.train.epochs, large.recipe.train.schedule) == (MAX_EPOCHS, "cosine")
+    assert (large.recipe.train.patience, large.recipe.train.time_budget) == (PATIENCE, TIME_BUDGET)
+    assert large.recipe.train.warmup_steps == round(0.1 * steps)
+    assert tiny.recipe.train.schedule == "onecycle" and tiny.recipe.train.patience == 0   # nothing to stop on
     assert large.recipe.train.randaugment.startswith("rand-m5") and not large.recipe.train.cutout
     mid = derive_recipe(Recipe(), lite0, num_train=3000, image_side=128)
     # 128 px upsampled to 160: 12,000 x (128/160)^2 = 7,680 images seen = 2.56 epochs, at least 3
-    assert (mid.recipe.train.epochs, mid.recipe.model.image_size, mid.recipe.train.lr) == (3, 160, 1e-3)
+    assert (mid.planned_epochs, mid.recipe.model.image_size, mid.recipe.train.lr) == (3, 160, 1e-3)
     study = derive_recipe(Recipe(), lite0, num_train=1000, image_side=128)
-    assert (study.recipe.train.epochs, study.recipe.model.image_size) == (8, 160)   # 7.68 epochs
+    assert (study.planned_epochs, study.recipe.model.image_size) == (8, 160)   # 7.68 epochs
     near = derive_recipe(Recipe(), lite0, num_train=3000, image_side=200)
-    assert (near.recipe.train.epochs, near.recipe.model.image_size) == (4, 224)     # no more than the preset's
+    assert (near.planned_epochs, near.recipe.model.image_size) == (4, 224)     # no more than the preset's
     given = derive_recipe(Recipe(), lite0, num_train=1000, image_side=128, image_size=224)
-    assert (given.recipe.train.epochs, given.recipe.model.image_size) == (4, 224)   # 12 x (128/224)^2 = 3.9
+    assert (given.planned_epochs, given.recipe.model.image_size) == (4, 224)   # 12 x (128/224)^2 = 3.9
     own = derive_recipe(Recipe(), lite0, num_train=1000, image_side=128, image_size=128)
-    assert (own.recipe.train.epochs, own.recipe.model.image_size) == (12, 128)      # the rule before #13's study
+    assert (own.planned_epochs, own.recipe.model.image_size) == (12, 128)      # the rule before #13's study
     assert mid.recipe.train.threshold_holdout == 0.1 and tiny.recipe.train.threshold_holdout == 0.0
     assert mid.recipe.model.backbone == "tf_efficientnet_lite0" and mid.recipe.model.d_model == 256
     paper = derive_recipe(Recipe(), get_preset("r101-448"), num_train=3000, image_side=None)
     assert paper.recipe.train.lr == 1.25e-4 and paper.recipe.model.image_size == 448
     block = mid.describe()
-    for setting in ("model", "image_size", "epochs", "lr", "pct_start", "ema_decay", "augmentation", "selection"):
+    for setting in ("model", "image_size", "epochs", "patience", "time", "lr", "warmup", "ema_decay",
+                    "augmentation", "selection"):
         assert f"  {setting} " in block
+    assert "  pct_start " in tiny.describe() and "  stop " in tiny.describe()
     with_val = derive_recipe(Recipe(), lite0, num_train=3000, image_side=128, validation="d/val.csv")
     assert with_val.recipe.train.threshold_holdout == 0.0 and "d/val.csv" in with_val.describe()
 
@@ -120,7 +131,7 @@ def test_values_set_by_the_user_are_marked_and_what_follows_is_derived_again():
     warm-up and EMA window are those of 5 epochs (hand-computed here), not the rule's 3."""
     lite0 = get_preset("lite0-224")
     rule = derive_recipe(Recipe(), lite0, num_train=3000, image_side=128)
-    assert rule.recipe.train.epochs == 3
+    assert rule.planned_epochs == 3 and rule.recipe.train.epochs == MAX_EPOCHS   # stops by the rule
     five = derive_recipe(Recipe(), lite0, num_train=3000, image_side=128,
                          given={"train.epochs": 5, "train.batch_size": 16, "train.seed": 7})
     rows = block_rows(five)
@@ -132,6 +143,17 @@ def test_values_set_by_the_user_are_marked_and_what_follows_is_derived_again():
     assert five.recipe.train.ema_decay == pytest.approx(round(1 - 1 / (steps / 5), 6))
     assert f"100 warm-up steps of {steps} " in rows["pct_start"][1] and f"run's {steps})" in rows["ema_decay"][1]
     assert (five.recipe.train.epochs, five.recipe.train.batch_size, five.recipe.train.seed) == (5, 16, 7)
+    # the user's epochs win: one-cycle over them, no early stop and no budget unless asked
+    assert (five.recipe.train.schedule, five.recipe.train.patience, five.recipe.train.time_budget) == ("onecycle", 0, 0)
+    assert "patience" not in rows and "time" not in rows
+    asked = derive_recipe(Recipe(), lite0, num_train=3000, image_side=128,
+                          given={"train.epochs": 5, "train.patience": 2, "train.time_budget": 1.5})
+    assert (asked.recipe.train.epochs, asked.recipe.train.patience, asked.recipe.train.time_budget) == (5, 2, 1.5)
+    assert block_rows(asked)["patience"] == ("2", "set by the user") and block_rows(asked)["time"][1] == "set by the user"
+    # the rule's stop, with the user's budget (--time): marked, the rest of the rule kept
+    timed = derive_recipe(Recipe(), lite0, num_train=3000, image_side=128, given={"train.time_budget": 2.0})
+    assert (timed.recipe.train.time_budget, timed.recipe.train.patience, timed.recipe.train.schedule) == (2.0, PATIENCE, "cosine")
+    assert block_rows(timed)["time"][1] == "set by the user" and block_rows(rule)["time"] == (f"{TIME_BUDGET:g} min", block_rows(rule)["time"][1])
     # 30 epochs set by the user switch the augmentation to the paper's, and the block says so
     thirty = derive_recipe(Recipe(), lite0, num_train=3000, image_side=128, given={"train.epochs": 30})
     assert thirty.recipe.train.cutout and block_rows(thirty)["augmentation"][0] == "m9 + cutout"
@@ -154,7 +176,7 @@ def test_train_on_own_data_derives_and_records_the_recipe(tmp_path, capsys):
     root = make_folder_dataset(tmp_path / "d", n_train=16, n_test=8)
     out = tmp_path / "run"
     with one_thread(), pytest.raises(SystemExit) as done:
-        main(["train", "--data", "folder", "--data-root", str(root), "--epochs", "1", "--workers", "0",
+        main(["train", "--data", "folder", "--data-root", str(root), "--epochs", "1", "--time", "5", "--workers", "0",
               "--pretrained", "none", "--device", "cpu", "--set", "train.max_steps_per_epoch=1", "--out", str(out)])
     assert done.value.code == 0
     printed = capsys.readouterr().out
@@ -164,8 +186,10 @@ def test_train_on_own_data_derives_and_records_the_recipe(tmp_path, capsys):
     recipe = Recipe.from_yaml(text)
     assert recipe.model.backbone == "tf_efficientnet_lite0" and recipe.model.image_size == 96
     assert recipe.train.epochs == 1                                # the command line's value won
+    assert (recipe.train.schedule, recipe.train.patience, recipe.train.time_budget) == ("onecycle", 0, 5.0)
     rows = {line.split()[1]: line for line in text.splitlines() if line.startswith("#   ")}
     assert rows["epochs"].endswith("set by the user") and rows["device"].endswith("set by the user")
+    assert rows["time"].endswith("set by the user")
     assert "100 warm-up steps of 1 (1 epochs x 1 steps)" in rows["pct_start"]   # max_steps_per_epoch=1
     assert rows["max_steps_per_epoch"].endswith("set by the user") and recipe.train.max_steps_per_epoch == 1
     assert (out / "best.pt").is_file()

@@ -248,6 +248,90 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(data_root,
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+# ----------------------------------------------------------------------------------- stop rule
+class ScriptedValidation:
+    """Trainer._evaluate with scripted validation mAPs (one per epoch, model and EMA alike); the
+    test split is scored for real."""
+
+    def __init__(self, monkeypatch, maps):
+        from mlic_edge.train.trainer import Trainer
+        real = Trainer._evaluate
+
+        def evaluate(trainer, model, dataset, progress):
+            metrics, scored = real(trainer, model, dataset, progress)
+            if dataset is not trainer.test_set:
+                metrics = {**metrics, "mAP": float(maps[trainer.epoch])}
+            return metrics, scored
+        monkeypatch.setattr(Trainer, "_evaluate", evaluate)
+
+
+def metric_rows(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_patience_stops_after_n_evaluations_without_improvement_and_resume_keeps_the_rule(
+        data_root, tmp_path, monkeypatch):
+    """patience 3, validation mAPs 50, 60, 55, 60, 59, 90, ...: best at epoch 2 (60 again is not
+    better), so the run stops after epoch 5 although 90 would come; interrupted in epoch 3 and
+    resumed, it stops at the same epoch; a stopped run resumed trains no further."""
+    from mlic_edge.train.trainer import Interrupted, Trainer
+
+    ScriptedValidation(monkeypatch, [50, 60, 55, 60, 59, 90, 95, 99])
+    recipe = tiny_recipe(data_root, epochs=8, patience=3, max_steps_per_epoch=2, randaugment="", cutout=False,
+                         schedule="cosine", warmup_steps=3)     # the own-data schedule, resumed too
+    _, result = run(recipe, tmp_path / "straight")
+    rows = metric_rows(tmp_path / "straight")
+    assert [r["epoch"] for r in rows[:-1]] == [1, 2, 3, 4, 5]
+    assert [r.get("stopped") for r in rows[:-1]] == [None] * 4 + ["patience"]
+    assert "not improved for 3 epochs" in rows[4]["stop_detail"]
+    assert rows[-1]["split"] == "test" and rows[-1]["stopped"] == "patience" and rows[-1]["epochs_run"] == 5
+    assert (result["epoch"], result["selection_mAP"]) == (2, 60.0)
+
+    trainer = Trainer(recipe, tmp_path / "split", show_progress=False)
+    trainer.criterion = InterruptAt(trainer.criterion, n=5)     # epoch 3, first step
+    with pytest.raises(Interrupted):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["train_state"]["epoch"] == 2
+    run(recipe, tmp_path / "split", resume=True)
+    resumed = metric_rows(tmp_path / "split")
+    assert [r.get("stopped") for r in resumed] == [None] * 4 + ["patience"] * 2
+    assert [r.get("epoch") for r in resumed] == [r.get("epoch") for r in rows]
+    assert resumed[-1]["mAP"] == pytest.approx(rows[-1]["mAP"])    # the same weights, tested once
+    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("straight", "split"))
+    assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
+    assert a["train_state"]["scheduler"]["_last_lr"] == b["train_state"]["scheduler"]["_last_lr"]
+
+    stopped = Trainer(recipe, tmp_path / "straight", resume=True, show_progress=False)
+
+    def no_training(*args):
+        raise AssertionError("a stopped run trained on")
+    stopped.criterion = no_training
+    again = stopped.fit()
+    assert load_checkpoint(tmp_path / "straight" / "last.pt")["train_state"]["global_step"] == 10
+    assert len(metric_rows(tmp_path / "straight")) == 6 and again["mAP"] == pytest.approx(result["mAP"])
+
+
+def test_time_budget_stops_a_run_and_sets_the_cosine_horizon(data_root, tmp_path, caplog):
+    """A budget shorter than one step: the first epoch is cut after its first step, validated, and
+    the run stops (the reason in metrics.jsonl and the result); the cosine's horizon is one epoch."""
+    recipe = tiny_recipe(data_root, epochs=5, time_budget=1e-4, schedule="cosine", warmup_steps=2,
+                         max_steps_per_epoch=3, randaugment="", cutout=False)
+    caplog.set_level("WARNING")
+    trainer, result = run(recipe, tmp_path / "run")
+    rows = metric_rows(tmp_path / "run")
+    assert [r["epoch"] for r in rows[:-1]] == [1] and rows[0]["stopped"] == "time budget"
+    assert "budget" in rows[0]["stop_detail"] and result["stopped"] == "time budget"
+    assert trainer.global_step == 1 and "ending it after step 1 of 3" in caplog.text
+    assert trainer.horizon_epochs == 1 and trainer.steps_per_epoch == 3
+    f = trainer._cosine_factor
+    assert (f(0), f(2), f(3)) == (pytest.approx(1 / 25), pytest.approx(1.0), pytest.approx(0.0, abs=1e-12))
+    assert 0 < f(2.5) < 1    # the cosine between the warm-up's end and the horizon
+    # epochs alone: one-cycle over them, no early stop
+    trainer, result = run(tiny_recipe(data_root, epochs=2, max_steps_per_epoch=1), tmp_path / "plain")
+    assert result["stopped"] == "epochs" and len(metric_rows(tmp_path / "plain")) == 3
+    assert isinstance(trainer.scheduler, torch.optim.lr_scheduler.OneCycleLR)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

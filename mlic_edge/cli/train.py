@@ -58,7 +58,8 @@ def train(
     backbone: Optional[str] = typer.Option(None, help="timm backbone, e.g. resnet101.tv_in1k, tresnet_l, tf_efficientnet_lite0."),
     pretrained: Optional[str] = typer.Option(None, help="Backbone weights: auto | timm | offline | none."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input size (448 in the paper)."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs (80 in the paper)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (80 in the paper). Own data without it: trains until the validation mAP stops improving, within --time."),
+    time_budget: Optional[float] = typer.Option(None, "--time", metavar="MINUTES", help="Time budget in minutes of training + validation: the run stops when another epoch would not fit (own data without --epochs: 7, and the learning rate anneals to it)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Batch size per process/GPU."),
     lr: Optional[float] = typer.Option(None, help="One-cycle maximum learning rate (5e-5 in the paper)."),
     loss: Optional[str] = typer.Option(None, help="Loss: apl | asl | focal | bce."),
@@ -80,6 +81,8 @@ def train(
     are derived from the preset (default lite0-224) and the data set's size (printed, and written
     to recipe.yaml); options given on the command line still win. With --config, the recipe's
     settings are used as they are (--model then only replaces its model section).
+    Own data without --epochs stops when the validation mAP has not improved for 3 epochs or when
+    the --time budget is spent (the reason is printed and written to metrics.jsonl).
     Ctrl-C saves last.pt and exits; --resume continues from it.
     """
     from ..config import Recipe
@@ -98,7 +101,7 @@ def train(
     options = {
         "model.backbone": backbone, "model.pretrained": pretrained, "model.image_size": image_size,
         "model.encoder": encoder, "model.decoder_self_attn": decoder_self_attn,
-        "train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr, "train.loss": loss,
+        "train.epochs": epochs, "train.time_budget": time_budget, "train.batch_size": batch_size, "train.lr": lr, "train.loss": loss,
         "train.device": device, "train.amp": amp, "train.compile": compile, "train.seed": seed,
     }
     given = user_values(options, list(set_))

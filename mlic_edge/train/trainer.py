@@ -14,6 +14,13 @@ The test split is evaluated once, at the end, on best.pt. A figure chosen on the
 reported on is optimistic (a best-of-N), and a user's own test set would leak into the model they
 deploy. `train.select_on: test` keeps the paper's protocol for its recipes (configs/); the run
 then says that its test figure is a selected one.
+
+Stopping: after train.epochs, or earlier with train.patience (that many epochs without a better
+validation mAP) or train.time_budget (minutes of training + validation; checked at epoch ends:
+the run stops when another epoch, at the mean epoch time so far, would not fit; an epoch during
+which the budget runs out is cut short at a step boundary and validated as the last). The reason is
+printed, written to the last epoch's row and the test row of metrics.jsonl, and kept in last.pt
+with the time used, so --resume continues under the same rule and a stopped run trains no further.
 """
 from __future__ import annotations
 
@@ -183,9 +190,15 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas),
                                            weight_decay=t.weight_decay,
                                            fused=self.device.type == "cuda")  # one kernel per step
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=max_lr, total_steps=t.epochs * self.steps_per_epoch,
-            pct_start=t.pct_start, cycle_momentum=t.cycle_momentum)
+        # cosine: its horizon in epochs (train.epochs; with a time budget, the epochs that fit in
+        # it, set after the first epoch and kept in last.pt)
+        self.horizon_epochs, self.horizon_fixed = t.epochs, False
+        if t.schedule == "cosine":   # peaks: the groups' lr (lr, and lr x backbone_lr_scale)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._cosine_factor(step))
+        else:
+            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                self.optimizer, max_lr=max_lr, total_steps=t.epochs * self.steps_per_epoch,
+                pct_start=t.pct_start, cycle_momentum=t.cycle_momentum)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
         # Position: `epoch` is the epoch in progress; `batches_done` counts its micro-batches up
@@ -194,6 +207,10 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"mAP": -1.0}
         self.skipped_total = 0
+        # why the run stopped ({"reason": patience | time budget | epochs, "detail": ...}), once it has;
+        # seconds of training + validation so far (over resumes), for the time budget
+        self.stopped: dict[str, str] | None = None
+        self._elapsed_before, self._clock = 0.0, time.perf_counter()
         if state is not None:
             self._restore(state)
         elif self.dist.is_main:
@@ -213,6 +230,19 @@ class Trainer:
         head = [p for p in self.model.parameters() if id(p) not in ids]
         return ([{"params": backbone, "lr": t.lr * t.backbone_lr_scale}, {"params": head, "lr": t.lr}],
                 [t.lr * t.backbone_lr_scale, t.lr])
+
+    def _cosine_factor(self, step: int) -> float:
+        """train.schedule cosine: the learning rate's share of its peak after `step` optimizer steps."""
+        warm = self.recipe.train.warmup_steps
+        if step < warm:
+            return 1 / 25 + (1 - 1 / 25) * step / warm          # from lr/25, as one-cycle starts
+        horizon = self.horizon_epochs * self.steps_per_epoch
+        progress = min(1.0, (step - warm) / max(1, horizon - warm))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    def _elapsed(self) -> float:
+        """Seconds of training + validation in this run, over its resumes."""
+        return self._elapsed_before + time.perf_counter() - self._clock
 
     def _fit_in_memory(self, recipe: Recipe) -> Recipe:
         """Measure what a step needs before the first one (train/memory.py): a smaller micro-batch
@@ -246,6 +276,8 @@ class Trainer:
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "epoch": self.epoch, "batches_done": self.batches_done, "global_step": self.global_step,
             "history": self.history, "best": self.best, "skipped_total": self.skipped_total,
+            "stopped": self.stopped, "elapsed_s": self._elapsed(),
+            "horizon_epochs": self.horizon_epochs, "horizon_fixed": self.horizon_fixed,
             # Augmentation draws from per-sample seeds (loader.py); only dropout uses these,
             # as they were right after the last optimizer step (an interrupted forward pass may
             # have drawn from them since).
@@ -269,6 +301,9 @@ class Trainer:
         self.epoch, self.batches_done = ts["epoch"], ts["batches_done"]
         self.global_step, self.history, self.best = ts["global_step"], ts["history"], ts["best"]
         self.skipped_total = ts.get("skipped_total", 0)
+        self.stopped, self._elapsed_before = ts.get("stopped"), ts.get("elapsed_s", 0.0)
+        self.horizon_epochs = ts.get("horizon_epochs", self.horizon_epochs)
+        self.horizon_fixed = ts.get("horizon_fixed", False)
         torch.set_rng_state(ts["rng_cpu"])
         if self.device.type == "cuda" and ts["rng_cuda"] is not None:
             torch.cuda.set_rng_state(ts["rng_cuda"], self.device)
@@ -287,15 +322,20 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- loop
     def fit(self) -> dict[str, Any]:
-        """Train to the last epoch, then test best.pt once (returns that result). Ctrl-C (SIGINT) finishes the optimizer step in flight, saves
+        """Train until the stop rule (train.epochs; train.patience, train.time_budget when set),
+        then test best.pt once (returns that result). A resumed run that had stopped trains no
+        further. Ctrl-C (SIGINT) finishes the optimizer step in flight, saves
         last.pt and raises Interrupted; a second Ctrl-C aborts at once, leaving the last.pt of
         the previous save intact (it is only ever replaced atomically)."""
         t = self.recipe.train
         progress = self._progress()
         previous_handler = self._install_sigint_handler()
+        self._clock = time.perf_counter()
+        if self.stopped is not None and self.dist.is_main:
+            print(f"this run had stopped ({self.stopped['reason']}: {self.stopped['detail']}); not training further")
         try:
             with progress or nullcontext():
-                while self.epoch < t.epochs:
+                while self.stopped is None and self.epoch < t.epochs:
                     train_stats = self._train_epoch(progress)
                     if train_stats is None:  # stop requested mid-epoch, at a step boundary
                         self.save_last()
@@ -399,6 +439,10 @@ class Trainer:
                     if task is not None:
                         progress.remove_task(task)
                     return None
+                if step_in_epoch < self.steps_per_epoch and self._over_budget():
+                    log.warning("time budget (%g min) spent in epoch %d: ending it after step %d of %d",
+                                t.time_budget, self.epoch + 1, step_in_epoch, self.steps_per_epoch)
+                    break       # validated as the last epoch; the stop rule then says why
         if task is not None:
             progress.remove_task(task)
         elapsed = time.perf_counter() - t0
@@ -520,6 +564,10 @@ class Trainer:
             if self.threshold_set is not None:
                 reuse = scored.get(which) if self.threshold_set is self.selection_set else None
                 self.best.update(self._fit_thresholds(self._weights(which), which, reuse, progress))
+        self._fix_horizon()
+        self.stopped = self._stop_rule()
+        if self.stopped is not None:
+            record.update({"stopped": self.stopped["reason"], "stop_detail": self.stopped["detail"]})
         if self.dist.is_main:
             if improved:
                 save_checkpoint(self.out_dir / "best.pt", {**self._common(), "model": self._weights(which).state_dict(),
@@ -535,7 +583,55 @@ class Trainer:
             if self.recipe.train.select_on == "test":
                 msg = msg.replace("val mAP", "test mAP")
             (progress.console.print if progress is not None else print)(msg)
+            if self.stopped is not None:
+                (progress.console.print if progress is not None else print)(
+                    f"stopped after epoch {self.epoch} ({self.stopped['reason']}): {self.stopped['detail']}")
         barrier(self.dist)
+
+    def _from_rank0(self, value: float) -> float:
+        """Rank 0's value on every rank (wall-clock decisions must agree across DDP ranks)."""
+        if not self.dist.enabled:
+            return value
+        x = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        torch.distributed.broadcast(x, src=0)
+        return float(x.item())
+
+    def _over_budget(self) -> bool:
+        """The time budget is spent (an epoch longer than the budget is cut short)."""
+        t = self.recipe.train
+        return t.time_budget > 0 and self._from_rank0(self._elapsed()) > t.time_budget * 60
+
+    def _fix_horizon(self) -> None:
+        """cosine with a time budget: after the first epoch, the horizon is the epochs that fit in
+        the budget at that epoch's time (within [1, train.epochs]); fixed from then on."""
+        t = self.recipe.train
+        if t.schedule != "cosine" or t.time_budget <= 0 or self.horizon_fixed:
+            return
+        per_epoch = self._from_rank0(self._elapsed() / max(self.epoch, 1))
+        self.horizon_epochs = min(t.epochs, max(1, int(t.time_budget * 60 // max(per_epoch, 1e-9))))
+        self.horizon_fixed = True
+        if self.dist.is_main:
+            log.info("time budget %g min, ~%.0f s per epoch: the learning rate's cosine ends at epoch %d",
+                     t.time_budget, per_epoch, self.horizon_epochs)
+
+    def _stop_rule(self) -> dict[str, str] | None:
+        """Why the run stops after the epoch just ended, or None: patience (validation mAP not
+        improved for train.patience epochs), time budget (another epoch would not fit), epochs."""
+        t = self.recipe.train
+        if t.patience > 0 and self.selection_set is not None and self.epoch - self.best["epoch"] >= t.patience:
+            return {"reason": "patience",
+                    "detail": f"validation mAP not improved for {self.epoch - self.best['epoch']} epochs "
+                              f"(train.patience {t.patience}; best {self.best['mAP']:.2f} at epoch {self.best['epoch']})"}
+        if t.time_budget > 0 and self.epoch < t.epochs:
+            elapsed = self._from_rank0(self._elapsed())
+            per_epoch = elapsed / self.epoch
+            if elapsed + per_epoch > t.time_budget * 60:
+                return {"reason": "time budget",
+                        "detail": f"{elapsed / 60:.1f} of the {t.time_budget:g} min budget (train.time_budget) "
+                                  f"used; another epoch (~{per_epoch:.0f} s) would not fit"}
+        if self.epoch >= t.epochs:
+            return {"reason": "epochs", "detail": f"the last of train.epochs {t.epochs}"}
+        return None
 
     def _final_test(self, progress) -> dict[str, Any]:
         """The test split, once, on best.pt's weights (read back from best.pt, so a resumed run
@@ -545,11 +641,12 @@ class Trainer:
         if self.test_set is None:
             log.warning("no test split (%s/%s.csv): no test figure; the figures below are the validation ones "
                         "best.pt was selected on", self.recipe.data.root, self.recipe.data.test_split)
-            return {**self.best, "split": "none (validation figures)"}
+            return {**self.best, "split": "none (validation figures)", **self._stop_fields()}
         self.model.load_state_dict(load_checkpoint(self.out_dir / "best.pt")["model"])
         metrics, (scores, targets) = self._evaluate(self.model, self.test_set, progress)
         result = {"split": "test", "epoch": self.best["epoch"], "weights": self.best["weights"],
-                  "selected_on": self.best["selected_on"], "selection_mAP": self.best["mAP"], **metrics}
+                  "selected_on": self.best["selected_on"], "selection_mAP": self.best["mAP"], **metrics,
+                  **self._stop_fields()}
         if self.recipe.train.select_on == "test":
             result["note"] = "selected on this test split (train.select_on test): an optimistic, best-of-epochs figure"
         if "thresholds_fitted_on" in self.best:
@@ -563,6 +660,10 @@ class Trainer:
             if result.get("note"):
                 log.warning("test mAP %.2f: %s", result["mAP"], result["note"])
         return result
+
+    def _stop_fields(self) -> dict[str, Any]:
+        return ({"stopped": self.stopped["reason"], "stop_detail": self.stopped["detail"], "epochs_run": self.epoch}
+                if self.stopped is not None else {})
 
     def _write_history(self, test_row: dict[str, Any] | None = None) -> None:
         """metrics.jsonl: the epochs' rows, then the test row once the run has one."""
