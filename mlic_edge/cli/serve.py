@@ -32,7 +32,7 @@ def serve_command(
     workers: int = typer.Option(4, "--workers", help="Decoding threads per model instance (images are decoded on the server)."),
     verbose: bool = typer.Option(False, "--verbose", help="Triton's verbose log."),
 ) -> None:
-    """Serve a model with NVIDIA Triton Inference Server (PyTriton; `pip install mlic-edge\\[serve]`).
+    """Serve a model with NVIDIA Triton Inference Server (PyTriton; in .venv-serve: scripts/serve_venv.sh).
 
     The model <name> takes encoded image files (input "image", BYTES, one file per row) and returns
     "scores" (FP32 [K], after the sigmoid), "labels" (BYTES, the classes at or above the model's

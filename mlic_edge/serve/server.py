@@ -114,8 +114,8 @@ def _check_numpy() -> None:
     if major >= 2:
         raise BackendUnavailable(
             f"mlic-edge serve: PyTriton's Python backend stub needs numpy < 2 (this environment has "
-            f"numpy {np.__version__}, with which it returns empty tensors); `pip install mlic-edge[serve]` "
-            f"in its own virtualenv resolves numpy 1.26")
+            f"numpy {np.__version__}, with which it returns empty tensors); `bash scripts/serve_venv.sh` "
+            f"makes .venv-serve (numpy 1.26): .venv-serve/bin/python -m mlic_edge serve ...")
 
 
 class _Runner:
@@ -208,7 +208,8 @@ def serve(model: str | os.PathLike, options: ServeOptions, *, on_ready=None) -> 
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
     except ImportError:
-        raise BackendUnavailable("mlic-edge serve needs PyTriton: pip install 'mlic-edge[serve]'") from None
+        raise BackendUnavailable("mlic-edge serve needs PyTriton: `bash scripts/serve_venv.sh` makes .venv-serve "
+                                 "with it (numpy 1.x), then .venv-serve/bin/python -m mlic_edge serve ...") from None
     _check_numpy()
     _prepare_environment()
 
