@@ -3,6 +3,7 @@
 Messages name the file and the problem, e.g. "data/train.csv:12: label 'kat' is not in classes.txt".
 Importable without torch.
 """
+from __future__ import annotations
 
 
 class MLICError(Exception):
@@ -27,3 +28,10 @@ class ModelFileError(MLICError):
 
 class BackendUnavailable(MLICError):
     """The backend a model file needs (TensorRT, a GPU, torch, ...) is not installed here."""
+
+
+def one_line(error: BaseException, limit: int | None = None) -> str:
+    """An exception's message on one line (and at most `limit` characters), or its type's name
+    when it has none: what a one-line error says about its cause."""
+    text = " ".join(str(error).split())
+    return (text[:limit] if limit else text) or type(error).__name__

@@ -30,6 +30,16 @@ class ModelMetadata:
     format: str = METADATA_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def class_thresholds(self, source: str = "model"):
+        """The per-class decision thresholds as a float64 (K,) array (0.5 each where the file has
+        none); ModelFileError naming `source` when their count is not the classes'."""
+        import numpy as np
+
+        values = np.asarray(self.thresholds or [0.5] * len(self.classes), dtype=np.float64)
+        if len(values) != len(self.classes):
+            raise ModelFileError(f"{source}: {len(values)} thresholds for {len(self.classes)} classes")
+        return values
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelFileError
+from .errors import ModelFileError, one_line
 from .metadata import METADATA_KEY, ModelMetadata
 
 
@@ -23,7 +23,7 @@ def _load_proto(path: Path):
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as e:  # DecodeError, truncated file, ...
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        reason = one_line(e, 200)
         raise ModelFileError(f"{path}: not a readable ONNX file ({reason})") from None
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import BackendUnavailable, DatasetError
+from .errors import BackendUnavailable, DatasetError, one_line
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -59,15 +59,11 @@ def load_image(path: str | os.PathLike, reduce_to: int | None = None) -> Image.I
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file not found") from None
     except OSError as e:
-        raise DatasetError(f"{path}: cannot read image ({_one_line(e)})") from None
+        raise DatasetError(f"{path}: cannot read image ({one_line(e)})") from None
     try:
         return decode_image_bytes(data, str(path), reduce_to)
     except ImageDecodeError as e:
         raise DatasetError(str(e)) from None
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def preprocess(

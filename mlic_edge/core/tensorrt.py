@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BackendUnavailable, ConfigError
+from .errors import BackendUnavailable, ConfigError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def import_runtime(name: str) -> TensorRTRuntime:
         module = importlib.import_module(_MODULES[name])
         str(module.__version__)
     except Exception as e:  # ImportError, OSError (missing libraries), RuntimeError from stubs
-        reason = " ".join(str(e).split())[:160] or type(e).__name__
+        reason = one_line(e, 160)
         raise BackendUnavailable(f"{LABELS[name]} is not installed or not loadable here ({reason}); "
                                  f"{INSTALL_HINTS[name]}") from None
     return TensorRTRuntime(name, module)

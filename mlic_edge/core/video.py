@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BackendUnavailable, ConfigError, DatasetError
+from .errors import BackendUnavailable, ConfigError, DatasetError, one_line
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -423,8 +423,8 @@ def iter_frames(source: str | os.PathLike, *, every: int | None = None, fps: flo
 def _one_line(error: BaseException) -> str:
     """The error as one line; for FFmpeg errors just its text ("Invalid data found when processing
     input"), without the errno and the file name the message already starts with."""
-    text = getattr(error, "strerror", None) or str(error)
-    return " ".join(str(text).split()) or type(error).__name__
+    text = getattr(error, "strerror", None)
+    return one_line(Exception(text) if text else error)
 
 
 def write_slideshow(images: list[np.ndarray], path: str | os.PathLike, *, seconds_per_image: float = 2.0,

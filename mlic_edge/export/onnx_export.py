@@ -39,6 +39,7 @@ import numpy as np
 
 from ..core.contract import INPUT_NAME, PRECISIONS, precision_tag
 from ..core.metadata import ModelMetadata
+from ..core.errors import one_line
 from .errors import ExportError, ExportParityError, MissingDependencyError
 
 log = logging.getLogger(__name__)
@@ -166,19 +167,15 @@ def torch_to_onnx(module, example, *, dynamic: bool, opset: int, output_names: l
             raise
         except Exception as e:  # torch.export / onnxscript failures are many and varied
             if exporter == "dynamo":
-                raise ExportError(f"dynamo export failed: {_one_line(e)}") from None
-            notes.append(f"dynamo export failed ({_one_line(e)[:160]}); used the TorchScript exporter")
+                raise ExportError(f"dynamo export failed: {one_line(e, 300)}") from None
+            notes.append(f"dynamo export failed ({one_line(e, 160)}); used the TorchScript exporter")
     try:
         _export_torchscript(module, example, dynamic=dynamic, opset=opset, output_names=output_names, path=path)
     except Exception as e:
-        raise ExportError(f"ONNX export failed: {_one_line(e)}") from None
+        raise ExportError(f"ONNX export failed: {one_line(e, 300)}") from None
     if min(opset, 20) != opset:
         notes.append(f"TorchScript exporter caps the opset at 20 (asked {opset})")
     return skeleton(), "torchscript", notes
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:300] or type(error).__name__
 
 
 # ----------------------------------------------------------------------------------- graph side
@@ -226,7 +223,7 @@ def cleanup_graph(proto, *, base_dir: Path, out_path: Path, fold_size_limit: int
         onnx.checker.check_model(str(out_path), full_check=True)
         return out_path
     except Exception as e:
-        raise ExportError(f"exported graph fails ONNX checks: {_one_line(e)}") from None
+        raise ExportError(f"exported graph fails ONNX checks: {one_line(e, 300)}") from None
 
 
 def ort_session(model: Any, *, disabled_optimizers: list[str] | None = None, threads: int | None = None,

@@ -155,8 +155,9 @@ class RowFile:
         self.f: IO[str] | None = None
         self._synced = time.monotonic()
 
-    def start(self, job: dict[str, Any] | None, resume: bool) -> tuple[bool, int]:
-        """Open for appending. Returns (header needed, rows kept from an earlier run)."""
+    def start(self, job: dict[str, Any] | None, resume: bool) -> bool:
+        """Open a new partial file (True: it needs a header), or check that the partial file there
+        is this job's (False: `keep_complete_batches` then opens it for appending)."""
         if self.partial.exists() and not resume:
             raise ConfigError(f"{self.partial}: rows of an interrupted job are there; add --resume to "
                               f"continue it, or delete the file to start over")
@@ -168,11 +169,11 @@ class RowFile:
                 raise ConfigError(f"{self.job_file}: the interrupted job differs in {', '.join(changed)}; "
                                   f"run it with the same inputs, model and options, or delete "
                                   f"{self.partial.name} to start over")
-            return False, -1                       # the caller counts the rows it keeps
+            return False
         if job is not None:
             atomic_write_text(self.job_file, json.dumps(job, indent=1) + "\n")
         self.f = open(self.partial, "w", encoding="utf-8", newline="")
-        return True, 0
+        return True
 
     def _read_job(self) -> dict[str, Any]:
         try:
@@ -355,7 +356,7 @@ def _run_images(tagger: Tagger, inputs, out_path: Path | None, fmt: str, *, tota
     rows = RowFile(out_path, fmt) if out_path is not None else None
     resumed = 0
     if rows is not None:
-        header, _ = rows.start(_job(Path(inputs), recursive, tagger, batch, threshold, fmt), resume)
+        header = rows.start(_job(Path(inputs), recursive, tagger, batch, threshold, fmt), resume)
         if not header:
             resumed = rows.keep_complete_batches(paths, batch)
         f = rows.f

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import BackendUnavailable, ConfigError, ModelFileError
+from ..core.errors import BackendUnavailable, ConfigError, ModelFileError, one_line
 from ..core.metadata import ModelMetadata
 from ..core.preprocess import image_from_array, pil, preprocess_args
-from .tagger import Prediction, Tagger, _describe
+from .tagger import Prediction, Tagger, _describe, scored
 
 SCHEMES = ("http://", "https://", "grpc://")
 
@@ -94,7 +94,7 @@ class RemoteTagger(Tagger):
         try:
             live = client.is_server_live()
         except Exception as e:
-            raise BackendUnavailable(f"{server}: no Triton server answers ({_one_line(e)})") from None
+            raise BackendUnavailable(f"{server}: no Triton server answers ({one_line(e)})") from None
         if not live:
             raise BackendUnavailable(f"{server}: the Triton server is not live")
         self.name = name or self._discover(client)
@@ -102,9 +102,7 @@ class RemoteTagger(Tagger):
         self.metadata = ModelMetadata(**info["metadata"])
         self.served_backend: dict[str, Any] = info.get("backend") or {}
         self.classes = list(self.metadata.classes)
-        self.thresholds = np.asarray(self.metadata.thresholds or [0.5] * len(self.classes), dtype=np.float64)
-        if len(self.thresholds) != len(self.classes):
-            raise ModelFileError(f"{self.url}: {len(self.thresholds)} thresholds for {len(self.classes)} classes")
+        self.thresholds = self.metadata.class_thresholds(self.url)                    # (K,) float64
         self.batch_size, self.workers = batch_size, max(int(workers), 1)
         self.concurrency = max(int(concurrency or 2 * batch_size), 1)
         self.default_threshold = threshold
@@ -146,7 +144,7 @@ class RemoteTagger(Tagger):
             try:
                 stats = client.get_inference_statistics()
             except Exception as e:
-                raise BackendUnavailable(f"{self.server}: cannot list models ({_one_line(e)})") from None
+                raise BackendUnavailable(f"{self.server}: cannot list models ({one_line(e)})") from None
             entries = stats["model_stats"] if isinstance(stats, dict) else stats.model_stats
         names = {e["name"] if isinstance(e, dict) else e.name for e in entries}
         ours = sorted(n for n in names if f"{n}_metadata" in names)
@@ -163,7 +161,7 @@ class RemoteTagger(Tagger):
             result = self._infer(client, f"{self.name}_metadata", [request], ["metadata"])
         except Exception as e:
             raise ModelFileError(f"{self.protocol}://{self.address}/{self.name}: no mlic-edge metadata from "
-                                 f"model {self.name}_metadata ({_one_line(e)})") from None
+                                 f"model {self.name}_metadata ({one_line(e)})") from None
         try:
             return json.loads(bytes(result.as_numpy("metadata").reshape(-1)[0]).decode("utf-8"))
         except (ValueError, TypeError, AttributeError) as e:
@@ -175,7 +173,7 @@ class RemoteTagger(Tagger):
         try:
             meta = client.get_model_metadata(self.name)
         except Exception as e:
-            raise ModelFileError(f"{self.url}: no such model on the server ({_one_line(e)})") from None
+            raise ModelFileError(f"{self.url}: no such model on the server ({one_line(e)})") from None
         outputs = meta["outputs"] if isinstance(meta, dict) else meta.outputs
         names = {o["name"] if isinstance(o, dict) else o.name for o in outputs}
         if "scores" not in names:
@@ -225,8 +223,7 @@ class RemoteTagger(Tagger):
         scores, error = future.result()
         if error is not None:
             return Prediction(source, error=f"{source}: {error}")
-        return Prediction(source, labels=[self.classes[k] for k in np.flatnonzero(scores >= limits)],
-                          scores={c: float(s) for c, s in zip(self.classes, scores)})
+        return scored(source, scores, self.classes, limits)
 
     def _one(self, item: Any) -> tuple[np.ndarray | None, str | None]:
         """One input -> (scores (K,), None) or (None, one-line error without the source)."""
@@ -237,14 +234,14 @@ class RemoteTagger(Tagger):
         except OSError as e:
             return None, f"cannot read ({e.strerror or type(e).__name__})"
         except (ValueError, ConfigError) as e:
-            return None, _one_line(e)
+            return None, one_line(e)
         module = self._module
         image = module.InferInput("image", [1, 1], "BYTES")
         image.set_data_from_numpy(np.array([[data]], dtype=object))
         try:
             result = self._infer(self._client(), self.name, [image], self._outputs)
         except Exception as e:          # Triton's error for this request (export-triton), transport errors
-            return None, f"server: {_one_line(e)}"
+            return None, f"server: {one_line(e)}"
         if "error" in self._outputs:
             error = bytes(result.as_numpy("error").reshape(-1)[0]).decode("utf-8", errors="replace")
             if error:
@@ -280,10 +277,6 @@ def _encoded(item: Any) -> bytes:
     buffer = io.BytesIO()
     item.convert("RGB").save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 __all__ = ["RemoteTagger", "is_remote", "parse_server"]

@@ -63,6 +63,17 @@ class Prediction:
         return record
 
 
+def labels_above(classes: list[str], scores: np.ndarray, limits: np.ndarray) -> list[str]:
+    """The classes whose score (K,) is at or above its threshold (K,), in class order."""
+    return [classes[k] for k in np.flatnonzero(scores >= limits)]
+
+
+def scored(source: str, scores: np.ndarray, classes: list[str], limits: np.ndarray) -> Prediction:
+    """The Prediction of one input from its sigmoid scores (K,)."""
+    return Prediction(source, labels=labels_above(classes, scores, limits),
+                      scores={c: float(s) for c, s in zip(classes, scores)})
+
+
 def _describe(item: Any, index: int) -> str:
     if isinstance(item, (str, os.PathLike)):
         return str(item)
@@ -86,7 +97,7 @@ class Tagger:
             open_backend(model, device=device, **backend_options)
         self.metadata: ModelMetadata = self.backend.metadata
         self.classes: list[str] = list(self.metadata.classes)
-        self.thresholds = self._model_thresholds()                    # (K,) float64
+        self.thresholds = self.metadata.class_thresholds(str(self.backend.path))   # (K,) float64
         self.batch_size, self.workers = batch_size, max(int(workers), 1)
         self.default_threshold = threshold
         self._check_threshold(threshold)
@@ -103,12 +114,6 @@ class Tagger:
 
     def describe(self) -> dict[str, Any]:
         return self._live().describe()
-
-    def _model_thresholds(self) -> np.ndarray:
-        values = np.asarray(self.metadata.thresholds or [0.5] * len(self.classes), dtype=np.float64)
-        if len(values) != len(self.classes):
-            raise ModelFileError(f"{self.backend.path}: {len(values)} thresholds for {len(self.classes)} classes")
-        return values
 
     @staticmethod
     def _check_threshold(threshold: float | None) -> None:
@@ -189,11 +194,10 @@ class Tagger:
                 predictions.append(Prediction(source, error=message))
                 continue
             i = next(rows)
-            row = scores[i]
-            predictions.append(Prediction(
-                source, labels=[self.classes[k] for k in np.flatnonzero(row >= limits)],
-                scores={c: float(s) for c, s in zip(self.classes, row)},
-                attention=attention[i] if attention is not None else None, image=one.value[1]))
+            prediction = scored(source, scores[i], self.classes, limits)
+            prediction.attention = attention[i] if attention is not None else None
+            prediction.image = one.value[1]
+            predictions.append(prediction)
         return predictions
 
     # ---------------------------------------------------------------- video

@@ -113,7 +113,7 @@ output [ {{ name: "images" data_type: TYPE_FP32 dims: [ 3, {size}, {size} ] }} ]
 output [
   {{ name: "scores" data_type: TYPE_FP32 dims: [ {K} ] }},
   {{ name: "labels" data_type: TYPE_STRING dims: [ 1 ] }}
-]''', postprocess_source(meta.classes, meta.thresholds or [0.5] * K)),
+]''', postprocess_source(meta.classes, meta.class_thresholds(str(path)).tolist())),
         names["meta"]: ('''input [ { name: "request" data_type: TYPE_STRING dims: [ 1 ] } ]
 output [ { name: "metadata" data_type: TYPE_STRING dims: [ 1 ] } ]''',
                         metadata_source(json.dumps({"metadata": json.loads(meta.to_json()),

@@ -42,11 +42,12 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import BackendUnavailable, ConfigError, DatasetError
+from ..core.errors import BackendUnavailable, ConfigError, DatasetError, one_line
 from ..core.preprocess import preprocess, preprocess_args
 from ..metrics import sigmoid
 from ..runtime.backend import open_backend, read_model_metadata
 from ..runtime.base import Backend
+from ..runtime.tagger import labels_above
 from ..core.image_bytes import ImageDecodeError, decode_image_bytes
 
 DEFAULT_MAX_BATCH = 8
@@ -128,7 +129,7 @@ class _Runner:
         self._lock = threading.Lock()
         self.metadata = read_model_metadata(model)
         self.classes = list(self.metadata.classes)
-        self.thresholds = np.asarray(self.metadata.thresholds or [0.5] * len(self.classes), np.float64)
+        self.thresholds = self.metadata.class_thresholds(str(model))                  # (K,) float64
         self.args = preprocess_args(self.metadata.preprocess)                # (S, mean, std, interpolation)
         self.pool = ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="mlic-serve-decode")
 
@@ -164,7 +165,7 @@ class _Runner:
                 errors.append(str(e))
             except Exception as e:  # a hostile file must not take the batch (other clients) down
                 tensors.append(None)
-                errors.append(f"{type(e).__name__}: {' '.join(str(e).split())}")
+                errors.append(f"{type(e).__name__}: {one_line(e)}")
         good = [t for t in tensors if t is not None]
         scores = np.full((len(rows), len(self.classes)), np.nan, np.float32)
         if good:
@@ -180,7 +181,7 @@ class _Runner:
         return sigmoid(self._backend().predict(batch)["logits"]).astype(np.float32)   # (n, K)
 
     def _outputs(self, scores: np.ndarray, errors: list[str]) -> dict[str, np.ndarray]:
-        labels = [";".join(c for c, s, t in zip(self.classes, row, self.thresholds) if s >= t) if not e else ""
+        labels = [";".join(labels_above(self.classes, row, self.thresholds)) if not e else ""
                   for row, e in zip(scores, errors)]
         return {"scores": scores,
                 "labels": np.array([[label.encode()] for label in labels], dtype=object),     # (B, 1)
@@ -303,7 +304,7 @@ def _stop(triton: Any) -> None:
 
 def _start_failure(error: BaseException) -> str:
     """One line for a server that did not start; names the libpython fix where the stub failed."""
-    text = " ".join(str(error).split()) or type(error).__name__
+    text = one_line(error)
     libdir = stub_library_dir()
     if "_recursion_count" in text or "stub" in text.lower():
         return (f"Triton's Python backend stub failed to start ({text[:200]}); it must load this "
