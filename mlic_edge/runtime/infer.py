@@ -258,6 +258,19 @@ def _job(inputs: Path, recursive: bool, tagger: Tagger, batch: int, threshold: f
             "model_mtime_ns": model.st_mtime_ns, "batch": batch, "threshold": threshold, "output": fmt}
 
 
+def _frames_to_tag(info: dict[str, Any], every: int | None, fps: float | None) -> int | None:
+    """How many frames of a file `--every` / `--fps` will tag, for the progress bar (None: the
+    container does not say). A live source is not asked: opening it twice means connecting twice."""
+    frames = info.get("frames")
+    if not frames:
+        return None
+    if every:
+        return -(-frames // every)
+    if fps and info.get("duration_s"):
+        return int(info["duration_s"] * fps) + 1
+    return frames
+
+
 class _Borrowed:
     """Context manager over a stream we do not own (stdout): flushed, never closed."""
 
@@ -459,16 +472,11 @@ def _run_video(tagger: Tagger, source, out_path: Path | None, fmt: str, *, thres
     from rich.markup import escape
 
     from ..core.segments import SegmentTracker, write_segments
-    from ..core.video import video_info
+    from ..core.video import is_live_source, video_info
 
     tracker = SegmentTracker(tagger.classes, tagger.limits(threshold), **segment_options) \
         if segments is not None else None
-    info = video_info(source)
-    frames = info.get("frames")
-    total = None
-    if frames:
-        total = -(-frames // every) if every else (int(info["duration_s"] * fps) + 1 if fps and info.get("duration_s")
-                                                   else frames)
+    total = None if is_live_source(source) else _frames_to_tag(video_info(source), every, fps)
     rows = RowFile(out_path, fmt) if out_path is not None else None
     if rows is not None:
         rows.start(None, resume=False)
