@@ -6,6 +6,7 @@
     python benchmarks/small_data_study.py --from-logs part1.log part2.log --plot study.png   # summarise parts
     python benchmarks/small_data_study.py --variants "base,encoder none,encoder standard,decoder self-attn all,loss asl,loss bce"
     python benchmarks/small_data_study.py --image-size 128        # the README's base: 128 px, 12 epochs
+    bash benchmarks/gpu_study.sh OUT                              # the README's tables, on a GPU, in parallel
 
 Data: the digits mosaics (real MNIST handwriting) at a harder setting than the README's example:
 1,000 training images (a third), 128 px, test on 500 mosaics of unseen handwriting. Base: what
@@ -49,6 +50,7 @@ from mlic_edge.model.presets import DEFAULT_PRESET, get_preset
 from mlic_edge.plots import plot_deltas
 from mlic_edge.train.auto_recipe import derive_for_dataset
 
+# (names without commas: --variants is a comma-separated list of them)
 VARIANTS = {
     "base": {},
     "backbone lr x0.1": {"train.backbone_lr_scale": 0.1},
@@ -61,6 +63,13 @@ VARIANTS = {
     "input 128 px for 12 epochs": {"model.image_size": 128, "train.epochs": 12},   # the rule before
     "input 160 px for 8 epochs": {"model.image_size": 160, "train.epochs": 8},
     "input 224 px for 4 epochs": {"model.image_size": 224, "train.epochs": 4},     # the preset's size
+    # the README's own-data rows on the 3,000-image set (base there: 160 px for 3 epochs)
+    "input 128 px for 4 epochs": {"model.image_size": 128, "train.epochs": 4},
+    "input 128 px for 4 epochs without augmentation": {"model.image_size": 128, "train.epochs": 4,
+                                                       "train.randaugment": "", "train.cutout": False},
+    # `train`'s own-data stop rule where time does not bind (a GPU): patience 3, cosine to 30 epochs
+    "stop rule without a time limit": {"train.epochs": 30, "train.patience": 3, "train.schedule": "cosine",
+                                       "train.time_budget": 0.0},
     "no augmentation": {"train.randaugment": "", "train.cutout": False},
     "RandAugment m9 + Cutout": {"train.randaugment": "rand-m9-mstd0.5-inc1", "train.cutout": True},
     "no EMA": {"train.ema_decay": 0.0},
@@ -98,6 +107,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/study-data"))
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"of: {', '.join(VARIANTS)}")
     parser.add_argument("--image-size", type=int, help="derive the base for this input size, as train --image-size")
+    parser.add_argument("--set", dest="set_", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a recipe field for every run (as train --set), e.g. train.amp=off (repeatable)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG of the deltas with their seed spread")
     parser.add_argument("--from-logs", type=Path, nargs="+", help="no training: summarise the scores these runs printed")
@@ -113,7 +124,7 @@ def main() -> None:
     derived = derive_for_dataset(recipe.with_splits(*default_splits("folder")), get_preset(DEFAULT_PRESET),
                                  args.image_size, given={"train.epochs": derived.planned_epochs})
     print(derived.describe(), flush=True)
-    base = derived.recipe
+    base = derived.recipe.with_overrides(args.set_)
     seeds = [int(s) for s in args.seeds.split(",")]
     started = time.perf_counter()
     if args.from_logs:

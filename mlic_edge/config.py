@@ -413,16 +413,16 @@ class TrainConfig(_Serializable, _Checks):
     max_steps_per_epoch: int = 0     # > 0 cuts epochs short (smoke tests, benchmarks)
     # onecycle: the paper's, over train.epochs (pct_start warm-up). cosine (own data's derived
     # recipe, built for early stopping): linear warm-up over warmup_steps from lr/25, then cosine to
-    # 0 at the horizon: train.epochs, or with a time budget the epochs that fit in it (estimated
-    # after the first epoch, then fixed and kept in last.pt).
+    # 0 at the horizon: train.epochs' steps, or with a time budget the steps that fit in it (read
+    # from the pace of epochs 1 and 2, then fixed and kept in last.pt; the run ends there).
     schedule: LRSchedule = "onecycle"
     warmup_steps: int = 100          # cosine only
     # > 0: stop when the validation mAP has not improved for this many epochs (evaluations);
     # needs validation images (val.csv or the hold-out). 0: no early stop.
     patience: int = 0
-    # > 0: minutes of training + validation; at each epoch's end the run stops when another epoch
-    # (at the mean epoch time so far) would not finish within it; an epoch during which it runs
-    # out is cut short at a step boundary and validated as the last.
+    # > 0: minutes of training + validation. cosine: the horizon above; onecycle: at each epoch's
+    # end the run stops when another epoch would not finish within it. An epoch during which it
+    # runs out is cut short at a step boundary and validated as the last.
     time_budget: float = 0.0
 
     def check_ranges(self) -> None:

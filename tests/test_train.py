@@ -322,14 +322,44 @@ def test_time_budget_stops_a_run_and_sets_the_cosine_horizon(data_root, tmp_path
     assert [r["epoch"] for r in rows[:-1]] == [1] and rows[0]["stopped"] == "time budget"
     assert "budget" in rows[0]["stop_detail"] and result["stopped"] == "time budget"
     assert trainer.global_step == 1 and "ending it after step 1 of 3" in caplog.text
-    assert trainer.horizon_epochs == 1 and trainer.steps_per_epoch == 3
+    # stopped before any horizon was read from an epoch: the cosine over train.epochs' steps
+    assert trainer.horizon_steps == 5 * 3 and not trainer.horizon_fixed
     f = trainer._cosine_factor
-    assert (f(0), f(2), f(3)) == (pytest.approx(1 / 25), pytest.approx(1.0), pytest.approx(0.0, abs=1e-12))
-    assert 0 < f(2.5) < 1    # the cosine between the warm-up's end and the horizon
+    assert (f(0), f(2), f(15)) == (pytest.approx(1 / 25), pytest.approx(1.0), pytest.approx(0.0, abs=1e-12))
+    assert 0 < f(8) < 1    # the cosine between the warm-up's end and the horizon
     # epochs alone: one-cycle over them, no early stop
     trainer, result = run(tiny_recipe(data_root, epochs=2, max_steps_per_epoch=1), tmp_path / "plain")
     assert result["stopped"] == "epochs" and len(metric_rows(tmp_path / "plain")) == 3
     assert isinstance(trainer.scheduler, torch.optim.lr_scheduler.OneCycleLR)
+
+
+def test_cosine_horizon_fills_the_time_budget_read_from_the_latest_epoch(data_root, tmp_path):
+    """A 1-minute budget, 9 steps per epoch, 2 s of validation per epoch. After a 20 s first
+    epoch (start-up included) 40 s are left: 2 whole epochs -> horizon 27 steps, provisional.
+    After a second of 11 s, 29 s are left: 2 whole epochs (22 s), then 5 s for the training steps
+    of a shorter last epoch with its validation (5 steps of 1 s) -> 18 + 18 + 5 = 41, fixed. The
+    run ends where the cosine does (a step of a fifth epoch), not on a guess of whole epochs."""
+    from mlic_edge.train.trainer import Trainer
+    trainer = Trainer(tiny_recipe(data_root, epochs=30, time_budget=1.0, schedule="cosine", warmup_steps=2),
+                      tmp_path / "run", show_progress=False)
+    trainer.steps_per_epoch, trainer.validation_s = 9, 2.0
+
+    def epoch_ends_at(seconds: float, steps: int = 9) -> dict | None:
+        trainer.epoch += 1
+        trainer.global_step += steps
+        trainer.epoch_ends.append(seconds)
+        trainer.stopped = trainer._stop_rule()
+        if trainer.stopped is None:
+            trainer._update_horizon()
+        return trainer.stopped
+
+    assert epoch_ends_at(20.0) is None and (trainer.horizon_steps, trainer.horizon_fixed) == (27, False)
+    assert epoch_ends_at(31.0) is None and (trainer.horizon_steps, trainer.horizon_fixed) == (41, True)
+    assert epoch_ends_at(42.0) is None and epoch_ends_at(53.0) is None and trainer.horizon_steps == 41
+    assert not trainer._cosine_ended() and trainer._cosine_factor(40) > 0
+    stopped = epoch_ends_at(60.0, steps=5)          # the fifth epoch, cut at the horizon
+    assert trainer._cosine_ended() and trainer._cosine_factor(41) == pytest.approx(0.0, abs=1e-12)
+    assert stopped["reason"] == "time budget" and "cosine, sized to it, ended" in stopped["detail"]
 
 
 def _free_port() -> int:

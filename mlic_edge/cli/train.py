@@ -59,7 +59,7 @@ def train(
     pretrained: Optional[str] = typer.Option(None, help="Backbone weights: auto | timm | offline | none."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input size (448 in the paper)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (80 in the paper). Own data without it: trains until the validation mAP stops improving, within --time."),
-    time_budget: Optional[float] = typer.Option(None, "--time", metavar="MINUTES", help="Time budget in minutes of training + validation: the run stops when another epoch would not fit (own data without --epochs: 7, and the learning rate anneals to it)."),
+    time_budget: Optional[float] = typer.Option(None, "--time", metavar="MINUTES", help="Time budget in minutes of training + validation (own data without --epochs: 7). With own data's cosine schedule the learning rate reaches 0 when it is spent and the run ends there; with one-cycle the run stops when another epoch would not fit."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Batch size per process/GPU."),
     lr: Optional[float] = typer.Option(None, help="One-cycle maximum learning rate (5e-5 in the paper)."),
     loss: Optional[str] = typer.Option(None, help="Loss: apl | asl | focal | bce."),

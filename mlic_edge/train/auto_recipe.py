@@ -13,12 +13,11 @@ a CPU needs a short schedule that still converges. The rule, every step of which
   32-px feature grid grows from 4 x 4 to 5 x 5, while the full 224 px leaves too few epochs;
 * when to stop (with validation images: val.csv or the hold-out below, and no epochs given):
   the run trains until the validation mAP has not improved for PATIENCE epochs, within a time
-  budget of TIME_BUDGET minutes of training + validation (--time; the run stops when another
-  epoch would not fit, so with the start-up and the final test the command takes about a minute
-  more), and at most MAX_EPOCHS epochs. A fixed count of images seen cannot fit every data set
+  budget of TIME_BUDGET minutes of training + validation (--time; with the start-up and the final
+  test the command takes about a minute more), and at most MAX_EPOCHS epochs. A fixed count of images seen cannot fit every data set
   (#21: on a harder set of 3,000 real photos the 3 derived epochs stopped at 82.2 test mAP,
   still rising). The learning rate warms up over 100 steps, then follows a cosine to 0 at the
-  epochs that fit in the budget (estimated from the first epoch). Epochs given by the user win:
+  end of the budget (the steps that fit, read from the epochs' pace; trainer.py), where the run ends. Epochs given by the user win:
   then the one-cycle schedule over them and no early stop unless asked (--set train.patience=,
   --time). Without validation images, the fixed count below (one-cycle, nothing to stop on);
 * epochs (the estimate that sizes the warm-up, EMA and augmentation when the run stops by the
@@ -196,7 +195,7 @@ def derive_recipe(base: Recipe, preset: Preset, num_train: int, image_side: int 
         warmup = round(pct_start * steps)
         warmup = choose("train.warmup_steps", "warmup", warmup,
                         f"100 steps of the ~{steps} expected, within [0.1, 0.3] of them; then a cosine to 0 "
-                        f"at the epochs that fit in the time budget (schedule cosine)", f"{warmup} steps")
+                        f"at the end of the time budget (schedule cosine)", f"{warmup} steps")
         if "train.pct_start" in given:
             pct_start = given["train.pct_start"]
             reasons.append(("pct_start", _show(pct_start), USER + " (one-cycle only; this run is cosine)"))

@@ -16,9 +16,11 @@ deploy. `train.select_on: test` keeps the paper's protocol for its recipes (conf
 then says that its test figure is a selected one.
 
 Stopping: after train.epochs, or earlier with train.patience (that many epochs without a better
-validation mAP) or train.time_budget (minutes of training + validation; checked at epoch ends:
-the run stops when another epoch, at the mean epoch time so far, would not fit; an epoch during
-which the budget runs out is cut short at a step boundary and validated as the last). The reason is
+validation mAP) or train.time_budget (minutes of training + validation). With the cosine schedule
+the budget sets the cosine's horizon in steps (whole epochs, then a shorter last one, at the
+latest epoch's pace; read after epochs 1 and 2) and the run ends where the cosine does; with
+one-cycle it stops when another epoch would not fit. An epoch during which the budget runs out is
+cut short at a step boundary and validated as the last. The reason is
 printed, written to the last epoch's row and the test row of metrics.jsonl, and kept in last.pt
 with the time used, so --resume continues under the same rule and a stopped run trains no further.
 """
@@ -190,9 +192,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas),
                                            weight_decay=t.weight_decay,
                                            fused=self.device.type == "cuda")  # one kernel per step
-        # cosine: its horizon in epochs (train.epochs; with a time budget, the epochs that fit in
-        # it, set after the first epoch and kept in last.pt)
-        self.horizon_epochs, self.horizon_fixed = t.epochs, False
+        # cosine: its horizon in optimizer steps (train.epochs' steps; with a time budget, the steps
+        # that fit in it: estimated after the first epoch, fixed after the second, kept in last.pt)
+        self.horizon_steps, self.horizon_fixed = t.epochs * self.steps_per_epoch, False
         if t.schedule == "cosine":   # peaks: the groups' lr (lr, and lr x backbone_lr_scale)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._cosine_factor(step))
         else:
@@ -208,9 +210,12 @@ class Trainer:
         self.best: dict[str, Any] = {"mAP": -1.0}
         self.skipped_total = 0
         # why the run stopped ({"reason": patience | time budget | epochs, "detail": ...}), once it has;
-        # seconds of training + validation so far (over resumes), for the time budget
+        # seconds of training + validation so far (over resumes), for the time budget, and at
+        # each epoch's end (what the next epoch will take is read from the latest one)
         self.stopped: dict[str, str] | None = None
         self._elapsed_before, self._clock = 0.0, time.perf_counter()
+        self.epoch_ends: list[float] = []
+        self.validation_s = 0.0   # the latest epoch's validation (a shortened last epoch still has one)
         if state is not None:
             self._restore(state)
         elif self.dist.is_main:
@@ -236,8 +241,7 @@ class Trainer:
         warm = self.recipe.train.warmup_steps
         if step < warm:
             return 1 / 25 + (1 - 1 / 25) * step / warm          # from lr/25, as one-cycle starts
-        horizon = self.horizon_epochs * self.steps_per_epoch
-        progress = min(1.0, (step - warm) / max(1, horizon - warm))
+        progress = min(1.0, (step - warm) / max(1, self.horizon_steps - warm))
         return 0.5 * (1 + math.cos(math.pi * progress))
 
     def _elapsed(self) -> float:
@@ -276,8 +280,9 @@ class Trainer:
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "epoch": self.epoch, "batches_done": self.batches_done, "global_step": self.global_step,
             "history": self.history, "best": self.best, "skipped_total": self.skipped_total,
-            "stopped": self.stopped, "elapsed_s": self._elapsed(),
-            "horizon_epochs": self.horizon_epochs, "horizon_fixed": self.horizon_fixed,
+            "stopped": self.stopped, "elapsed_s": self._elapsed(), "epoch_ends": self.epoch_ends,
+            "horizon_steps": self.horizon_steps, "horizon_fixed": self.horizon_fixed,
+            "validation_s": self.validation_s,
             # Augmentation draws from per-sample seeds (loader.py); only dropout uses these,
             # as they were right after the last optimizer step (an interrupted forward pass may
             # have drawn from them since).
@@ -302,8 +307,10 @@ class Trainer:
         self.global_step, self.history, self.best = ts["global_step"], ts["history"], ts["best"]
         self.skipped_total = ts.get("skipped_total", 0)
         self.stopped, self._elapsed_before = ts.get("stopped"), ts.get("elapsed_s", 0.0)
-        self.horizon_epochs = ts.get("horizon_epochs", self.horizon_epochs)
+        self.horizon_steps = ts.get("horizon_steps", self.horizon_steps)
         self.horizon_fixed = ts.get("horizon_fixed", False)
+        self.epoch_ends = list(ts.get("epoch_ends", []))
+        self.validation_s = ts.get("validation_s", 0.0)
         torch.set_rng_state(ts["rng_cpu"])
         if self.device.type == "cuda" and ts["rng_cuda"] is not None:
             torch.cuda.set_rng_state(ts["rng_cuda"], self.device)
@@ -439,10 +446,15 @@ class Trainer:
                     if task is not None:
                         progress.remove_task(task)
                     return None
+                # a shorter last epoch: validated as the last; the stop rule then says why
+                if step_in_epoch < self.steps_per_epoch and self._cosine_ended():
+                    log.info("the learning rate's cosine, sized to the time budget, ended in epoch %d: "
+                             "ending it after step %d of %d", self.epoch + 1, step_in_epoch, self.steps_per_epoch)
+                    break
                 if step_in_epoch < self.steps_per_epoch and self._over_budget():
                     log.warning("time budget (%g min) spent in epoch %d: ending it after step %d of %d",
                                 t.time_budget, self.epoch + 1, step_in_epoch, self.steps_per_epoch)
-                    break       # validated as the last epoch; the stop rule then says why
+                    break
         if task is not None:
             progress.remove_task(task)
         elapsed = time.perf_counter() - t0
@@ -547,7 +559,9 @@ class Trainer:
 
     def _end_epoch(self, train_stats: dict[str, float], progress) -> None:
         self._sync_buffers()
+        validation_started = time.perf_counter()
         which, results, scored = self._score_epoch(progress)
+        self.validation_s = self._from_rank0(time.perf_counter() - validation_started)
         record = {"epoch": self.epoch + 1, "step": self.global_step, **train_stats}
         if results:
             record.update({"split": self._split_name(self.selection_set),
@@ -564,8 +578,10 @@ class Trainer:
             if self.threshold_set is not None:
                 reuse = scored.get(which) if self.threshold_set is self.selection_set else None
                 self.best.update(self._fit_thresholds(self._weights(which), which, reuse, progress))
-        self._fix_horizon()
+        self.epoch_ends.append(self._from_rank0(self._elapsed()))
         self.stopped = self._stop_rule()
+        if self.stopped is None:
+            self._update_horizon()
         if self.stopped is not None:
             record.update({"stopped": self.stopped["reason"], "stop_detail": self.stopped["detail"]})
         if self.dist.is_main:
@@ -601,30 +617,64 @@ class Trainer:
         t = self.recipe.train
         return t.time_budget > 0 and self._from_rank0(self._elapsed()) > t.time_budget * 60
 
-    def _fix_horizon(self) -> None:
-        """cosine with a time budget: after the first epoch, the horizon is the epochs that fit in
-        the budget at that epoch's time (within [1, train.epochs]); fixed from then on."""
+    def _epoch_seconds(self) -> float:
+        """What the next epoch will take: the latest epoch's seconds (training + validation). The
+        first epoch's only while there is no other: it also pays for start-up (workers, caches,
+        first-call allocations): the rule before, which kept reading it, ended the cosine with
+        about 2.5 of 8 minutes left on a 1,000-image digits run."""
+        ends = self.epoch_ends
+        return ends[-1] - (ends[-2] if len(ends) > 1 else 0.0)
+
+    def _cosine_ended(self) -> bool:
+        """The cosine sized to the time budget has reached its end (the learning rate is 0: more
+        steps would not change the model)."""
         t = self.recipe.train
-        if t.schedule != "cosine" or t.time_budget <= 0 or self.horizon_fixed:
+        return t.schedule == "cosine" and t.time_budget > 0 and self.global_step >= self.horizon_steps
+
+    def _update_horizon(self) -> None:
+        """cosine with a time budget: the horizon is the optimizer steps that fit in what is left of
+        the budget at the latest epoch's pace: whole epochs (training + validation), then the steps
+        of a shorter last epoch that leave time for its validation; the run ends where the cosine
+        does. Estimated after the first epoch, fixed after the second (the learning rate moves
+        once, early). Whole epochs alone left up to an epoch of the budget unused, or trained one
+        more at a learning rate of 0 when the stop rule and the horizon read the pace differently."""
+        t = self.recipe.train
+        if t.schedule != "cosine" or t.time_budget <= 0 or self.horizon_fixed or not self.epoch_ends:
             return
-        per_epoch = self._from_rank0(self._elapsed() / max(self.epoch, 1))
-        self.horizon_epochs = min(t.epochs, max(1, int(t.time_budget * 60 // max(per_epoch, 1e-9))))
-        self.horizon_fixed = True
+        epoch_s = max(self._epoch_seconds(), 1e-9)
+        step_s = max(epoch_s - self.validation_s, 1e-9) / self.steps_per_epoch
+        left = t.time_budget * 60 - self.epoch_ends[-1]
+        whole = int(max(left, 0.0) // epoch_s)
+        rest = left - whole * epoch_s - self.validation_s      # for the last epoch's training steps
+        steps = whole * self.steps_per_epoch + (int(rest // step_s) if rest > 0 else 0)
+        self.horizon_steps = max(1, min(t.epochs * self.steps_per_epoch, self.global_step + steps))
+        self.horizon_fixed = len(self.epoch_ends) >= 2
         if self.dist.is_main:
-            log.info("time budget %g min, ~%.0f s per epoch: the learning rate's cosine ends at epoch %d",
-                     t.time_budget, per_epoch, self.horizon_epochs)
+            log.info("time budget %g min, ~%.0f s per epoch: the learning rate's cosine ends at step %d "
+                     "(epoch %.1f)%s", t.time_budget, epoch_s, self.horizon_steps,
+                     self.horizon_steps / self.steps_per_epoch,
+                     "" if self.horizon_fixed else ", estimated again after the next epoch")
 
     def _stop_rule(self) -> dict[str, str] | None:
         """Why the run stops after the epoch just ended, or None: patience (validation mAP not
-        improved for train.patience epochs), time budget (another epoch would not fit), epochs."""
+        improved for train.patience epochs), time budget (the cosine sized to it ended, or the
+        budget is spent; with another schedule: another epoch would not fit), epochs."""
         t = self.recipe.train
         if t.patience > 0 and self.selection_set is not None and self.epoch - self.best["epoch"] >= t.patience:
             return {"reason": "patience",
                     "detail": f"validation mAP not improved for {self.epoch - self.best['epoch']} epochs "
                               f"(train.patience {t.patience}; best {self.best['mAP']:.2f} at epoch {self.best['epoch']})"}
-        if t.time_budget > 0 and self.epoch < t.epochs:
-            elapsed = self._from_rank0(self._elapsed())
-            per_epoch = elapsed / self.epoch
+        if t.time_budget > 0 and self.epoch < t.epochs and t.schedule == "cosine":
+            # the horizon holds what fits (a shorter last epoch included); past the budget only
+            # when the epochs ran slower than the ones it was read from (then cut short)
+            elapsed = self.epoch_ends[-1]
+            if self._cosine_ended() or elapsed >= t.time_budget * 60:
+                return {"reason": "time budget",
+                        "detail": f"{elapsed / 60:.1f} of the {t.time_budget:g} min budget (train.time_budget) "
+                                  f"used; the learning rate's cosine, sized to it, "
+                                  + ("ended" if self._cosine_ended() else f"stopped at step {self.global_step}")}
+        elif t.time_budget > 0 and self.epoch < t.epochs:
+            elapsed, per_epoch = self.epoch_ends[-1], self._epoch_seconds()
             if elapsed + per_epoch > t.time_budget * 60:
                 return {"reason": "time budget",
                         "detail": f"{elapsed / 60:.1f} of the {t.time_budget:g} min budget (train.time_budget) "
