@@ -43,17 +43,14 @@ import argparse
 import csv
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from mlic_edge.core.files import build_folder, file_sha256
 from mlic_edge.core.files import cache_dir as mlic_cache_dir
-from mlic_edge.core.files import file_sha256
 
 FORMAT = "mlic-edge-photo-scenes/1"   # bump when the generator changes: cached sets get rebuilt
 MANIFEST = "manifest.json"
@@ -111,21 +108,15 @@ def build_photo_scenes(
     sources = {key: _source_path(*where) for key, where in wanted.items()}
     source_ids = {key: {"file": "/".join([*PHOTO_FOLDERS[package], name]), "sha256": file_sha256(sources[key])[:16]}
                   for key, (package, name) in wanted.items()}
-    if _is_complete(target, params, source_ids):
-        return target
 
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
-    try:
-        _write_set(staging, params, sources)
+    def write(folder: Path) -> None:
+        _write_set(folder, params, sources)
         manifest = {"format": FORMAT, "params": params, "sources": source_ids,
                     "note": f"class patches: train from the left {TRAIN_SHARE:.0%} of each class photo's "
                             f"width, test from the rest; backgrounds from whole photos"}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))   # written last: marks the set complete
-        _install(staging, target, params, source_ids)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))   # written last: marks the set complete
+
+    return build_folder(target, write, lambda folder: _is_complete(folder, params, source_ids))
 
 
 def positive_counts(folder: Path) -> dict[str, dict[str, int]]:
@@ -159,21 +150,6 @@ def _is_complete(folder: Path, params: dict, source_ids: dict) -> bool:
         return False
     return (manifest.get("format") == FORMAT and manifest.get("params") == params
             and manifest.get("sources") == source_ids)
-
-
-def _install(staging: Path, target: Path, params: dict, source_ids: dict) -> None:
-    """Move a finished build into place; tolerate a concurrent builder that got there first."""
-    if target.exists():
-        if _is_complete(target, params, source_ids):
-            return
-        stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=target.parent))
-        os.replace(target, stale / "old")   # an older generator's (or other photos') set: replace it
-        shutil.rmtree(stale, ignore_errors=True)
-    try:
-        os.replace(staging, target)
-    except OSError:
-        if not _is_complete(target, params, source_ids):
-            raise
 
 
 def _write_set(folder: Path, params: dict, sources: dict[str, Path]) -> None:

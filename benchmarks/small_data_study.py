@@ -123,7 +123,7 @@ def main() -> None:
     # own-data stop rule (patience, time budget) that `train` uses without --epochs
     derived = derive_for_dataset(recipe.with_splits(*default_splits("folder")), get_preset(DEFAULT_PRESET),
                                  args.image_size, given={"train.epochs": derived.planned_epochs})
-    print(derived.describe(), flush=True)
+    print(derived.describe() + "".join(f"\n  --set {item}  (every run)" for item in args.set_), flush=True)
     base = derived.recipe.with_overrides(args.set_)
     seeds = [int(s) for s in args.seeds.split(",")]
     started = time.perf_counter()

@@ -347,11 +347,7 @@ def test_cosine_horizon_fills_the_time_budget_read_from_the_latest_epoch(data_ro
     def epoch_ends_at(seconds: float, steps: int = 9) -> dict | None:
         trainer.epoch += 1
         trainer.global_step += steps
-        trainer.epoch_ends.append(seconds)
-        trainer.stopped = trainer._stop_rule()
-        if trainer.stopped is None:
-            trainer._update_horizon()
-        return trainer.stopped
+        return trainer._stop_or_replan(seconds)
 
     assert epoch_ends_at(20.0) is None and (trainer.horizon_steps, trainer.horizon_fixed) == (27, False)
     assert epoch_ends_at(31.0) is None and (trainer.horizon_steps, trainer.horizon_fixed) == (41, True)

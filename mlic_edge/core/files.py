@@ -8,8 +8,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -52,6 +53,35 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def build_folder(target: str | os.PathLike, write: Callable[[Path], None],
+                 is_complete: Callable[[Path], bool]) -> Path:
+    """`target`, built by write(staging folder) and renamed into place, unless is_complete(target)
+    already. An interrupted build never leaves a half-written folder that a later run would trust;
+    an older or different one (is_complete false) is replaced; a concurrent builder that got there
+    first wins. `write` must leave what is_complete checks (a manifest) last."""
+    target = Path(target)
+    if is_complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        write(staging)
+        if target.exists():
+            if is_complete(target):
+                return target
+            stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=target.parent))
+            os.replace(target, stale / "old")
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not is_complete(target):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def cache_dir(kind: str) -> Path:

@@ -23,9 +23,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from importlib import resources
 from pathlib import Path
@@ -34,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.errors import DatasetError
-from ..core.files import cache_dir
+from ..core.files import build_folder, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +72,9 @@ def build_digits_dataset(
     target = cache_dir / f"seed{seed}-train{n_train}-test{n_test}-canvas{canvas}"
     if _is_complete(target, params):
         return target
-
     started = time.perf_counter()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir))
-    try:
-        _write_digits_set(staging, params)
-        _install(staging, target, params)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    build_folder(target, lambda folder: _write_digits_set(folder, params),
+                 lambda folder: _is_complete(folder, params))
     log.info("built the digits demo set in %s (%.1f s)", target, time.perf_counter() - started)
     return target
 
@@ -110,21 +101,6 @@ def _is_complete(folder: Path, params: dict) -> bool:
     except (OSError, ValueError):
         return False
     return manifest.get("format") == DIGITS_FORMAT and manifest.get("params") == params
-
-
-def _install(staging: Path, target: Path, params: dict) -> None:
-    """Move a finished build into place; tolerate a concurrent builder that got there first."""
-    if target.exists():
-        if _is_complete(target, params):
-            return
-        stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=target.parent))
-        os.replace(target, stale / "old")  # an older generator's set: replace it
-        shutil.rmtree(stale, ignore_errors=True)
-    try:
-        os.replace(staging, target)
-    except OSError:
-        if not _is_complete(target, params):
-            raise
 
 
 def _write_digits_set(folder: Path, params: dict) -> None:

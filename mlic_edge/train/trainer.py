@@ -194,7 +194,7 @@ class Trainer:
                                            fused=self.device.type == "cuda")  # one kernel per step
         # cosine: its horizon in optimizer steps (train.epochs' steps; with a time budget, the steps
         # that fit in it: estimated after the first epoch, fixed after the second, kept in last.pt)
-        self.horizon_steps, self.horizon_fixed = t.epochs * self.steps_per_epoch, False
+        self.horizon_steps = t.epochs * self.steps_per_epoch
         if t.schedule == "cosine":   # peaks: the groups' lr (lr, and lr x backbone_lr_scale)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._cosine_factor(step))
         else:
@@ -281,8 +281,7 @@ class Trainer:
             "epoch": self.epoch, "batches_done": self.batches_done, "global_step": self.global_step,
             "history": self.history, "best": self.best, "skipped_total": self.skipped_total,
             "stopped": self.stopped, "elapsed_s": self._elapsed(), "epoch_ends": self.epoch_ends,
-            "horizon_steps": self.horizon_steps, "horizon_fixed": self.horizon_fixed,
-            "validation_s": self.validation_s,
+            "horizon_steps": self.horizon_steps, "validation_s": self.validation_s,
             # Augmentation draws from per-sample seeds (loader.py); only dropout uses these,
             # as they were right after the last optimizer step (an interrupted forward pass may
             # have drawn from them since).
@@ -308,7 +307,6 @@ class Trainer:
         self.skipped_total = ts.get("skipped_total", 0)
         self.stopped, self._elapsed_before = ts.get("stopped"), ts.get("elapsed_s", 0.0)
         self.horizon_steps = ts.get("horizon_steps", self.horizon_steps)
-        self.horizon_fixed = ts.get("horizon_fixed", False)
         self.epoch_ends = list(ts.get("epoch_ends", []))
         self.validation_s = ts.get("validation_s", 0.0)
         torch.set_rng_state(ts["rng_cpu"])
@@ -578,10 +576,7 @@ class Trainer:
             if self.threshold_set is not None:
                 reuse = scored.get(which) if self.threshold_set is self.selection_set else None
                 self.best.update(self._fit_thresholds(self._weights(which), which, reuse, progress))
-        self.epoch_ends.append(self._from_rank0(self._elapsed()))
-        self.stopped = self._stop_rule()
-        if self.stopped is None:
-            self._update_horizon()
+        self._stop_or_replan(self._from_rank0(self._elapsed()))
         if self.stopped is not None:
             record.update({"stopped": self.stopped["reason"], "stop_detail": self.stopped["detail"]})
         if self.dist.is_main:
@@ -625,6 +620,20 @@ class Trainer:
         ends = self.epoch_ends
         return ends[-1] - (ends[-2] if len(ends) > 1 else 0.0)
 
+    @property
+    def horizon_fixed(self) -> bool:
+        """The cosine's horizon is read after epochs 1 and 2, then kept."""
+        return len(self.epoch_ends) >= 2
+
+    def _stop_or_replan(self, epoch_end_s: float) -> dict[str, str] | None:
+        """At an epoch's end (seconds of training + validation so far, rank 0's): whether the run
+        stops (self.stopped), and if not, the cosine's horizon read again from this epoch's pace."""
+        self.epoch_ends.append(epoch_end_s)
+        self.stopped = self._stop_rule()
+        if self.stopped is None:
+            self._update_horizon()
+        return self.stopped
+
     def _cosine_ended(self) -> bool:
         """The cosine sized to the time budget has reached its end (the learning rate is 0: more
         steps would not change the model)."""
@@ -639,7 +648,8 @@ class Trainer:
         once, early). Whole epochs alone left up to an epoch of the budget unused, or trained one
         more at a learning rate of 0 when the stop rule and the horizon read the pace differently."""
         t = self.recipe.train
-        if t.schedule != "cosine" or t.time_budget <= 0 or self.horizon_fixed or not self.epoch_ends:
+        # fixed once read from two epochs: the one that just ended is the third
+        if t.schedule != "cosine" or t.time_budget <= 0 or len(self.epoch_ends) > 2:
             return
         epoch_s = max(self._epoch_seconds(), 1e-9)
         step_s = max(epoch_s - self.validation_s, 1e-9) / self.steps_per_epoch
@@ -648,7 +658,6 @@ class Trainer:
         rest = left - whole * epoch_s - self.validation_s      # for the last epoch's training steps
         steps = whole * self.steps_per_epoch + (int(rest // step_s) if rest > 0 else 0)
         self.horizon_steps = max(1, min(t.epochs * self.steps_per_epoch, self.global_step + steps))
-        self.horizon_fixed = len(self.epoch_ends) >= 2
         if self.dist.is_main:
             log.info("time budget %g min, ~%.0f s per epoch: the learning rate's cosine ends at step %d "
                      "(epoch %.1f)%s", t.time_budget, epoch_s, self.horizon_steps,
@@ -664,21 +673,20 @@ class Trainer:
             return {"reason": "patience",
                     "detail": f"validation mAP not improved for {self.epoch - self.best['epoch']} epochs "
                               f"(train.patience {t.patience}; best {self.best['mAP']:.2f} at epoch {self.best['epoch']})"}
-        if t.time_budget > 0 and self.epoch < t.epochs and t.schedule == "cosine":
-            # the horizon holds what fits (a shorter last epoch included); past the budget only
-            # when the epochs ran slower than the ones it was read from (then cut short)
-            elapsed = self.epoch_ends[-1]
-            if self._cosine_ended() or elapsed >= t.time_budget * 60:
+        if t.time_budget > 0 and self.epoch < t.epochs:
+            elapsed, budget = self.epoch_ends[-1], t.time_budget * 60
+            used = f"{elapsed / 60:.1f} of the {t.time_budget:g} min budget (train.time_budget) used; "
+            if t.schedule == "cosine":
+                # the horizon holds what fits (a shorter last epoch included); past the budget
+                # only when the epochs ran slower than the ones it was read from (then cut short)
+                if self._cosine_ended():
+                    return {"reason": "time budget", "detail": used + "the learning rate's cosine, sized to it, ended"}
+                if elapsed >= budget:
+                    return {"reason": "time budget", "detail": used + f"the learning rate's cosine, sized to it, "
+                                                                      f"stopped at step {self.global_step}"}
+            elif elapsed + self._epoch_seconds() > budget:
                 return {"reason": "time budget",
-                        "detail": f"{elapsed / 60:.1f} of the {t.time_budget:g} min budget (train.time_budget) "
-                                  f"used; the learning rate's cosine, sized to it, "
-                                  + ("ended" if self._cosine_ended() else f"stopped at step {self.global_step}")}
-        elif t.time_budget > 0 and self.epoch < t.epochs:
-            elapsed, per_epoch = self.epoch_ends[-1], self._epoch_seconds()
-            if elapsed + per_epoch > t.time_budget * 60:
-                return {"reason": "time budget",
-                        "detail": f"{elapsed / 60:.1f} of the {t.time_budget:g} min budget (train.time_budget) "
-                                  f"used; another epoch (~{per_epoch:.0f} s) would not fit"}
+                        "detail": used + f"another epoch (~{self._epoch_seconds():.0f} s) would not fit"}
         if self.epoch >= t.epochs:
             return {"reason": "epochs", "detail": f"the last of train.epochs {t.epochs}"}
         return None
