@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlic_edge.core.errors import ConfigError
+from .core.errors import ConfigError
 
 __all__ = [
     "BCELoss",

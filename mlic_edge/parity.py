@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .core.contract import precision_family
+from .core.capabilities import precision_family
 from .core.errors import DatasetError, ModelFileError
 from .metrics import sigmoid
 
@@ -150,7 +150,7 @@ def _torch_logits(model, batches: Iterable[np.ndarray]) -> np.ndarray:
 
 def _model_precision(path: Path, num_classes: int, preprocess: dict, reference_sha: str) -> tuple[str, bool]:
     """(precision tag, same source checkpoint) from the model's metadata; checks compatibility."""
-    from .core.contract import ENGINE_SUFFIXES
+    from .core.capabilities import ENGINE_SUFFIXES
     if path.suffix.lower() not in (".onnx", *ENGINE_SUFFIXES):
         return "unknown", False
     from .runtime.backend import read_model_metadata

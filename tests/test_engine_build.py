@@ -58,7 +58,7 @@ def engines(trained, tmp_path_factory):
 def test_rtx_builds_each_precision_without_a_gpu(engines, trained, precision):
     from mlic_edge.runtime import read_engine_info
     from mlic_edge.core.files import file_sha256
-    from mlic_edge.core.tensorrt import RTX_PORTABLE
+    from mlic_edge.tensorrt.runtimes import RTX_PORTABLE
 
     result = engines[precision]
     assert not result.reused_engine and result.engine.stat().st_size > 100_000
@@ -143,8 +143,8 @@ def test_parser_failure_is_one_line_naming_the_node_and_op(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from mlic_edge.export.tensorrt_engine import build_serialized_engine
-    from mlic_edge.core.tensorrt import import_runtime
+    from mlic_edge.export.engine import build_serialized_engine
+    from mlic_edge.tensorrt.runtimes import import_runtime
 
     node = helper.make_node("NotARealOp", ["images"], ["logits"], name="mystery_node")
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
@@ -173,7 +173,7 @@ def test_irpe_plugin_on_rtx_is_a_one_line_error_before_any_export(trained, tmp_p
 
 
 def test_auto_picks_rtx_without_a_gpu_and_targets_parse():
-    from mlic_edge.core.tensorrt import choose_runtime, parse_targets
+    from mlic_edge.tensorrt.runtimes import choose_runtime, parse_targets
 
     rtx_module()
     assert choose_runtime("auto", None).name == "tensorrt-rtx"
@@ -203,7 +203,7 @@ class _Config:
 
 
 def test_corrupt_timing_cache_starts_fresh_with_a_warning(tmp_path, caplog):
-    from mlic_edge.export.tensorrt_engine import load_timing_cache
+    from mlic_edge.export.engine import load_timing_cache
 
     path = tmp_path / "timing.cache"
     path.write_bytes(b"corrupt bytes")
@@ -218,7 +218,7 @@ def test_corrupt_timing_cache_starts_fresh_with_a_warning(tmp_path, caplog):
 
 def test_plugin_api_falls_back_to_tensorrt_bindings(monkeypatch):
     """TensorRT 10.12/10.13 wheels have the plugin API only as tensorrt_bindings.plugin."""
-    from mlic_edge.core.tensorrt import TensorRTRuntime, import_plugin_api
+    from mlic_edge.tensorrt.runtimes import TensorRTRuntime, import_plugin_api
 
     fake_trt = types.ModuleType("tensorrt")                      # no .plugin submodule
     fake_trt.__version__ = "10.13.3"
@@ -234,7 +234,7 @@ def test_plugin_api_falls_back_to_tensorrt_bindings(monkeypatch):
 
 
 def _engine_info(build: dict) -> "object":
-    from mlic_edge.core.engine_info import EngineInfo
+    from mlic_edge.tensorrt.sidecar import EngineInfo
     from mlic_edge.core.metadata import ModelMetadata
 
     meta = ModelMetadata(classes=["a"], preprocess={"image_size": 64}, thresholds=[0.5], model_config={},
@@ -246,9 +246,9 @@ def _engine_info(build: dict) -> "object":
 def test_aot_plugin_engine_opens_without_the_plugin_api_and_on_the_asked_gpu(monkeypatch, tmp_path):
     """The AOT kernel is inside the engine: no registration (it needs tensorrt.plugin and Triton).
     And the engine's GPU is made current before the runtime exists (--device cuda:1)."""
-    from mlic_edge.kernels import irpe_plugin
+    from mlic_edge.tensorrt import plugin as irpe_plugin
     from mlic_edge.runtime import tensorrt_backend
-    from mlic_edge.core.tensorrt import TensorRTRuntime
+    from mlic_edge.tensorrt.runtimes import TensorRTRuntime
 
     calls = []
 

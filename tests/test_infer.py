@@ -290,8 +290,8 @@ def test_infer_video_every_5_frames_with_segments(tmp_path, trained):
     """A real H.264 clip of three of the tiny model's test images (2 s each): each sampled frame
     gets its image's tags, and each label's segments start and end within one sampled frame
     (0.5 s) of the scene changes where that label appears and disappears."""
-    from mlic_edge.core.segments import read_segments
-    from mlic_edge.core.video import write_slideshow
+    from mlic_edge.runtime.segments import read_segments
+    from mlic_edge.runtime.video import write_slideshow
     from mlic_edge.runtime.tagger import Tagger
 
     names = ["0000.png", "0002.png", "0005.png", "0010.png"]

@@ -165,7 +165,7 @@ def test_plugin_kernel_launched_like_tensorrt_equals_the_reference_op(shared, gr
 AOT_SCRIPT = """
 import json, re, sys
 from triton.backends.compiler import GPUTarget
-from mlic_edge.kernels.irpe_plugin import AOT_MAX_SHARED
+from mlic_edge.tensorrt.plugin import AOT_MAX_SHARED
 from mlic_edge.kernels.irpe_triton import compile_plugin_kernel
 rows = []
 for dtype, heads, head_dim in [("fp32", 4, 8), ("fp16", 4, 8), ("fp32", 8, 64), ("fp16", 4, 512), ("fp32", 4, 512)]:

@@ -17,7 +17,7 @@ from tiny_model import one_thread
 
 from mlic_edge.export import export_onnx  # noqa: E402
 from mlic_edge.export.onnx_export import compare_graphs, ort_session  # noqa: E402
-from mlic_edge.export.trt_ops import check_trt_ops  # noqa: E402
+from mlic_edge.tensorrt.onnx_ops import check_trt_ops  # noqa: E402
 from mlic_edge.model.irpe import bucket_ids  # noqa: E402
 from mlic_edge.parity import run_parity  # noqa: E402
 from mlic_edge.runtime import open_backend  # noqa: E402
@@ -121,7 +121,7 @@ def test_trt_op_check_rejects_foreign_plugins(plugin_graphs):
 def test_build_engine_prepares_and_reuses_plugin_onnx(plugin_graphs, tmp_path):
     """build-engine's ONNX stage (runs without TensorRT): plugin option honoured and part of reuse."""
     from mlic_edge.core.errors import ModelFileError
-    from mlic_edge.export.tensorrt_engine import prepare_onnx
+    from mlic_edge.export.engine import prepare_onnx
 
     ckpt = plugin_graphs["trained"]["ckpt"]
     out = tmp_path / "model.fp32.onnx"

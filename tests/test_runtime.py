@@ -14,7 +14,7 @@ import pytest
 from mlic_edge.core.errors import BackendUnavailable, ConfigError, ModelFileError
 from torchless import TORCH_BLOCKER, blocker
 from mlic_edge.runtime import ModelMetadata, open_backend, read_model_metadata
-from mlic_edge.core.engine_info import (EngineInfo, check_engine_compatible, read_engine_info, same_build,
+from mlic_edge.tensorrt.sidecar import (EngineInfo, check_engine_compatible, read_engine_info, same_build,
                                            sidecar_path, write_engine_info)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,9 +114,9 @@ def test_runtime_package_imports_with_numpy_alone():
     heavy = ("torch", "timm", "torchvision", "PIL", "onnx", "onnxruntime", "tensorrt", "triton",
              "rich", "typer", "yaml", "matplotlib")
     code = blocker(*heavy) + ("import mlic_edge.runtime, mlic_edge.kernels.irpe_reference, mlic_edge.core.images, "
-                              "mlic_edge.core.contract, mlic_edge.core.engine_info, mlic_edge.core.gpu, "
+                              "mlic_edge.core.contract, mlic_edge.tensorrt.sidecar, mlic_edge.core.gpu, "
                               "mlic_edge.core.onnx_metadata, mlic_edge.core.onnxruntime, mlic_edge.core.progress, "
-                              "mlic_edge.core.tensorrt")
+                              "mlic_edge.tensorrt.runtimes")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-800:]
 

@@ -1,4 +1,4 @@
-"""Smoothing + hysteresis -> segments (mlic_edge.core.segments). Expected values are worked out by
+"""Smoothing + hysteresis -> segments (mlic_edge.runtime.segments). Expected values are worked out by
 hand in the comments, never by calling the code under test."""
 import csv
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mlic_edge.core.errors import ConfigError, DatasetError
-from mlic_edge.core.segments import (
+from mlic_edge.runtime.segments import (
     Segment,
     SegmentTracker,
     read_segments,

@@ -113,7 +113,7 @@ def test_iter_predict_consumes_a_generator_lazily(trained, images):
 
 
 def test_stream_tags_video_frames_like_their_images(trained, tmp_path):
-    from mlic_edge.core.video import write_slideshow
+    from mlic_edge.runtime.video import write_slideshow
 
     names = ["0000.png", "0002.png", "0005.png"]
     pictures = [np.asarray(Image.open(trained["data_root"] / "test" / n).convert("RGB")) for n in names]

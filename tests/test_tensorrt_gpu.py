@@ -36,7 +36,7 @@ def gpu_count() -> int:
 def run_runtime():
     """(runtime that can build and run engines on this machine's GPU 0, None) or (None, why not)."""
     from mlic_edge.core.gpu import gpu_info
-    from mlic_edge.core.tensorrt import RTX_TARGETS, import_runtime
+    from mlic_edge.tensorrt.runtimes import RTX_TARGETS, import_runtime
 
     gpu = gpu_info(0)
     if gpu is None:
@@ -248,7 +248,7 @@ def test_matching_engine_is_reused_and_foreign_engine_refused(engines, workdir, 
     from mlic_edge.export import build_engine
     from mlic_edge.core.errors import BackendUnavailable
     from mlic_edge.runtime import open_backend
-    from mlic_edge.core.engine_info import sidecar_path
+    from mlic_edge.tensorrt.sidecar import sidecar_path
 
     again = build_engine(workdir / "tiny.pt", workdir / "tiny.fp16.engine", precision="fp16", batch="1:4:8",
                          with_attention=True, timing_cache=workdir / "timing.cache", runtime=runtime_name())

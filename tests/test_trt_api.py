@@ -21,15 +21,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NAMES_FILE = REPO / "tests" / "resources" / "tensorrt_bindings_names.txt"
 # Modules that touch TensorRT objects (engine build, engine runtime).
-TRT_MODULES = [REPO / "mlic_edge" / "export" / "tensorrt_engine.py", REPO / "mlic_edge" / "runtime" / "tensorrt_backend.py",
-               REPO / "mlic_edge" / "kernels" / "irpe_plugin.py", REPO / "mlic_edge" / "core" / "tensorrt.py"]
+TRT_MODULES = [REPO / "mlic_edge" / "export" / "engine.py", REPO / "mlic_edge" / "runtime" / "tensorrt_backend.py",
+               REPO / "mlic_edge" / "tensorrt" / "plugin.py", REPO / "mlic_edge" / "tensorrt" / "runtimes.py"]
 # Names used on TensorRT objects that are not in the extracted list, each with why it is right.
 ALLOWLIST = {
     "serialize": "ITimingCache.serialize(): documented in the TensorRT 11.4 Python API (see "
                  "docs/deployment.md, 'Still present in 11.4'); too short to survive in the "
                  "wheel's string table, which scripts/extract_trt_names.py reads",
 }
-# TensorRT for RTX's own names (core/tensorrt.py, used only when runtime.is_rtx), checked
+# TensorRT for RTX's own names (tensorrt/runtimes.py, used only when runtime.is_rtx), checked
 # against the installed tensorrt_rtx bindings by test_rtx_only_names_exist_in_tensorrt_rtx.
 RTX_ONLY = {"ComputeCapability", "CURRENT", "num_compute_capabilities", "set_compute_capability",
             "create_runtime_config", "create_runtime_cache", "set_runtime_cache", "deserialize"}
@@ -224,7 +224,7 @@ def test_rtx_only_names_exist_in_tensorrt_rtx():
     for name in dir(rtx):
         bound |= set(dir(getattr(rtx, name)))
     assert RTX_ONLY <= bound, sorted(RTX_ONLY - bound)
-    seen = set(trt_attribute_uses((REPO / "mlic_edge" / "core" / "tensorrt.py").read_text()))
+    seen = set(trt_attribute_uses((REPO / "mlic_edge" / "tensorrt" / "runtimes.py").read_text()))
     assert RTX_ONLY <= seen | set(trt_attribute_uses((REPO / "mlic_edge" / "runtime" / "tensorrt_backend.py").read_text())), \
         "stale RTX_ONLY entries"
 

@@ -1,4 +1,4 @@
-"""Frames from video files (mlic_edge.core.video): a real H.264 clip is encoded here with PyAV,
+"""Frames from video files (mlic_edge.runtime.video): a real H.264 clip is encoded here with PyAV,
 3 scenes of 10 solid-colour frames at 10 fps, and read back."""
 import gc
 import os
@@ -17,7 +17,7 @@ av = pytest.importorskip("av")
 from torchless import blocker
 
 from mlic_edge.core.errors import ConfigError, DatasetError
-from mlic_edge.core.video import (
+from mlic_edge.runtime.video import (
     Frame,
     FrameError,
     display_name,
@@ -285,7 +285,7 @@ def test_live_source_whose_reopening_fails(clips, tmp_path):
 
 
 def test_url_of_a_finite_clip_is_read_once(clips, monkeypatch):
-    from mlic_edge.core import video
+    from mlic_edge.runtime import video
 
     # As if clip.mkv were https://host/clip.mkv: a live scheme, but the container states a duration,
     # so its end is the end (not a drop to reconnect after) ...
@@ -318,7 +318,7 @@ def test_stop_while_waiting_for_reconnect(clips):
 
 
 def test_thread_exceptions_reach_the_consumer(clips, monkeypatch):
-    from mlic_edge.core import video
+    from mlic_edge.runtime import video
 
     def broken(self, index, time_s):
         raise ZeroDivisionError("sampler bug")
@@ -350,7 +350,7 @@ def test_without_pyav_a_one_line_backend_error(clips):
     # core.video and core.segments import with numpy alone; reading a video then names what is missing
     code = blocker("av", "torch") + textwrap.dedent(f"""
         import sys
-        import mlic_edge.core.video as video, mlic_edge.core.segments
+        import mlic_edge.runtime.video as video, mlic_edge.runtime.segments
         from mlic_edge.core.errors import BackendUnavailable
         assert "av" not in sys.modules and "torch" not in sys.modules
         assert video.is_video_source("clip.mp4")

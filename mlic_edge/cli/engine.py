@@ -39,16 +39,16 @@ def build_engine_command(
     builds on a machine without a GPU; the engine is specialised on first run on the target GPU
     (cached next to the engine). Without any runtime it stops after the ONNX, saying what to install.
     """
-    from rich.console import Console
+    from ..core.console import make_console
     from rich.markup import escape
 
-    from ..export.tensorrt_engine import build_engine
+    from ..export.engine import build_engine
 
     if fp16 and int8:
         raise ConfigError("give --fp16 or --int8, not both")
     precision = "fp16" if fp16 else "int8" if int8 else None
     source_calib = calib_source(precision, calib, calib_data, calib_root, calib_split)
-    console = Console()
+    console = make_console()
     with console.status("building...") as status:
         result = build_engine(source, out, precision=precision, calib=source_calib, batch=batch,
                               workspace_gb=workspace, timing_cache=timing_cache, optimization_level=opt_level,

@@ -68,12 +68,12 @@ def export_command(
 
     Input 'images' float32 (B, 3, S, S), already preprocessed (squash resize + mean/std, both stored in the file's metadata); output 'logits' (B, K), sigmoid gives the scores. The export fails when ONNX Runtime and PyTorch disagree (max relative logit error > 1e-4) or, for --target tensorrt, when an op is outside TensorRT's ONNX support list.
     """
-    from rich.console import Console
+    from ..core.console import make_console
 
     from ..export import export_onnx
 
     source = calib_source(precision, calib, calib_data, calib_root, calib_split)
-    console = Console()
+    console = make_console()
     with console.status(f"exporting {checkpoint} ({precision}, {target})..."):
         result = export_onnx(checkpoint, out, precision=precision, batch=_parse_batch(batch), opset=opset,
                              target=target, calib=source, with_attention=attention,
@@ -156,14 +156,14 @@ def parity_command(
 
     Reports mAP, delta mAP, CF1, OF1, logit errors and top-1 agreement per model; exits 1 when a model's |delta mAP| exceeds its precision's threshold. --layers then shows which tensor of an fp16/int8 graph loses the precision.
     """
-    from rich.console import Console
+    from ..core.console import make_console
 
     from ..parity import run_parity
 
     if (data is None) == (images is None):
         raise ConfigError("give exactly one of --data NAME or --images DIR")
     thresholds = _parse_thresholds(max_delta)
-    console = Console()
+    console = make_console()
     with console.status(f"running {len(models)} model(s) and the reference..."):
         rows = run_parity(reference, models, data=data, data_root=data_root, split=split,
                           image_dir=images, thresholds=thresholds, max_images=max_images,
@@ -195,16 +195,16 @@ def parity_command(
 def print_parity(rows: list[dict], console):
     """The parity table (one row per model); returns the console it printed on."""
     from rich import box
-    from rich.console import Console
+    from ..core.console import make_console
     from rich.table import Table
 
-    from ..core.contract import precision_family
+    from ..core.capabilities import precision_family
 
     first = rows[0]
     limits = ", ".join(f"{family} {limit:g}" for family, limit in
                        sorted({precision_family(r["precision"]): r["max_delta_mAP"] for r in rows}.items()))
     if console.width < 130:  # keep the rows on one line each (piped output defaults to 80 columns)
-        console = Console(width=130)
+        console = make_console(width=130)
     console.print(f"Parity on {first['source']}: {first['images']} images, targets: {first['targets']}; "
                   f"reference (PyTorch) mAP {first['reference_mAP']:.2f}; pass if |ΔmAP| <= {limits}")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)

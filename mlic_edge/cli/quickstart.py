@@ -18,13 +18,13 @@ from typing import Any, Optional
 
 import numpy as np
 import typer
-from rich.console import Console
+from ..core.console import make_console
 from rich.markup import escape
 from rich.rule import Rule
 
 from ..config import Recipe
 
-console = Console()
+console = make_console()
 CALIB_IMAGES = 256   # digits train images for int8 calibration (the paper-scale default is 500)
 SAMPLE_IMAGES = 32   # images of the test split that `infer` tags
 CLIP_SCENES = 4      # of them, shown 2 s each in the demo video clip
@@ -57,7 +57,7 @@ def train_step(out: Path, recipe: Recipe) -> Path | None:
 
 
 def eval_step(best: Path, out: Path) -> dict:
-    from ..train.checkpoint_eval import run_eval
+    from ..train.evaluate import run_eval
 
     say(f"eval {best} --data digits --split test --json {out / 'eval.json'}")
     return run_eval(best, "digits", None, "test", batch_size=64, device="cpu", workers=1, threshold=0.5,
@@ -124,8 +124,8 @@ def infer_step(model: Path, out: Path) -> int:
 def video_step(model: Path, images: list[Path], out: Path) -> bool:
     """A clip made of sample images (2 s each) tagged every 5th frame, with tags over time."""
     from ..core.preprocess import load_image
-    from ..core.segments import read_segments
-    from ..core.video import write_slideshow
+    from ..runtime.segments import read_segments
+    from ..runtime.video import write_slideshow
     from ..runtime.infer import run_inference
 
     clip = out / "clip.mp4"
@@ -161,7 +161,7 @@ def engine_runtime():
     """(TensorRT runtime that can build here, None) or (None, why not): TensorRT 10/11 with a
     GPU, else TensorRT for RTX, which builds without one."""
     from ..core.gpu import gpu_info
-    from ..export.tensorrt_engine import resolve_build_runtime
+    from ..export.engine import resolve_build_runtime
 
     return resolve_build_runtime("auto", gpu_info(0))
 
@@ -169,7 +169,7 @@ def engine_runtime():
 def engines_step(out: Path, graphs: dict[str, Path], best: Path) -> bool:
     """Build an engine from each exported TensorRT graph (no second export), list them, and run
     parity on them where this machine has a GPU they run on. False when a step fails."""
-    from ..core.engine_info import check_engine_compatible
+    from ..tensorrt.sidecar import check_engine_compatible
     from ..core.errors import MLICError
     from ..core.gpu import gpu_info
     from ..export import build_engine
@@ -248,7 +248,7 @@ def quickstart(
     verbose: bool = typer.Option(False, "--verbose", help="Also show the INFO logs of the libraries underneath (ONNX exporter, optimizers)."),
 ) -> None:
     """Build the digits demo set, train on the CPU, evaluate, export and check parity: end to end."""
-    from ..train import setup_logging
+    from ..core.console import setup_logging
 
     setup_logging(verbose)
     result = run_quickstart(out, epochs=epochs)

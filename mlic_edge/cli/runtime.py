@@ -58,13 +58,13 @@ def infer_command(
 
       mlic-edge infer images/ --server localhost:8000 -o preds.csv   # a running `mlic-edge serve`
     """
-    from rich.console import Console
+    from ..core.console import make_console
     from rich.markup import escape
 
-    from ..core.video import is_video_source
+    from ..runtime.video import is_video_source
     from ..runtime.infer import run_inference
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     target = model
     if server is not None:
         from ..runtime.remote import RemoteTagger
@@ -120,13 +120,13 @@ def bench_command(
     Each timed call is predict() on host float32 (B, 3, S, S): copies to and from the device are
     included. GPU backends are timed with CUDA events, CPU ones with perf_counter.
     """
-    from rich.console import Console
+    from ..core.console import make_console
     from rich.markup import escape
 
     from ..core.files import atomic_write_text
     from ..runtime.bench import parse_batches, run_bench
 
-    console = Console()
+    console = make_console()
     with console.status("benchmarking...") as status:
         report = run_bench(model, batches=parse_batches(batch), warmup=warmup, repeats=repeats,
                            baseline=baseline, reference=reference, device=device,

@@ -40,11 +40,11 @@ def serve_command(
     the other rows and requests are unaffected). Requests from all clients are merged into batches
     by Triton's dynamic batcher. SIGTERM or Ctrl-C stops it (exit 0).
     """
-    from rich.console import Console
+    from ..core.console import make_console
 
     from ..serve.server import ServeOptions, serve
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     options = ServeOptions(name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us,
                            instances=instances, host=host, http_port=http_port, grpc_port=grpc_port,
                            metrics_port=metrics_port, device=device, workers=workers, verbose=verbose)
@@ -77,14 +77,14 @@ def export_triton_command(
     postprocessing (sigmoid, the model's per-class thresholds). The container needs Pillow for the
     preprocessing model: pip install pillow before starting tritonserver (see README, Serving).
     """
-    from rich.console import Console
+    from ..core.console import make_console
     from rich.markup import escape
 
     from ..serve.repository import export_repository
 
     written = export_repository(model, out, name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us,
                                 instances=instances, kind=kind)
-    Console(stderr=True).print(escape(f"wrote {len(written)} models to {out}: {', '.join(written)}"), highlight=False)
+    make_console(stderr=True).print(escape(f"wrote {len(written)} models to {out}: {', '.join(written)}"), highlight=False)
 
 
 def register(app: typer.Typer) -> None:

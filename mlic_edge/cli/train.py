@@ -86,7 +86,8 @@ def train(
     Ctrl-C saves last.pt and exits; --resume continues from it.
     """
     from ..config import Recipe
-    from ..train import run_training, setup_logging
+    from ..core.console import setup_logging
+    from ..train import run_training
 
     if device is not None:   # before any data is read: a GPU that is not there fails now
         from ..train.distributed import check_device_available
@@ -148,7 +149,7 @@ def eval_(
     voc12_submission: Optional[Path] = typer.Option(None, "--voc12-submission", help="Write VOC2012 test-server files comp1_cls_test_<class>.txt into this folder."),
 ) -> None:
     """Evaluate a checkpoint: mAP, CP, CR, CF1, OP, OR, OF1 (+ top-3) and per-class AP."""
-    from ..train.checkpoint_eval import run_eval
+    from ..train.evaluate import run_eval
 
     run_eval(checkpoint, data, data_root, split, batch_size=batch_size, device=device, workers=workers,
              threshold=threshold, ap_mode=ap_mode, json_out=json_out, plot=plot,

@@ -30,6 +30,28 @@ class BackendUnavailable(MLICError):
     """The backend a model file needs (TensorRT, a GPU, torch, ...) is not installed here."""
 
 
+# The export stage's errors (ONNX graphs, calibration, engine builds).
+
+class ExportError(MLICError):
+    """The model could not be turned into a valid ONNX graph of the requested kind."""
+
+
+class ExportParityError(ExportError):
+    """The exported graph does not compute what the PyTorch model computes."""
+
+
+class UnsupportedOpsError(ExportError):
+    """The graph holds operators (or op variants) TensorRT's ONNX parser cannot take."""
+
+
+class CalibrationError(DatasetError):
+    """No usable calibration images (empty folder, unreadable images, wrong source)."""
+
+
+class MissingDependencyError(ExportError):
+    """An optional export dependency (nvidia-modelopt, onnx-graphsurgeon, ...) is not installed."""
+
+
 def one_line(error: BaseException, limit: int | None = None) -> str:
     """An exception's message on one line (and at most `limit` characters), or its type's name
     when it has none: what a one-line error says about its cause."""

@@ -8,6 +8,8 @@ def progress_bar(console=None, *, disable: bool = False, transient: bool = False
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
+    from .console import make_console
+
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, disable=disable, transient=transient)
+                    console=console or make_console(), disable=disable, transient=transient)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import (
+from ..core.errors import (
     CalibrationError,
     ExportError,
     ExportParityError,
@@ -24,20 +24,20 @@ __all__ = ["BuildResult", "CalibrationError", "ExportError", "ExportParityError"
            "build_engine", "export_onnx", "load_trt_ops", "parse_batch_profile"]
 
 _LAZY = {
-    "export_onnx": "onnx_export",
-    "ExportResult": "onnx_export",
-    "check_trt_ops": "trt_ops",
-    "load_trt_ops": "trt_ops",
-    "collect_calibration": "calibration",
-    "build_engine": "tensorrt_engine",
-    "BuildResult": "tensorrt_engine",
-    "parse_batch_profile": "tensorrt_engine",
+    "export_onnx": "mlic_edge.export.onnx_export",
+    "ExportResult": "mlic_edge.export.onnx_export",
+    "check_trt_ops": "mlic_edge.tensorrt.onnx_ops",
+    "load_trt_ops": "mlic_edge.tensorrt.onnx_ops",
+    "collect_calibration": "mlic_edge.export.calibration",
+    "build_engine": "mlic_edge.export.engine",
+    "BuildResult": "mlic_edge.export.engine",
+    "parse_batch_profile": "mlic_edge.export.engine",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        module = importlib.import_module(_LAZY[name])
         return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -234,7 +234,7 @@ def collect_stats(fp32_path: Path | str, tensors: list[str], calibration, *, met
             augmented.unlink(missing_ok=True)
     count = len(calibration) if batch is None else (len(calibration) // step) * step
     if count == 0:
-        from .errors import CalibrationError
+        from ..core.errors import CalibrationError
         raise CalibrationError(f"need at least {step} calibration images for a batch-{step} graph, "
                                f"got {len(calibration)}")
     # ONNX Runtime writes each step's tensors into these buffers: no allocation, page faults or

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..core.files import cache_dir
 from ..core.images import IMAGE_SUFFIXES, iter_batches
-from .errors import CalibrationError
+from ..core.errors import CalibrationError
 
 log = logging.getLogger(__name__)
 

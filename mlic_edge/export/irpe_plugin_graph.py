@@ -27,7 +27,7 @@ from ..kernels.irpe_reference import (
     PLUGIN_NAMESPACE,
     PLUGIN_VERSION,
 )
-from .errors import ExportError
+from ..core.errors import ExportError
 
 PASS_THROUGH = ("QuantizeLinear", "DequantizeLinear", "Cast")
 

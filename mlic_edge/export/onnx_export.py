@@ -37,10 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from ..core.contract import INPUT_NAME, PRECISIONS, precision_tag
+from ..core.capabilities import PRECISIONS, precision_tag
+from ..core.contract import INPUT_NAME
 from ..core.metadata import ModelMetadata
 from ..core.errors import one_line
-from .errors import ExportError, ExportParityError, MissingDependencyError
+from ..core.errors import ExportError, ExportParityError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 
@@ -401,7 +402,7 @@ def export_onnx(
     from ..checkpoint import checkpoint_metadata, load_model
     from ..core.files import ensure_writable
     from . import precision as precision_mod
-    from .trt_ops import assert_trt_compatible, op_histogram
+    from ..tensorrt.onnx_ops import assert_trt_compatible, op_histogram
 
     started = time.time()
     _validate_options(precision, target, exporter, batch, opset, calib_method, high_precision)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ExportError, MissingDependencyError
+from ..core.errors import ExportError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 

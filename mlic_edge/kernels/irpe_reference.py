@@ -12,7 +12,7 @@ the q/k/v projections and the output projection) with one node:
                        plugin_namespace "mlic_edge", plugin_version "1" (TensorRT's parser looks
                        the plugin up by op type, version and namespace; it ignores the domain)
 
-TensorRT runs it with `mlic_edge.kernels.irpe_plugin`. ONNX Runtime runs it with the Python op
+TensorRT runs it with `mlic_edge.tensorrt.plugin`. ONNX Runtime runs it with the Python op
 below (onnxruntime-extensions; its Python ops live in the domain "ai.onnx.contrib", which is why
 the node carries that domain), so plugin-mode graphs are parity-checked on the CPU like any other.
 It computes in float64 with numpy (no torch): a reference, not a fast path.

@@ -2,7 +2,7 @@
 
 One kernel body serves two users: the torch autograd function that trains the model on CUDA
 (`mlic_edge.model.irpe_fused`) and the TensorRT plugin's ahead-of-time implementation
-(`mlic_edge.kernels.irpe_plugin`), which compiles `irpe_attention_plugin_kernel` to PTX.
+(`mlic_edge.tensorrt.plugin`), which compiles `irpe_attention_plugin_kernel` to PTX.
 This module imports Triton only (no torch), so the plugin can be built on an edge box.
 
 The math is the "contextual product" iRPE of `mlic_edge.model.irpe`, per head h, query i, key j:

@@ -60,7 +60,7 @@ def model_info(cfg: ModelConfig, batch: int = 1) -> dict[str, Any]:
 
 
 def model_info_table(cfg: ModelConfig, batch: int = 1) -> dict[str, Any]:
-    from rich.console import Console
+    from ..core.console import make_console
     from rich.table import Table
 
     info = model_info(cfg, batch)
@@ -71,7 +71,7 @@ def model_info_table(cfg: ModelConfig, batch: int = 1) -> dict[str, Any]:
     for part, n in info["parameters"].items():
         table.add_row(part, f"{n / 1e6:,.3f} M")
     table.add_row("total", f"{info['parameters_total'] / 1e6:,.3f} M", style="bold")
-    console = Console()
+    console = make_console()
     console.print(table)
     h, w = info["feature_grid"]
     console.print(f"GFLOPs (forward, batch {batch}): {info['gflops']:.2f}")
@@ -109,7 +109,7 @@ def preset_rows() -> tuple[list[dict[str, Any]], str | None]:
 
 
 def presets_table() -> list[dict[str, Any]]:
-    from rich.console import Console
+    from ..core.console import make_console
     from rich.table import Table
 
     rows, machine = preset_rows()
@@ -124,9 +124,9 @@ def presets_table() -> list[dict[str, Any]]:
                       f"{cfg.d_model}/{cfg.nhead}/{cfg.dim_feedforward}", f"{row['parameters'] / 1e6:.1f} M",
                       f"{row['gflops']:.1f}", f"{row['train_img_s']:.1f}" if "train_img_s" in row else "-",
                       f"{row['infer_img_s']:.1f}" if "infer_img_s" in row else "-")
-    console = Console()
+    console = make_console()
     if console.width < 100:   # the table needs ~90 columns; narrower output would truncate names
-        console = Console(width=100)
+        console = make_console(width=100)
     console.print(table)
     console.print("head: d_model / heads / FFN width. " + "; ".join(f"{row['name']}: {row['about']}" for row in rows))
     if machine:   # one measurement on one machine: a user reads it as theirs unless told

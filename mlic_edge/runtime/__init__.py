@@ -12,8 +12,8 @@ imported when a model of their kind is opened (tests import it with torch made u
 """
 from __future__ import annotations
 
-from ..core.contract import backend_kind
-from ..core.engine_info import EngineInfo, read_engine_info
+from ..core.capabilities import model_format
+from ..tensorrt.sidecar import EngineInfo, read_engine_info
 from ..core.errors import BackendUnavailable, ModelFileError
 from ..core.metadata import ModelMetadata
 from ..core.onnx_metadata import read_metadata
@@ -22,5 +22,5 @@ from .backend import open_backend, read_model_metadata
 from .base import Backend, Timer
 
 __all__ = ["Backend", "BackendUnavailable", "EngineInfo", "ModelFileError", "ModelMetadata", "Timer",
-           "backend_kind", "load_image", "open_backend", "preprocess", "preprocess_batch",
+           "model_format", "load_image", "open_backend", "preprocess", "preprocess_batch",
            "read_engine_info", "read_metadata", "read_model_metadata"]

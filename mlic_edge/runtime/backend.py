@@ -1,5 +1,5 @@
 """`open_backend` and `read_model_metadata`: the backend or metadata a model file needs, by its
-suffix (`core.contract.MODEL_FILES`). The backends are imported when a file of their kind is
+suffix (`core.capabilities.MODEL_FORMATS`). The backends are imported when a file of their kind is
 opened, so edge devices without torch or TensorRT open what they can run."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..core.contract import backend_kind
+from ..core.capabilities import model_format
 from ..core.errors import BackendUnavailable, ModelFileError
 from ..core.metadata import ModelMetadata
 from .base import DEVICES, Backend
@@ -23,7 +23,7 @@ def open_backend(model_path: str | os.PathLike, device: str = "auto", **options:
     BackendUnavailable (runtime or GPU missing) with one-line messages.
     """
     path = Path(model_path)
-    kind = backend_kind(path)
+    kind = model_format(path).backend
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     if device not in DEVICES and not device.startswith("cuda:"):
@@ -45,12 +45,12 @@ def read_model_metadata(model_path: str | os.PathLike) -> ModelMetadata:
     """Metadata of any model file without opening a runtime (engine: its sidecar JSON;
     checkpoint: needs torch)."""
     path = Path(model_path)
-    kind = backend_kind(path)
+    kind = model_format(path).backend
     if kind == "onnxruntime":
         from ..core.onnx_metadata import read_metadata
         return read_metadata(path)
     if kind == "tensorrt":
-        from ..core.engine_info import read_engine_info
+        from ..tensorrt.sidecar import read_engine_info
         return read_engine_info(path).metadata
     from .torch_backend import checkpoint_file_metadata
     return checkpoint_file_metadata(path)

@@ -53,7 +53,7 @@ _RUNTIME_PACKAGES = {"tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
 
 def _probe_tensorrt(name: str) -> dict[str, Any]:
     """One TensorRT runtime: version, or the import error; and whether it takes the iRPE plugin."""
-    from ..core.tensorrt import import_runtime
+    from ..tensorrt.runtimes import import_runtime
 
     info: dict[str, Any] = {"version": package_version(*_RUNTIME_PACKAGES[name])}
     try:
@@ -102,7 +102,7 @@ def _capabilities(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append({"backend": "onnxruntime (CUDA)", "ok": cuda_ok, "precisions": "fp32, fp16" if cuda_ok else "",
                  "note": "" if cuda_ok else ("no CUDA GPU" if "CUDAExecutionProvider" in providers
                                              else "needs onnxruntime-gpu")})
-    from ..core.tensorrt import RTX_TARGETS
+    from ..tensorrt.runtimes import RTX_TARGETS
 
     typed = "fp32, fp16, int8 (strongly typed: the ONNX graph's own types)"
     trt = report["tensorrt"]
@@ -129,11 +129,11 @@ def _capabilities(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def print_report(report: dict[str, Any], console=None) -> None:
-    from rich.console import Console
+    from ..core.console import make_console
     from rich.markup import escape
     from rich.table import Table
 
-    console = console or Console()
+    console = console or make_console()
     table = Table(title="mlic-edge doctor", show_header=False)
     table.add_column(style="bold")
     table.add_column()

@@ -307,12 +307,12 @@ def run_inference(
 ) -> InferSummary:
     """Tag every image of `inputs` (image / folder / .txt list), or the frames of a video file,
     URL or camera; see the module docstring."""
-    from rich.console import Console
+    from ..core.console import make_console
 
-    from ..core.video import is_video_source
+    from .video import is_video_source
 
     started = time.time()
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     if batch_size < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch_size}")
     out_path = Path(out) if out is not None else None
@@ -471,8 +471,8 @@ def _run_video(tagger: Tagger, source, out_path: Path | None, fmt: str, *, thres
     Ctrl-C ends a live source the normal way: what was tagged is kept and the segments closed."""
     from rich.markup import escape
 
-    from ..core.segments import SegmentTracker, write_segments
-    from ..core.video import is_live_source, video_info
+    from .segments import SegmentTracker, write_segments
+    from .video import is_live_source, video_info
 
     tracker = SegmentTracker(tagger.classes, tagger.limits(threshold), **segment_options) \
         if segments is not None else None

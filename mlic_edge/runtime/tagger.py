@@ -209,7 +209,7 @@ class Tagger:
         (`fps`). A generator with bounded memory (live sources too): decoding runs in a thread a
         few frames ahead. Broken frames and dropped streams are passed to `on_error(FrameError)`
         (default: ignored) and skipped; live sources are reopened up to `retries` times."""
-        from ..core.video import Frame, iter_frames
+        from .video import Frame, iter_frames
 
         batch = batch_size or self.batch_size
         args = self._args

@@ -7,7 +7,7 @@ Why this shape:
   for RTX's API). tests/test_trt_api.py checks every attribute used on TensorRT objects against
   the 11.4 bindings.
 * The sidecar says which runtime built the engine; what differs between the two (RTX's JIT
-  runtime cache, persisted next to the engine per GPU) is in `core.tensorrt`.
+  runtime cache, persisted next to the engine per GPU) is in `tensorrt.runtimes`.
 * Device buffers come from `cuda_io` (torch CUDA tensors or cuda-python; never pycuda). The
   engine's GPU is made the current device before the runtime is created, so engine, context
   and buffers live on one GPU (`--device cuda:1`).
@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core.engine_info import EngineInfo, check_engine_compatible, read_engine_info
+from ..tensorrt.sidecar import EngineInfo, check_engine_compatible, read_engine_info
 from ..core.errors import BackendUnavailable, ModelFileError
 from ..core.files import atomic_write_bytes
-from ..core.tensorrt import TensorRTRuntime, import_runtime, runtime_cache_path
+from ..tensorrt.runtimes import TensorRTRuntime, import_runtime, runtime_cache_path
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def deserialize_engine(runtime: TensorRTRuntime, info: EngineInfo, data: bytes, 
     io.make_current()
     trt_runtime = trt.Runtime(runtime.logger())
     if needs_python_plugin(info):
-        from ..kernels.irpe_plugin import register_irpe_plugin
+        from ..tensorrt.plugin import register_irpe_plugin
         register_irpe_plugin(runtime)
     engine = trt_runtime.deserialize_cuda_engine(data)
     if engine is None:

@@ -20,7 +20,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..core.contract import backend_kind
+from ..core.capabilities import model_format
 from ..core.errors import ConfigError, ModelFileError
 from ..runtime.backend import read_model_metadata
 from ..core import image_bytes as decode
@@ -48,7 +48,7 @@ def export_repository(model: str | os.PathLike, out: str | os.PathLike, *, name:
     path, out = Path(model), Path(out)
     if not path.is_file():
         raise ConfigError(f"{path}: no such model file")
-    runtime = backend_kind(path)
+    runtime = model_format(path).backend
     if runtime == "torch":
         raise ConfigError(f"{path}: Triton's containers serve ONNX files and engines; export it first "
                           f"(mlic-edge export {path})")
@@ -63,7 +63,7 @@ def export_repository(model: str | os.PathLike, out: str | os.PathLike, *, name:
     size = int(meta.preprocess["image_size"])
     K = len(meta.classes)
     if runtime == "tensorrt":
-        from ..core.engine_info import read_engine_info
+        from ..tensorrt.sidecar import read_engine_info
 
         profile = read_engine_info(path).profile
         if not profile:

@@ -81,10 +81,10 @@ def model_name(model: str | os.PathLike, name: str | None) -> str:
 
 def default_max_batch(model: str | os.PathLike) -> int:
     """The engine's profile max batch (sidecar), or 8 for ONNX/checkpoints (any batch)."""
-    from ..core.contract import backend_kind
+    from ..core.capabilities import model_format
 
-    if backend_kind(model) == "tensorrt":
-        from ..core.engine_info import read_engine_info
+    if model_format(model).backend == "tensorrt":
+        from ..tensorrt.sidecar import read_engine_info
 
         profile = read_engine_info(model).profile
         if profile:
@@ -214,10 +214,10 @@ def serve(model: str | os.PathLike, options: ServeOptions, *, on_ready=None) -> 
     _check_numpy()
     _prepare_environment()
 
-    from ..core.contract import backend_kind
+    from ..core.capabilities import model_format
 
     shared = None
-    if backend_kind(path) != "tensorrt":                  # ORT sessions / torch modules are thread-safe
+    if model_format(path).backend != "tensorrt":                  # ORT sessions / torch modules are thread-safe
         shared = open_backend(path, device=options.device)
     runners = [_Runner(path, options.device, options.workers, shared) for _ in range(options.instances)]
     if shared is None:

@@ -5,22 +5,7 @@ import logging
 from pathlib import Path
 
 from ..config import Recipe
-
-_verbose = False
-
-
-def setup_logging(verbose: bool | None = None) -> None:
-    """mlic-edge's own INFO messages on the console; the libraries underneath (ONNX exporter and
-    optimizers, timm, ...) only from WARNING, unless `verbose` (the CLI's --verbose). None keeps
-    the last choice, so library calls inside a verbose command stay verbose."""
-    from rich.logging import RichHandler
-
-    global _verbose
-    _verbose = _verbose if verbose is None else verbose
-    logging.basicConfig(level=logging.INFO if _verbose else logging.WARNING, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)], force=True)
-    logging.getLogger("mlic_edge").setLevel(logging.INFO)
-
+from ..core.console import setup_logging
 
 def run_training(recipe: Recipe, out_dir: str | Path, resume: bool = False,
                  show_progress: bool = True, notes: str = "") -> int:

@@ -12,10 +12,10 @@ def _fmt(value: Any) -> str:
 
 
 def print_metrics(metrics: dict[str, Any], classes: Sequence[str], title: str = "") -> None:
-    from rich.console import Console
+    from ..core.console import make_console
     from rich.table import Table
 
-    console = Console()
+    console = make_console()
     table = Table(title=title or None)
     for key in SUMMARY_KEYS:
         table.add_column(key, justify="right")

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BackendUnavailable, ConfigError, DatasetError, one_line
+from ..core.errors import BackendUnavailable, ConfigError, DatasetError, one_line
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -434,7 +434,7 @@ def write_slideshow(images: list[np.ndarray], path: str | os.PathLike, *, second
     first one's size (even sides, as yuv420p needs). `lossless`: H.264 at qp 0 in yuv444p (no
     chroma subsampling; what remains is the RGB <-> YUV rounding), for checks that compare a
     frame's tags with its image's. Returns the scene start times in seconds."""
-    from .preprocess import pil
+    from ..core.preprocess import pil
 
     PIL = pil()
     lib = av()

@@ -10,7 +10,7 @@ The node contract (inputs, attributes) is in `irpe_reference.py`. Three parts:
   (development and debugging).
 
 Both exist, so networks that contain the node are created with
-NetworkDefinitionCreationFlag.PREFER_AOT_PYTHON_PLUGINS (see export/tensorrt_engine.py).
+NetworkDefinitionCreationFlag.PREFER_AOT_PYTHON_PLUGINS (see export/engine.py).
 `register_irpe_plugin(runtime)` is called by `mlic-edge build-engine` before parsing a
 plugin-mode graph; an engine built with the AOT kernel opens without it (the TensorRT backend
 registers the plugin only for JIT-plugin engines). The Python plugin API is `tensorrt.plugin`
@@ -26,8 +26,8 @@ functions' annotations as objects.
 """
 from typing import List, Tuple, Union
 
-from ..core.tensorrt import TensorRTRuntime, import_plugin_api
-from .irpe_reference import INT_INPUTS, OP_TYPE, PLUGIN_INPUTS, PLUGIN_NAMESPACE
+from .runtimes import TensorRTRuntime, import_plugin_api
+from ..kernels.irpe_reference import INT_INPUTS, OP_TYPE, PLUGIN_INPUTS, PLUGIN_NAMESPACE
 
 PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{OP_TYPE}"
 AOT_MAX_SHARED = 48 * 1024   # dynamic shared memory a kernel may use without an opt-in attribute
@@ -75,7 +75,7 @@ def _define(trt, trtp) -> None:
                            num_heads: int, scale: float, outputs: Tuple[trtp.TensorDesc],
                            tactic: int) -> Tuple[Union[str, bytes], Union[str, bytes],
                                                  trtp.KernelLaunchParams, trtp.SymIntExprs]:
-        from .irpe_triton import compile_plugin_kernel
+        from ..kernels.irpe_triton import compile_plugin_kernel
 
         dtype = "fp16" if q.dtype == trt.float16 else "fp32"
         d_model = _constant(q.shape_expr[2], "the model width")
@@ -103,7 +103,7 @@ def _define(trt, trtp) -> None:
         import triton
         from triton.runtime.errors import OutOfResources
 
-        from .irpe_triton import (
+        from ..kernels.irpe_triton import (
             block_configs,
             irpe_attention_plugin_kernel,
             plugin_constexprs,

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError, DatasetError
-from .files import atomic_open
+from ..core.errors import ConfigError, DatasetError
+from ..core.files import atomic_open
 
 SMOOTHING = ("ema", "median", "none")
 CSV_HEADER = ("label", "start_s", "end_s", "peak_score", "frames")

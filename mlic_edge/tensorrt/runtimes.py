@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BackendUnavailable, ConfigError, one_line
+from ..core.errors import BackendUnavailable, ConfigError, one_line
 
 log = logging.getLogger(__name__)
 

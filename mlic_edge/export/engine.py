@@ -1,9 +1,9 @@
 """Checkpoint or ONNX -> precision ONNX graph -> TensorRT engine (+ `<engine>.json` sidecar).
 
-    from mlic_edge.export import build_engine
+    from . import build_engine
     result = build_engine("best.pt", "best.fp16.engine", precision="fp16", batch="1:8:32")
 
-Two runtimes (`runtime.core.tensorrt`): TensorRT 10/11 builds on the GPU that will run the
+Two runtimes (`tensorrt.runtimes`): TensorRT 10/11 builds on the GPU that will run the
 engine; TensorRT for RTX builds anywhere, a CPU-only machine included, for a list of compute
 capabilities, and specialises the engine just in time on the GPU that runs it. `runtime="auto"`
 takes TensorRT where it imports and a GPU exists, else TensorRT for RTX.
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core.contract import PRECISIONS
-from ..core.engine_info import (
+from ..core.capabilities import PRECISIONS
+from ..tensorrt.sidecar import (
     EngineInfo,
     read_engine_info,
     same_build,
@@ -43,7 +43,7 @@ from ..core.engine_info import (
 from ..core.errors import BackendUnavailable, ConfigError, ModelFileError
 from ..core.files import atomic_write_bytes, cache_dir, ensure_writable, file_sha256
 from ..core.metadata import ModelMetadata
-from ..core.tensorrt import TensorRTRuntime, choose_runtime, parse_targets
+from ..tensorrt.runtimes import TensorRTRuntime, choose_runtime, parse_targets
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def _convert_onnx(source: Path, meta: ModelMetadata, precision: str, out_onnx: P
     from . import precision as precision_mod
     from .calibration import collect_calibration
     from .onnx_export import _save
-    from .trt_ops import assert_trt_compatible
+    from ..tensorrt.onnx_ops import assert_trt_compatible
 
     extra = dict(meta.extra)
     # Same conversion and defaults as `export` (non-INT8 ops in fp32: measured safer, precision.py).
@@ -164,7 +164,7 @@ def prepare_onnx(source: Path, precision: str | None, out_onnx: Path, *, calib: 
             if meta is not None:
                 notes.append(f"reused {out_onnx} (same checkpoint sha256 and options; --force re-exports)")
                 return out_onnx, meta, source, True, notes
-        from ..export import export_onnx
+        from . import export_onnx
         result = export_onnx(source, out_onnx, precision=precision, batch=None, target="tensorrt",
                              calib=calib, with_attention=with_attention, calib_images=calib_images,
                              calib_method=calib_method, irpe_plugin=irpe_plugin)
@@ -262,7 +262,7 @@ def build_serialized_engine(runtime: TensorRTRuntime, onnx_path: Path, input_nam
     logger = runtime.logger(verbose)
     builder = trt.Builder(logger)
     if irpe_plugin:
-        from ..kernels.irpe_plugin import register_irpe_plugin
+        from ..tensorrt.plugin import register_irpe_plugin
         register_irpe_plugin(runtime)
     flags, flag_names = runtime.network_flags(irpe_plugin)
     network = builder.create_network(flags)
@@ -315,7 +315,7 @@ def resolve_build_runtime(request: str, gpu: dict[str, Any] | None) -> tuple[Ten
 def _target_capabilities(runtime: TensorRTRuntime, targets: tuple[str, ...] | None,
                          gpu: dict[str, Any] | None) -> list[str]:
     """The compute capabilities the engine will run on (recorded in the sidecar)."""
-    from ..core.tensorrt import RTX_PORTABLE
+    from ..tensorrt.runtimes import RTX_PORTABLE
 
     if not runtime.is_rtx:
         if targets is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..kernels.irpe_reference import is_irpe_plugin_node
-from .errors import UnsupportedOpsError
+from ..core.errors import UnsupportedOpsError
 
 # TensorRT 10.0-10.3 parses opsets 9-20 (TensorRT 11: 9-25); stay inside both.
 TRT_MIN_OPSET = 9

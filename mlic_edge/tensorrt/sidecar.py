@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import BackendUnavailable, ModelFileError
-from .metadata import ModelMetadata
+from ..core.errors import BackendUnavailable, ModelFileError
+from ..core.metadata import ModelMetadata
 
 ENGINE_INFO_FORMAT = "mlic-edge-engine/2"
 _FORMAT_1 = "mlic-edge-engine/1"   # TensorRT 10/11 only: read as runtime "tensorrt"
@@ -98,7 +98,7 @@ def read_engine_info(engine_path: str | os.PathLike) -> EngineInfo:
 
 
 def write_engine_info(engine_path: str | os.PathLike, info: EngineInfo) -> Path:
-    from .files import atomic_write_text
+    from ..core.files import atomic_write_text
 
     side = sidecar_path(engine_path)
     atomic_write_text(side, info.to_json() + "\n")
@@ -128,7 +128,7 @@ def check_engine_compatible(info: EngineInfo, engine_path: str | os.PathLike,
                                  f"{info.runtime_label.rsplit(' ', 1)[0]} {runtime_version}; {rebuild}")
     if here_cc not in info.compute_capabilities:
         if info.runtime == "tensorrt-rtx":
-            from .tensorrt import RTX_SUPPORT_NOTE, RTX_TARGETS
+            from .runtimes import RTX_SUPPORT_NOTE, RTX_TARGETS
             hint = (f"rebuild with --compute-capability {here_cc}" if here_cc in RTX_TARGETS
                     else RTX_SUPPORT_NOTE)
             raise BackendUnavailable(f"{engine_path}: built with {built_on}; this GPU is {here}: {hint}")
