@@ -1,5 +1,7 @@
-"""Options shared by several verbs, declared once (typer `Annotated` types): data, device and the
-INT8 calibration group. Dataset names in the help come from `data.registry`."""
+"""Options shared by several verbs, declared once (typer `Annotated` types): data, device, precision
+and the INT8 calibration group. A flag name means one thing on every command; a renamed flag keeps
+its old spelling as a hidden, deprecated alias for one release (`renamed`). Dataset names in the
+help come from `data.registry`, devices and precisions from `core.capabilities`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +10,8 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
+from ..core.capabilities import EXPORT_TARGETS, PRECISIONS, TRAIN_DEVICE_KINDS, check_precision
+from ..core.devices import expected, parse_device
 from ..core.errors import ConfigError
 from ..data.registry import dataset_help
 
@@ -16,7 +20,37 @@ Data = Annotated[Optional[str], typer.Option("--data", help=dataset_help())]
 DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Dataset folder (VOCdevkit, the COCO root, or a folder with <split>.csv); not needed for digits.")]
 
 # ---------------------------------------------------------------------------------------- device
-Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
+def _device(value: str) -> str:
+    return str(parse_device(value))
+
+
+def _train_device(value: str) -> str:
+    return str(parse_device(value, kinds=TRAIN_DEVICE_KINDS))
+
+
+# A malformed value ('gpu', 'cuda:x') is a ConfigError: one line, exit 2, before anything runs.
+Device = Annotated[str, typer.Option("--device", callback=_device, help=f"{expected()} (tensorrt: ONNX Runtime's TensorRT provider, .onnx only).")]
+TrainDevice = Annotated[str, typer.Option("--device", callback=_train_device, help=f"{expected(TRAIN_DEVICE_KINDS)}.")]
+
+# ---------------------------------------------------------------------------------------- precision
+def precision_callback(value: Optional[str]) -> Optional[str]:
+    return value if value is None else check_precision(value).name
+
+
+PRECISION_HELP = "; ".join(f"{p.name}: {p.about}" for p in PRECISIONS.values())
+TARGET_HELP = "; ".join(f"{t.name}: {t.about}" for t in EXPORT_TARGETS.values())
+
+
+def renamed(value, alias_value, *, new: str, old: str, default=None):
+    """The value of a renamed flag: the new spelling wins; the old one still works for one release,
+    with a one-line warning on stderr."""
+    if alias_value is None:
+        return value
+    typer.secho(f"warning: {old} is deprecated and will be removed in the next release; use {new}",
+                fg=typer.colors.YELLOW, err=True)
+    if value not in (None, default) and value != alias_value:
+        raise ConfigError(f"{old} (deprecated) and {new} disagree: {alias_value!r} vs {value!r}; give {new} only")
+    return alias_value
 
 # ---------------------------------------------------------------------------------------- calibration
 Calib = Annotated[Optional[Path], typer.Option("--calib", help="int8: folder of calibration images (searched recursively; real images, not noise).")]
