@@ -73,20 +73,28 @@ def test_quickstart_builds_the_engines(quickstart_run):
 
 
 def run_readme_api_example(quickstart_out: Path) -> None:
-    """The README's Python example, as written, on this quickstart's outputs."""
+    """The Python examples of the README and of the docs' Python API page, as written, on this
+    quickstart's outputs."""
+    root = Path(__file__).resolve().parents[1]
+    for page in ("README.md", "docs/python-api.md"):
+        run_api_example(root / page, quickstart_out)
+
+
+def run_api_example(page: Path, quickstart_out: Path) -> None:
+    """Run the page's `<!-- api-example -->` block: three tagged inputs, then missing.jpg with its
+    own error, then the clip's frames 0 and 5."""
     import contextlib
     import io
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    code = re.search(r"<!-- api-example -->\n```python\n(.*?)```", readme, re.S).group(1)
+    code = re.search(r"<!-- api-example -->\n```python\n(.*?)```", page.read_text(), re.S).group(1)
     assert "runs/quickstart/" in code
     code = code.replace("runs/quickstart/", f"{quickstart_out}/")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(compile(code, "README.md", "exec"), {})
+        exec(compile(code, page.name, "exec"), {})
     lines = printed.getvalue().splitlines()
-    assert "cannot decode image" in lines[3] or "not found" in lines[3]       # missing.jpg: its own error
-    assert all("top score" in line for line in lines[:3])
+    assert "cannot decode image" in lines[3] or "not found" in lines[3], (page.name, lines)   # missing.jpg
+    assert all("top score" in line for line in lines[:3]), (page.name, lines)
     assert [line for line in lines if line.startswith("frame ")][:2] == \
         [line for line in lines if line.startswith("frame 0 at 0.0 s")] + \
         [line for line in lines if line.startswith("frame 5 at 0.5 s")]
