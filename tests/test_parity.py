@@ -99,6 +99,10 @@ def test_parity_cli_image_folder_and_json(trained, tmp_path, capsys):
     assert len(rows) == 2 and all(r["targets"] == "reference" and r["images"] == 48 for r in rows)
     assert rows[0]["reference_mAP"] == pytest.approx(100.0)
     assert "fp16" in output and "pass" in output
+    report = run_parity(trained["ckpt"], [trained["fp32"], trained["fp16"]],
+                        image_dir=Path(trained["data_root"]) / "test", max_images=48)
+    assert [row.delta_map for row in report] == [row["delta_mAP"] for row in rows]
+    assert [row.passed for row in report] == [row["passed"] for row in rows] and report.passed
 
 
 def test_parity_cli_exit_1_on_failure(trained, capsys):

@@ -62,8 +62,8 @@ def build_engine_command(
 
     if fp16 and int8:
         raise ConfigError("give --precision fp16 or --precision int8, not both")
-    old_flag = "--fp16" if fp16 else "--int8" if int8 else None
-    precision = renamed(precision, "fp16" if fp16 else "int8" if int8 else None, new="--precision", old=old_flag)
+    alias = "fp16" if fp16 else "int8" if int8 else None
+    precision = renamed(precision, alias, new="--precision", old=f"--{alias}")
     batch = renamed(batch_profile, batch_alias, new="--batch-profile", old="--batch", default=DEFAULT_PROFILE)
     source_calib = calib_source(precision, calib, calib_data, calib_root, calib_split)
     console = make_console()

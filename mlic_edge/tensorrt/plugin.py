@@ -52,13 +52,6 @@ def _define(trt, trtp) -> None:
     _define_jit(trtp)
 
 
-def _constant(expr, what: str) -> int:
-    if not expr.is_constant:
-        raise ValueError(f"IRPEAttention: {what} must be static (the feature grid and width are "
-                         f"fixed at export)")
-    return int(expr.constant_value())
-
-
 def _define_shape(trtp) -> None:
     @trtp.register(PLUGIN_ID)
     def irpe_attention_desc(q: trtp.TensorDesc, k: trtp.TensorDesc, v: trtp.TensorDesc,
@@ -81,6 +74,12 @@ def _define_autotune(trtp) -> None:
 
 
 def _define_aot(trt, trtp) -> None:
+    def _constant(expr: trtp.ShapeExpr, what: str) -> int:
+        if not expr.is_constant:
+            raise ValueError(f"IRPEAttention: {what} must be static (the feature grid and width are "
+                             f"fixed at export)")
+        return int(expr.constant_value())
+
     @trtp.aot_impl(PLUGIN_ID)
     def irpe_attention_aot(q: trtp.TensorDesc, k: trtp.TensorDesc, v: trtp.TensorDesc,
                            bucket_ids: trtp.TensorDesc, query_table: trtp.TensorDesc,
