@@ -1,11 +1,12 @@
 """Accuracy parity: the PyTorch reference vs exported models, on the same preprocessed images.
 
-    rows = run_parity("best.pt", ["m_fp32.onnx", "m_fp16.onnx", "m_int8.onnx"],
-                      data="voc2007", data_root="data/VOC", split="test")
+    report = run_parity("best.pt", ["m_fp32.onnx", "m_fp16.onnx", "m_int8.onnx"],
+                        data="voc2007", data_root="data/VOC", split="test")
+    report.passed, report.rows[0].delta_map, report.to_dicts()
 
-Per model: mAP, delta_mAP (model - reference, mAP points), CF1, OF1 (percent, threshold 0.5),
-max/mean absolute logit error vs the reference, top-1 agreement (argmax of the logits), passed
-(|delta_mAP| <= the threshold of the model's precision: fp32 0.01, fp16 0.1, int8 1.0 by default).
+Per model (`ParityRow`): mAP, delta mAP (model - reference, mAP points), CF1, OF1 (percent,
+threshold 0.5), max/mean absolute logit error vs the reference, top-1 agreement (argmax of the
+logits), passed (|delta mAP| <= the limit of the model's precision, `capabilities.parity_limits`).
 
 Without labels (`image_dir=`), the reference's own decisions (score >= its per-class thresholds)
 serve as targets: mAP then measures agreement with the reference (the reference scores 100).
@@ -15,23 +16,79 @@ ONNX on ONNX Runtime (CPU), TensorRT engines on their GPU, exactly as `infer` ru
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .core.capabilities import precision_family
+from .core.capabilities import model_format, parity_limits, precision_family
 from .core.errors import DatasetError, ModelFileError
 from .metrics import sigmoid
 
-DEFAULT_THRESHOLDS = {"fp32": 0.01, "fp16": 0.1, "int8": 1.0}
 IN_MEMORY_LIMIT = 2 * 1024 ** 3  # preprocessed images kept in memory below this; streamed above
 
 
+# ----------------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class ParityRow:
+    """One model against the reference. The statistics come from `compare_logits`; the run's
+    context (model file, images, timing) is added by `run_parity`."""
+
+    model: str
+    precision: str
+    map: float                   # mAP of the model, percent
+    reference_map: float
+    delta_map: float             # model - reference, mAP points
+    max_delta_map: float         # the pass limit on |delta_map|
+    cf1: float
+    of1: float
+    max_abs_logit_error: float
+    mean_abs_logit_error: float
+    top1_agreement: float
+    passed: bool
+    images: int = 0
+    targets: str = ""            # "labels", or "reference": the reference's own decisions
+    source: str = ""
+    same_checkpoint: bool = False
+    seconds: float = 0.0
+    reference_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as `mlic-edge parity --json` writes it."""
+        return {_JSON_KEYS.get(f.name, f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+# The keys of the JSON the CLI writes (ParityRow field -> key).
+_JSON_KEYS = {"map": "mAP", "reference_map": "reference_mAP", "delta_map": "delta_mAP",
+              "max_delta_map": "max_delta_mAP", "cf1": "CF1", "of1": "OF1",
+              "max_abs_logit_error": "max_abs_logit_err", "mean_abs_logit_error": "mean_abs_logit_err"}
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Every model of one parity run, in the order given."""
+
+    rows: list[ParityRow]
+
+    @property
+    def passed(self) -> bool:
+        return all(row.passed for row in self.rows)
+
+    def __iter__(self) -> Iterator[ParityRow]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """The rows as `mlic-edge parity --json` writes them."""
+        return [row.to_dict() for row in self.rows]
 
 
 # ----------------------------------------------------------------------------------- images
@@ -133,7 +190,7 @@ def _predict_logits(model_path: str | os.PathLike, batches: Iterable[np.ndarray]
     from .runtime.backend import open_backend
 
     path = Path(model_path)
-    device = "cpu" if path.suffix.lower() == ".onnx" else "auto"
+    device = "cpu" if model_format(path).backend == "onnxruntime" else "auto"
     with open_backend(path, device=device) as backend:
         return np.concatenate([backend.predict(images)["logits"] for images in batches]).astype(np.float32)
 
@@ -150,8 +207,7 @@ def _torch_logits(model, batches: Iterable[np.ndarray]) -> np.ndarray:
 
 def _model_precision(path: Path, num_classes: int, preprocess: dict, reference_sha: str) -> tuple[str, bool]:
     """(precision tag, same source checkpoint) from the model's metadata; checks compatibility."""
-    from .core.capabilities import ENGINE_SUFFIXES
-    if path.suffix.lower() not in (".onnx", *ENGINE_SUFFIXES):
+    if model_format(path).backend == "torch":
         return "unknown", False
     from .runtime.backend import read_model_metadata
 
@@ -171,9 +227,10 @@ def _evaluate(scores: np.ndarray, targets: np.ndarray) -> dict:
 
 
 def compare_logits(reference_logits: np.ndarray, model_logits: np.ndarray, targets: np.ndarray,
-                   precision: str, thresholds: dict[str, float] | None = None) -> dict[str, Any]:
-    """Parity statistics of one model's logits against the reference's, on shared targets."""
-    limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+                   precision: str, thresholds: dict[str, float] | None = None, model: str = "") -> ParityRow:
+    """Parity statistics of one model's logits against the reference's, on shared targets.
+    thresholds: pass limits per precision over `capabilities.parity_limits()`."""
+    limits = {**parity_limits(), **(thresholds or {})}
     if model_logits.shape != reference_logits.shape:
         raise ModelFileError(f"model gives logits {model_logits.shape}, the reference {reference_logits.shape}")
     ref_metrics = _evaluate(sigmoid(reference_logits), targets)
@@ -183,19 +240,42 @@ def compare_logits(reference_logits: np.ndarray, model_logits: np.ndarray, targe
     delta = metrics["mAP"] - ref_metrics["mAP"]
     limit = limits.get(precision_family(precision), limits["fp32"])
     passed = finite and math.isfinite(delta) and abs(delta) <= limit
-    return {
-        "precision": precision,
-        "mAP": float(metrics["mAP"]),
-        "reference_mAP": float(ref_metrics["mAP"]),
-        "delta_mAP": float(delta),
-        "max_delta_mAP": float(limit),
-        "CF1": float(metrics["CF1"]),
-        "OF1": float(metrics["OF1"]),
-        "max_abs_logit_err": float(diff.max(initial=0.0)) if finite else float("inf"),
-        "mean_abs_logit_err": float(diff.mean()) if finite else float("inf"),
-        "top1_agreement": float(np.mean(model_logits.argmax(1) == reference_logits.argmax(1))),
-        "passed": bool(passed),
-    }
+    return ParityRow(
+        model=model, precision=precision, map=float(metrics["mAP"]), reference_map=float(ref_metrics["mAP"]),
+        delta_map=float(delta), max_delta_map=float(limit), cf1=float(metrics["CF1"]), of1=float(metrics["OF1"]),
+        max_abs_logit_error=float(diff.max(initial=0.0)) if finite else float("inf"),
+        mean_abs_logit_error=float(diff.mean()) if finite else float("inf"),
+        top1_agreement=float(np.mean(model_logits.argmax(1) == reference_logits.argmax(1))),
+        passed=bool(passed))
+
+
+def _image_batches(preprocess: dict, *, data, data_root, split, image_dir, images, targets,
+                   batch_size: int, max_images: int | None, workers: int) -> tuple[ImageBatches, str]:
+    """(the parity images, a name for their source) from exactly one of a dataset, a folder or arrays."""
+    if sum(x is not None for x in (data, image_dir, images)) != 1:
+        raise DatasetError("parity needs exactly one image source: a dataset (--data), "
+                           "an image folder (--images) or arrays")
+    if data is not None:
+        return _dataset_batches(data, data_root, split, preprocess, batch_size, max_images, workers), f"{data}:{split}"
+    if image_dir is not None:
+        return _folder_batches(image_dir, preprocess, batch_size, max_images), str(image_dir)
+    images = images[:max_images] if max_images else images
+    targets = targets[:max_images] if (max_images and targets is not None) else targets
+    return ImageBatches.from_arrays(images, targets, batch_size), "arrays"
+
+
+def _evaluation_targets(batches: ImageBatches, reference_logits: np.ndarray, per_class: Sequence[float] | None,
+                        source: str) -> tuple[np.ndarray, str]:
+    """(targets, their kind): the labels, or for unlabelled images the reference's own decisions
+    (score >= its per-class thresholds)."""
+    if batches.targets is not None:
+        targets, kind = batches.targets, "labels"
+    else:
+        limits = np.asarray(per_class or [0.5] * reference_logits.shape[1], dtype=np.float64)
+        targets, kind = (sigmoid(reference_logits) >= limits).astype(np.float32), "reference"
+    if len(targets) != len(reference_logits):
+        raise DatasetError(f"{source}: {len(targets)} targets for {len(reference_logits)} images")
+    return targets, kind
 
 
 def run_parity(
@@ -212,61 +292,41 @@ def run_parity(
     max_images: int | None = None,
     batch_size: int = 16,
     workers: int = 0,
-) -> list[dict[str, Any]]:
-    """Run the reference checkpoint and every model on the same images; one dict per model.
+) -> ParityReport:
+    """Run the reference checkpoint and every model on the same images; one `ParityRow` per model.
 
     Images come from a dataset (`data`, `data_root`, `split`; labelled), a folder (`image_dir`;
     unlabelled, the reference's decisions become the targets) or arrays (`images` already
-    preprocessed (N, 3, S, S), optional `targets` (N, K)).
+    preprocessed (N, 3, S, S), optional `targets` (N, K)). thresholds: |delta mAP| pass limits
+    per precision (e.g. {"int8": 0.5}) over the capability table's. Raises MLICError subclasses.
     """
     from .checkpoint import load_model
     from .core.files import file_sha256
 
-    if sum(x is not None for x in (data, image_dir, images)) != 1:
-        raise DatasetError("parity needs exactly one image source: a dataset (--data), "
-                           "an image folder (--images) or arrays")
     if not model_paths:
         raise ModelFileError("parity needs at least one model file")
     reference, ckpt = load_model(reference_ckpt)
     preprocess = dict(ckpt.get("preprocess") or reference.data_config())
-    num_classes = reference.cfg.num_classes
     reference_sha = file_sha256(reference_ckpt)
-    checked = [(Path(p), *_model_precision(Path(p), num_classes, preprocess, reference_sha)) for p in model_paths]
-
-    if data is not None:
-        batches = _dataset_batches(data, data_root, split, preprocess, batch_size, max_images, workers)
-        source = f"{data}:{split}"
-    elif image_dir is not None:
-        batches = _folder_batches(image_dir, preprocess, batch_size, max_images)
-        source = str(image_dir)
-    else:
-        images = images[:max_images] if max_images else images
-        targets = targets[:max_images] if (max_images and targets is not None) else targets
-        batches = ImageBatches.from_arrays(images, targets, batch_size)
-        source = "arrays"
-
+    checked = [(Path(p), *_model_precision(Path(p), reference.cfg.num_classes, preprocess, reference_sha))
+               for p in model_paths]
+    batches, source = _image_batches(preprocess, data=data, data_root=data_root, split=split, image_dir=image_dir,
+                                     images=images, targets=targets, batch_size=batch_size,
+                                     max_images=max_images, workers=workers)
     started = time.time()
     reference_logits = _torch_logits(reference, batches)
-    reference_seconds = time.time() - started
-    if batches.targets is not None:
-        eval_targets, target_kind = batches.targets, "labels"
-    else:  # unlabelled: the reference's own decisions
-        per_class = np.asarray(ckpt.get("thresholds") or [0.5] * num_classes, dtype=np.float64)
-        eval_targets = (sigmoid(reference_logits) >= per_class).astype(np.float32)
-        target_kind = "reference"
-    if len(eval_targets) != len(reference_logits):
-        raise DatasetError(f"{source}: {len(eval_targets)} targets for {len(reference_logits)} images")
-
+    reference_seconds = round(time.time() - started, 3)
+    eval_targets, target_kind = _evaluation_targets(batches, reference_logits, ckpt.get("thresholds"), source)
     rows = []
     for path, precision, same_source in checked:
         started = time.time()
         logits = _predict_logits(path, batches)
-        row = {"model": str(path), **compare_logits(reference_logits, logits, eval_targets, precision, thresholds)}
-        row.update({"images": int(len(reference_logits)), "targets": target_kind, "source": source,
-                    "same_checkpoint": same_source, "seconds": round(time.time() - started, 3),
-                    "reference_seconds": round(reference_seconds, 3)})
-        rows.append(row)
-    return rows
+        row = compare_logits(reference_logits, logits, eval_targets, precision, thresholds, model=str(path))
+        rows.append(dataclasses.replace(
+            row, images=int(len(reference_logits)), targets=target_kind, source=source,
+            same_checkpoint=same_source, seconds=round(time.time() - started, 3),
+            reference_seconds=reference_seconds))
+    return ParityReport(rows)
 
 
 # ----------------------------------------------------------------------------------- layer-wise
@@ -285,7 +345,7 @@ def run_layerwise(reference_ckpt: str | os.PathLike, model_paths: Sequence[str |
     from .core.onnx_metadata import read_metadata
     from .layerwise import compare_layers
 
-    candidates = [Path(p) for p in model_paths if Path(p).suffix.lower() == ".onnx"
+    candidates = [Path(p) for p in model_paths if model_format(p).backend == "onnxruntime"
                   and precision_family(read_metadata(p).precision) != "fp32"]
     if not candidates:
         return []

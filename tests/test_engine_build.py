@@ -58,13 +58,13 @@ def engines(trained, tmp_path_factory):
 def test_rtx_builds_each_precision_without_a_gpu(engines, trained, precision):
     from mlic_edge.runtime import read_engine_info
     from mlic_edge.core.files import file_sha256
-    from mlic_edge.tensorrt.runtimes import RTX_PORTABLE
+    from mlic_edge.core.capabilities import ENGINE_RUNTIMES
 
     result = engines[precision]
     assert not result.reused_engine and result.engine.stat().st_size > 100_000
     info = read_engine_info(result.engine)                  # the sidecar, as written
     assert info.runtime == "tensorrt-rtx" and info.runtime_version == rtx_module().__version__
-    assert info.compute_capabilities == list(RTX_PORTABLE) and info.precision == precision
+    assert info.compute_capabilities == list(ENGINE_RUNTIMES["tensorrt-rtx"].portable_default) and info.precision == precision
     assert info.profile == {"min": 1, "opt": 4, "max": 8} and info.onnx_sha256 == file_sha256(trained[precision])
     assert info.build["engine_bytes"] == result.engine.stat().st_size and info.build["build_seconds"] > 0
     assert info.build["timing_cache"] is None               # RTX: none (it would make the build query a GPU)
@@ -115,8 +115,8 @@ def test_cli_builds_an_fp16_engine_from_a_checkpoint(trained, tmp_path):
     rtx_module()
     ckpt = tmp_path / "best.pt"
     ckpt.write_bytes(trained["ckpt"].read_bytes())
-    done = subprocess.run([sys.executable, "-m", "mlic_edge", "build-engine", str(ckpt), "--fp16",
-                           "--batch", "1:2:4"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "mlic_edge", "build-engine", str(ckpt), "--precision", "fp16",
+                           "--batch-profile", "1:2:4"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     engine = tmp_path / "best.fp16.engine"
     assert engine.stat().st_size > 100_000 and (tmp_path / "best.fp16.engine.json").is_file()
@@ -126,6 +126,85 @@ def test_cli_builds_an_fp16_engine_from_a_checkpoint(trained, tmp_path):
     assert "input images Bx3x64x64 FLOAT" in text and "output logits Bx6 FLOAT" in text
     sidecar = json.loads((tmp_path / "best.fp16.engine.json").read_text())
     assert sidecar["runtime"] == "tensorrt-rtx" and sidecar["precision"] == "fp16"
+
+
+def _cli_build_request(monkeypatch, capsys, args: list[str]) -> tuple[dict, str]:
+    """(the keywords `build-engine ARGS` calls the library with, the CLI's output); nothing is built."""
+    from mlic_edge.cli import main
+    from mlic_edge.export import engine
+
+    calls = {}
+
+    def record(source, out=None, **options):
+        calls.update(options, source=source)
+        raise BackendUnavailable("stub: nothing built")
+
+    monkeypatch.setattr(engine, "build_engine", record)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["build-engine", "model.onnx", *args])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2
+    return calls, captured.out + captured.err
+
+
+def test_cli_precision_and_batch_profile(monkeypatch, capsys):
+    calls, output = _cli_build_request(monkeypatch, capsys, ["--precision", "int8", "--batch-profile", "2:4:8"])
+    assert calls["precision"] == "int8" and calls["batch"] == "2:4:8" and "deprecated" not in output
+    calls, _ = _cli_build_request(monkeypatch, capsys, [])
+    assert calls["precision"] is None and calls["batch"] == "1:8:32"     # the source's precision
+
+
+@pytest.mark.parametrize("old,new,key,value", [
+    (["--fp16"], "--precision", "precision", "fp16"),
+    (["--int8"], "--precision", "precision", "int8"),
+    (["--batch", "1:2:4"], "--batch-profile", "batch", "1:2:4"),
+])
+def test_cli_deprecated_aliases_still_work_with_a_warning(monkeypatch, capsys, old, new, key, value):
+    calls, output = _cli_build_request(monkeypatch, capsys, old)
+    assert calls[key] == value
+    assert f"warning: {old[0]} is deprecated" in output and f"use {new}" in output
+
+
+def test_cli_aliases_that_disagree_are_one_line_errors(monkeypatch, capsys):
+    from mlic_edge.cli import main
+
+    for args in (["--fp16", "--precision", "int8"], ["--fp16", "--int8"], ["--batch", "2", "--batch-profile", "4"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["build-engine", "model.onnx", *args])
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert exit_info.value.code == 2 and len(errors) == 1, args
+
+
+@needs_tensorrt
+def test_engine_steps_run_alone_up_to_the_build(trained, tmp_path):
+    """choose the runtime, prepare the graph, compute the build's key: no engine is built or written."""
+    from mlic_edge.core.capabilities import ENGINE_RUNTIMES
+    from mlic_edge.export.engine import (
+        EngineOptions,
+        EngineState,
+        choose_build_runtime,
+        prepare_graph,
+        reuse_engine,
+    )
+
+    rtx_module()
+    options = EngineOptions(out=tmp_path / "m.engine", batch="1:2:4", runtime="tensorrt-rtx")
+    state = EngineState(Path(trained["fp16"]))
+    for step in (choose_build_runtime, prepare_graph, reuse_engine):
+        step(options, state)
+    assert state.runtime.name == "tensorrt-rtx" and state.onnx == Path(trained["fp16"]) and state.reused_onnx
+    assert state.info.precision == "fp16" and state.info.profile == {"min": 1, "opt": 2, "max": 4}
+    assert state.info.compute_capabilities == list(ENGINE_RUNTIMES["tensorrt-rtx"].portable_default)
+    assert state.result is None and not list(tmp_path.iterdir())
+
+
+def test_engine_options_are_checked_before_any_work(tmp_path):
+    from mlic_edge.export import build_engine
+
+    with pytest.raises(ConfigError, match="precision 'int4'"):
+        build_engine(tmp_path / "missing.onnx", precision="int4")
+    with pytest.raises(ConfigError, match="--batch-profile"):
+        build_engine(tmp_path / "missing.onnx", batch="8:4:2")
 
 
 # ----------------------------------------------------------------------------------- refusals

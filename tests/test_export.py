@@ -189,6 +189,7 @@ def test_fp16_skeleton_conversion_equals_autocast_on_the_whole_graph(trained):
     """to_fp16 hands AutoCast a weight-free skeleton and casts the weights afterwards: the graph
     must compute exactly what AutoCast's conversion of the whole graph computes."""
     from modelopt.onnx import autocast
+    from onnx import numpy_helper
 
     from mlic_edge.export.precision import FP16_EXCLUDE, _modelopt_quiet, to_fp16
 
@@ -206,10 +207,33 @@ def test_fp16_skeleton_conversion_equals_autocast_on_the_whole_graph(trained):
 
     assert summary(skeleton) == summary(whole)
     assert "LayerNormalization" in summary(skeleton)[0]
-    keep_sign_of_tiny_negatives(whole, onnx.load(str(trained["fp32"])))
+
+    def weight_name(name: str) -> str:   # the skeleton names an FP16 weight after AutoCast's Cast
+        return name.removesuffix("_cast_to_fp16")
+
+    tiny = np.finfo(np.float16).smallest_subnormal
+
+    def weight(tensor) -> tuple[int, bytes]:
+        """A weight's type and values; to_fp16 keeps the sign of values rounded up to FP16's
+        smallest subnormal, AutoCast makes them positive: the one intended difference."""
+        values = numpy_helper.to_array(tensor)
+        if values.dtype == np.float16:
+            values = np.where(np.abs(values) == tiny, tiny, values).astype(np.float16)
+        return tensor.data_type, values.tobytes()
+
+    def canonical(model):
+        """Nodes and initializers, FP16 weights under one name. The same graph is checked, not
+        only its outputs: whether ONNX Runtime's kernels read subnormal weights as zero depends on
+        the process's floating-point flags."""
+        nodes = [(n.op_type, [weight_name(i) for i in n.input], list(n.output),
+                  [a.SerializeToString() for a in n.attribute]) for n in model.graph.node]
+        return nodes, {weight_name(i.name): weight(i) for i in model.graph.initializer}
+
+    assert canonical(skeleton) == canonical(whole)
+    keep_sign_of_tiny_negatives(whole, onnx.load(str(trained["fp32"])))   # then the weights are equal too
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
     outputs = [ort_session(m).run(None, {"images": x})[0] for m in (whole, skeleton)]
-    np.testing.assert_array_equal(outputs[0], outputs[1])
+    np.testing.assert_array_equal(outputs[1], outputs[0])
 
 
 def keep_sign_of_tiny_negatives(converted, fp32) -> dict[str, int]:
@@ -293,7 +317,78 @@ def test_cli_empty_calibration_folder_is_one_line(tmp_path, capsys):
 
 def test_cli_export_fp32(tmp_path, capsys):
     ckpt = save_random_checkpoint(tmp_path / "m.pt", tiny_config(encoder="standard"))
-    code, output = _run_cli(["export", ckpt, "--out", tmp_path / "m.onnx", "--batch", "4"], capsys)
+    code, output = _run_cli(["export", ckpt, "--out", tmp_path / "m.onnx", "--batch-dim", "4"], capsys)
     assert code == 0, output
     assert read_metadata(tmp_path / "m.onnx").extra["batch"] == 4
-    assert "dynamo" in output
+    assert "dynamo" in output and "deprecated" not in output
+
+
+def test_cli_export_batch_alias_still_works_with_a_warning(tmp_path, capsys):
+    ckpt = save_random_checkpoint(tmp_path / "m.pt", tiny_config(encoder="standard"))
+    code, output = _run_cli(["export", ckpt, "--out", tmp_path / "m.onnx", "--batch", "3"], capsys)
+    assert code == 0, output
+    assert read_metadata(tmp_path / "m.onnx").extra["batch"] == 3
+    assert "warning: --batch is deprecated" in output and "use --batch-dim" in output
+    code, output = _run_cli(["export", ckpt, "--out", tmp_path / "n.onnx", "--batch", "3", "--batch-dim", "2"], capsys)
+    assert code == 2 and "disagree" in output and not (tmp_path / "n.onnx").exists()
+
+
+def test_cli_export_refuses_an_unknown_precision_or_target_in_one_line(tmp_path, capsys):
+    ckpt = tmp_path / "m.pt"
+    for flag, value in (("--precision", "int4"), ("--target", "tpu")):
+        code, output = _run_cli(["export", ckpt, "--out", tmp_path / "m.onnx", flag, value], capsys)
+        lines = [line for line in output.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and flag in lines[0] and value in lines[0], output
+
+
+# ----------------------------------------------------------------------------------- steps
+def test_export_steps_run_alone(tmp_path):
+    """The steps compose: load + trace + write gives a valid, unchecked fp32 graph; the check
+    step run afterwards on the same state measures it."""
+    from mlic_edge.export.onnx_export import (
+        ExportOptions,
+        check_against_torch,
+        export_state,
+        load_checkpoint,
+        trace,
+        write_onnx,
+    )
+
+    ckpt = save_random_checkpoint(tmp_path / "m.pt", tiny_config())
+    options = ExportOptions(batch=2)
+    with export_state(ckpt, tmp_path / "traced.onnx") as state:
+        load_checkpoint(options, state)
+        trace(options, state)
+        assert state.model is None and state.graph.is_file() and state.fp32_error is None
+        write_onnx(options, state)
+        written = state.result
+        check_against_torch(options, state)
+    assert written.path.is_file() and written.fp32_max_rel_error is None and written.batch == 2
+    assert state.fp32_error <= 1e-4
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
+    got = ort_session(str(written.path)).run(["logits"], {"images": x})[0]
+    assert max_relative_error(got, _torch_logits(ckpt, x)) <= 1e-4
+    meta = read_metadata(written.path)
+    assert meta.precision == "fp32" and meta.extra["batch"] == 2 and meta.extra["fp32_max_rel_error"] is None
+
+
+def test_export_options_are_checked_before_any_work(tmp_path):
+    from mlic_edge.core.errors import ConfigError, ExportError
+    from mlic_edge.export.onnx_export import ExportOptions, export_model
+
+    with pytest.raises(ConfigError, match="precision 'int4'"):
+        ExportOptions(precision="int4")
+    with pytest.raises(ConfigError, match="target 'tpu'"):
+        export_model(tmp_path / "missing.pt", target="tpu")
+    with pytest.raises(ExportError, match="opset"):
+        ExportOptions(opset=16)
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_model_writes_beside_the_checkpoint_by_default(tmp_path):
+    from mlic_edge.export.onnx_export import default_onnx_path, export_model
+
+    ckpt = save_random_checkpoint(tmp_path / "best.pt", tiny_config(encoder="standard"))
+    assert default_onnx_path(ckpt, "int8", "cpu") == tmp_path / "best.int8-cpu.onnx"
+    result = export_model(ckpt, check=False)
+    assert result.path == tmp_path / "best.fp32.onnx" and result.path.is_file()

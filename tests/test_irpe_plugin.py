@@ -95,10 +95,10 @@ def test_reduced_precision_plugin_graphs(plugin_graphs):
 
 def test_plugin_graphs_keep_the_pytorch_map(plugin_graphs):
     trained = plugin_graphs["trained"]
-    rows = run_parity(trained["ckpt"], [plugin_graphs[p] for p in ("fp32", "fp16", "int8")],
-                      data="folder", data_root=trained["data_root"], split="test")
-    assert all(row["passed"] for row in rows), rows
-    assert abs(rows[0]["delta_mAP"]) < 0.01
+    report = run_parity(trained["ckpt"], [plugin_graphs[p] for p in ("fp32", "fp16", "int8")],
+                        data="folder", data_root=trained["data_root"], split="test")
+    assert report.passed, report.to_dicts()
+    assert abs(report.rows[0].delta_map) < 0.01
 
 
 def test_runtime_backend_runs_plugin_graphs(plugin_graphs):

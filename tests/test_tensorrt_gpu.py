@@ -36,7 +36,7 @@ def gpu_count() -> int:
 def run_runtime():
     """(runtime that can build and run engines on this machine's GPU 0, None) or (None, why not)."""
     from mlic_edge.core.gpu import gpu_info
-    from mlic_edge.tensorrt.runtimes import RTX_TARGETS, import_runtime
+    from mlic_edge.tensorrt.runtimes import import_runtime
 
     gpu = gpu_info(0)
     if gpu is None:
@@ -48,7 +48,7 @@ def run_runtime():
         except Exception as e:
             reasons.append(f"{name} not importable ({type(e).__name__}: {str(e)[:80]})")
             continue
-        if runtime.is_rtx and gpu["compute_capability"] not in RTX_TARGETS:
+        if runtime.is_rtx and gpu["compute_capability"] not in runtime.capability.runs_on:
             reasons.append(f"TensorRT for RTX does not support {gpu['name']} (compute capability "
                            f"{gpu['compute_capability']})")
             continue
@@ -268,8 +268,8 @@ def test_parity_and_cli_run_engines(engines, workdir):
     from mlic_edge.runtime.bench import run_bench
     from mlic_edge.runtime.infer import run_inference
 
-    rows = run_parity(workdir / "tiny.pt", [engines["fp16"].engine], images=_images(workdir))
-    assert rows[0]["precision"] == "fp16" and np.isfinite(rows[0]["max_abs_logit_err"])
+    row, = run_parity(workdir / "tiny.pt", [engines["fp16"].engine], images=_images(workdir)).rows
+    assert row.precision == "fp16" and np.isfinite(row.max_abs_logit_error)
     summary = run_inference(workdir / "images", engines["fp16"].engine, workdir / "preds.csv",
                             save_attention=workdir / "maps", threshold=0.0, progress=False)
     assert summary.processed == 48 and summary.attention_images == 48 * 3

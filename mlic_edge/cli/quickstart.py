@@ -96,14 +96,14 @@ def export_step(best: Path, out: Path) -> dict[str, Path]:
 def parity_step(best: Path, models: list[Path], json_out: Path) -> bool:
     from ..core.files import atomic_write_bytes
     from ..parity import run_parity
-    from .export import print_parity
+    from .parity import print_parity
 
     say(f"parity --data digits --reference {best} {' '.join(map(str, models))} --json {json_out}")
-    rows = run_parity(best, models, data="digits", split="test")
-    print_parity(rows, console)
+    report = run_parity(best, models, data="digits", split="test")
+    print_parity(report, console)
     import json
-    atomic_write_bytes(json_out, json.dumps(rows, indent=2, allow_nan=True).encode())
-    return all(row["passed"] for row in rows)
+    atomic_write_bytes(json_out, json.dumps(report.to_dicts(), indent=2, allow_nan=True).encode())
+    return report.passed
 
 
 def infer_step(model: Path, out: Path) -> int:
@@ -173,7 +173,7 @@ def engines_step(out: Path, graphs: dict[str, Path], best: Path) -> bool:
     from ..core.errors import MLICError
     from ..core.gpu import gpu_info
     from ..export import build_engine
-    from .engine import describe_build
+    from .build_engine import describe_build
 
     runtime, why_not = engine_runtime()
     if runtime is None:

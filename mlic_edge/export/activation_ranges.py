@@ -202,22 +202,17 @@ def sample_positions(per_image: int, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed).choice(per_image, SAMPLE_PER_IMAGE, replace=False))
 
 
-def collect_stats(fp32_path: Path | str, tensors: list[str], calibration, *, method: str, batch: int | None = None,
-                  calib_batch: int = 0, seed: int = 0, progress=None) -> ActivationStats:
-    """Run the calibration images through `fp32_path` on ONNX Runtime (CPU), `tensors` as extra
-    outputs written into buffers allocated once (IOBinding), and return their running statistics.
-    batch: the graph's static batch (None: dynamic; steps of `calib_batch` images, or as many as
-    STEP_BYTES allows). progress(total) -> a tqdm-like bar."""
+def _augmented_session(fp32_path: Path, tensors: list[str]):
+    """(ONNX Runtime CPU session of `fp32_path` with `tensors` as extra outputs, the graph's
+    shape-inferred float shapes, bytes of `tensors` per image)."""
     import onnx
     from onnx.external_data_helper import uses_external_data
 
-    from ..core.contract import INPUT_NAME
     from ..core.onnxruntime import make_session
 
-    fp32_path = Path(fp32_path)
     model = onnx.load(str(fp32_path), load_external_data=False)
     shapes = _float_shapes(model, tensors)
-    step = batch or calibration_step(tensor_bytes_per_image(model, tensors), calib_batch)
+    per_image = tensor_bytes_per_image(model, tensors)
     present = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in tensors if name not in present)
     # A graph with its weights in a .data file gets its extra outputs in a small file beside it
@@ -232,19 +227,59 @@ def collect_stats(fp32_path: Path | str, tensors: list[str], calibration, *, met
             session = make_session(str(augmented), ["CPUExecutionProvider"])
         finally:
             augmented.unlink(missing_ok=True)
+    return session, shapes, per_image
+
+
+class _BoundOutputs:
+    """The calibrated tensors of one session, written by ONNX Runtime into buffers allocated once:
+    no allocation, page faults or copy per step. Tensors of unknown shape are allocated by ONNX
+    Runtime."""
+
+    def __init__(self, session, tensors: list[str], shapes: dict, step: int):
+        self.session, self.tensors = session, tensors
+        self.buffers = {name: np.empty([step, *shapes[name][0][1:]], np.float32) for name in tensors
+                        if name in shapes and shapes[name][1] == 4 and _per_image(shapes[name][0])}
+        self.binding = session.io_binding()
+        self.views: dict[str, np.ndarray] = {}     # the rows of `buffers` bound for this step's size
+        self.bound_rows = 0
+
+    def _bind(self, rows: int) -> None:
+        self.bound_rows = rows
+        self.views = {name: buffer[:rows] for name, buffer in self.buffers.items()}  # first rows: contiguous
+        for name in self.tensors:
+            if name in self.views:
+                self.binding.bind_output(name, "cpu", 0, np.float32, list(self.views[name].shape),
+                                         self.views[name].ctypes.data)
+            else:
+                self.binding.bind_output(name, "cpu")
+
+    def run(self, images: np.ndarray) -> Iterable[tuple[str, np.ndarray]]:
+        """(name, values) of every calibrated tensor for one step of images."""
+        from ..core.contract import INPUT_NAME
+
+        self.binding.bind_cpu_input(INPUT_NAME, images)
+        if len(images) != self.bound_rows:             # the first step, or a shorter last one
+            self._bind(len(images))
+        self.session.run_with_iobinding(self.binding)
+        allocated = self.binding.get_outputs() if len(self.views) < len(self.tensors) else None
+        for index, name in enumerate(self.tensors):
+            yield name, self.views[name] if name in self.views else allocated[index].numpy()
+
+
+def collect_stats(fp32_path: Path | str, tensors: list[str], calibration, *, method: str, batch: int | None = None,
+                  calib_batch: int = 0, seed: int = 0, progress=None) -> ActivationStats:
+    """Run the calibration images through `fp32_path` on ONNX Runtime (CPU), `tensors` as extra
+    outputs written into buffers allocated once (IOBinding), and return their running statistics.
+    batch: the graph's static batch (None: dynamic; steps of `calib_batch` images, or as many as
+    STEP_BYTES allows). progress(total) -> a tqdm-like bar."""
+    session, shapes, bytes_per_image = _augmented_session(Path(fp32_path), tensors)
+    step = batch or calibration_step(bytes_per_image, calib_batch)
     count = len(calibration) if batch is None else (len(calibration) // step) * step
     if count == 0:
         from ..core.errors import CalibrationError
         raise CalibrationError(f"need at least {step} calibration images for a batch-{step} graph, "
                                f"got {len(calibration)}")
-    # ONNX Runtime writes each step's tensors into these buffers: no allocation, page faults or
-    # copy per step (on ResNet101 @448 that was 0.08 s per image over the 0.45 s of inference).
-    # Tensors of unknown shape are allocated by ONNX Runtime.
-    buffers = {name: np.empty([step, *shapes[name][0][1:]], np.float32) for name in tensors
-               if name in shapes and shapes[name][1] == 4 and _per_image(shapes[name][0])}
-    binding = session.io_binding()
-    views: dict[str, np.ndarray] = {}              # the rows of `buffers` bound for this step's size
-    bound_rows = 0
+    outputs = _BoundOutputs(session, tensors, shapes, step)
     stats = ActivationStats(method, {name: TensorStats() for name in tensors})
     positions: dict[int, np.ndarray | None] = {}   # per image size: the histogram's sample
     histogram = method == "entropy"
@@ -252,25 +287,11 @@ def collect_stats(fp32_path: Path | str, tensors: list[str], calibration, *, met
     try:
         for images in calibration.batches(step, count):
             images = np.ascontiguousarray(images, np.float32)
-            binding.bind_cpu_input(INPUT_NAME, images)
-            if len(images) != bound_rows:             # the first step, or a shorter last one
-                bound_rows = len(images)
-                views = {name: buffer[:bound_rows] for name, buffer in buffers.items()}  # first rows: contiguous
-                for name in tensors:
-                    if name in views:
-                        binding.bind_output(name, "cpu", 0, np.float32, list(views[name].shape),
-                                            views[name].ctypes.data)
-                    else:
-                        binding.bind_output(name, "cpu")
-            session.run_with_iobinding(binding)
-            allocated = binding.get_outputs() if len(views) < len(tensors) else None
-            for index, name in enumerate(tensors):
-                values = views[name] if name in views else allocated[index].numpy()
+            for name, values in outputs.run(images):
                 per_image = values.size // max(len(images), 1)
                 if histogram and per_image not in positions:
                     positions[per_image] = sample_positions(per_image, seed)
                 stats.tensors[name].observe(values, positions.get(per_image), histogram)
-            del allocated
             stats.images += len(images)
             if bar is not None:
                 bar.update(len(images))

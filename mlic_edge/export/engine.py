@@ -14,12 +14,14 @@ by `mlic_edge.export`, where ONNX Runtime on any CPU can check it (`mlic-edge pa
 same), so the engine runs exactly the types of that graph and no precision flag is set here:
 BuilderFlag.FP16/INT8, calibrators and layer precisions are gone in TensorRT 11.
 
-Steps: (1) pick the runtime; (2) write/reuse the precision ONNX; (3) without a runtime that can
-build here, stop with a one-line BackendUnavailable naming the written ONNX and the pip extra;
-(4) reuse an existing engine whose sidecar key (ONNX sha256, runtime and version, target compute
-capabilities, precision, batch profile; the GPU for TensorRT 10/11) matches; (5) parse, one
-optimization profile for the batch range, (TensorRT 10/11) timing cache loaded from and saved
-back to a file, build, write engine and sidecar atomically.
+Steps (ENGINE_STEPS, each a function of (`EngineOptions`, `EngineState`)):
+`choose_build_runtime` picks the runtime; `prepare_graph` writes or reuses the precision ONNX and,
+without a runtime that can build here, stops with a one-line BackendUnavailable naming the written
+ONNX and the pip extra; `reuse_engine` takes an existing engine whose sidecar key (ONNX sha256,
+runtime and version, target compute capabilities, precision, batch profile; the GPU for TensorRT
+10/11) matches; `build_network` parses, sets one optimization profile for the batch range and
+(TensorRT 10/11) a timing cache loaded from and saved back to a file, and builds; `write_engine`
+writes engine and sidecar atomically.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core.capabilities import PRECISIONS
+from ..core.capabilities import PRECISIONS, check_precision, check_target, model_format, precision_family, precision_tag
 from ..tensorrt.sidecar import (
     EngineInfo,
     read_engine_info,
@@ -48,6 +50,7 @@ from ..tensorrt.runtimes import TensorRTRuntime, choose_runtime, parse_targets
 log = logging.getLogger(__name__)
 
 DEFAULT_PROFILE = "1:8:32"
+_PRECISION_SUFFIX = re.compile(rf"\.({'|'.join(PRECISIONS)})$")   # best.fp16.onnx -> best
 
 
 @dataclass
@@ -74,11 +77,11 @@ def parse_batch_profile(text: str | int | tuple) -> tuple[int, int, int]:
         try:
             values = [int(v) for v in str(text).split(":")]
         except ValueError:
-            raise ConfigError(f"--batch must be MIN:OPT:MAX or one size, e.g. 1:8:32, got {text!r}") from None
+            raise ConfigError(f"--batch-profile must be MIN:OPT:MAX or one size, e.g. 1:8:32, got {text!r}") from None
     if len(values) == 1:
         values = values * 3
     if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
-        raise ConfigError(f"--batch must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, got {text!r}")
+        raise ConfigError(f"--batch-profile must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, got {text!r}")
     return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
@@ -90,11 +93,11 @@ def default_timing_cache(trt_version: str, gpu: dict[str, Any]) -> Path:  # Tens
 
 
 def _default_paths(source: Path, precision: str, out: Path | None) -> tuple[Path, Path]:
-    """(engine, precision ONNX): best.pt --fp16 -> best.fp16.engine, best.fp16.onnx."""
+    """(engine, precision ONNX): best.pt, fp16 -> best.fp16.engine, best.fp16.onnx."""
     if out is None:
-        stem = re.sub(r"\.(fp32|fp16|int8)$", "", source.stem)
+        stem = _PRECISION_SUFFIX.sub("", source.stem)
         out = source.with_name(f"{stem}.{precision}.engine")
-    stem = re.sub(r"\.(fp32|fp16|int8)$", "", out.stem)
+    stem = _PRECISION_SUFFIX.sub("", out.stem)
     return out, out.with_name(f"{stem}.{precision}.onnx")
 
 
@@ -156,8 +159,8 @@ def prepare_onnx(source: Path, precision: str | None, out_onnx: Path, *, calib: 
     from ..core.onnx_metadata import read_metadata
 
     notes: list[str] = []
-    suffix = source.suffix.lower()
-    if suffix in (".pt", ".pth"):
+    backend = model_format(source).backend
+    if backend == "torch":
         precision = precision or "fp32"
         if not force:
             meta = _reusable_onnx(out_onnx, source, precision, with_attention, irpe_plugin)
@@ -170,15 +173,16 @@ def prepare_onnx(source: Path, precision: str | None, out_onnx: Path, *, calib: 
                              calib_method=calib_method, irpe_plugin=irpe_plugin)
         notes += result.notes
         return out_onnx, result.metadata, source, False, notes
-    if suffix != ".onnx":
+    if backend != "onnxruntime":
         raise ModelFileError(f"{source}: build-engine takes a checkpoint (.pt) or an ONNX file (.onnx)")
     meta = read_metadata(source)
     have = meta.precision
-    if meta.extra.get("target", "tensorrt") != "tensorrt" or have.endswith("-cpu"):
+    target = "cpu" if have == precision_tag("int8", "cpu") else meta.extra.get("target", "tensorrt")
+    if not check_target(target, f"{source}: target").engine_ok:
         # ORT's CPU int8 (int32 biases behind DequantizeLinear, QLinear ops) is not a TensorRT graph
         raise ModelFileError(f"{source}: made for ONNX Runtime on CPUs ({have}, --target cpu), which "
                              f"TensorRT cannot parse; use `mlic-edge export <best.pt> --precision "
-                             f"{have.removesuffix('-cpu')}` (--target tensorrt, the default), or pass the checkpoint")
+                             f"{precision_family(have)}` (--target tensorrt, the default), or pass the checkpoint")
     if with_attention and "attention" not in meta.output_names:
         raise ModelFileError(f"{source}: has no attention output; export it with --attention")
     has_plugin = bool(meta.extra.get("irpe_plugin"))
@@ -315,8 +319,6 @@ def resolve_build_runtime(request: str, gpu: dict[str, Any] | None) -> tuple[Ten
 def _target_capabilities(runtime: TensorRTRuntime, targets: tuple[str, ...] | None,
                          gpu: dict[str, Any] | None) -> list[str]:
     """The compute capabilities the engine will run on (recorded in the sidecar)."""
-    from ..tensorrt.runtimes import RTX_PORTABLE
-
     if not runtime.is_rtx:
         if targets is not None:
             raise ConfigError(f"--compute-capability is for TensorRT for RTX; {runtime.label} builds for "
@@ -327,7 +329,7 @@ def _target_capabilities(runtime: TensorRTRuntime, targets: tuple[str, ...] | No
             raise ConfigError("--compute-capability current needs a GPU on this machine; name the targets "
                               "instead, e.g. --compute-capability 8.9")
         return [gpu["compute_capability"]]
-    return list(targets or RTX_PORTABLE)
+    return list(targets or runtime.capability.portable_default)
 
 
 def _profile_for(meta: ModelMetadata, requested: tuple[int, int, int], batch: Any,
@@ -338,8 +340,8 @@ def _profile_for(meta: ModelMetadata, requested: tuple[int, int, int], batch: An
     if fixed is None:
         return requested
     if requested != parse_batch_profile(DEFAULT_PROFILE) and requested != (fixed,) * 3:
-        raise ConfigError(f"{onnx_path}: the graph has a fixed batch of {fixed}; --batch {batch} "
-                          f"does not fit (export with --batch dynamic)")
+        raise ConfigError(f"{onnx_path}: the graph has a fixed batch of {fixed}; --batch-profile {batch} "
+                          f"does not fit (export with --batch-dim dynamic)")
     return None
 
 
@@ -354,102 +356,165 @@ def _matching_engine(engine_path: Path, wanted: EngineInfo) -> EngineInfo | None
     return existing if same_build(existing, wanted) else None
 
 
-def build_engine(
-    source: str | os.PathLike,
-    out: str | os.PathLike | None = None,
-    *,
-    precision: str | None = None,
-    calib: Any = None,
-    batch: str | tuple = DEFAULT_PROFILE,
-    workspace_gb: float | None = None,
-    timing_cache: str | os.PathLike | None = None,
-    optimization_level: int | None = None,
-    with_attention: bool = False,
-    calib_images: int = 500,
-    calib_method: str = "entropy",
-    force: bool = False,
-    verbose: bool = False,
-    status: Callable[[str], None] | None = None,
-    irpe_plugin: bool = False,
-    runtime: str = "auto",
-    compute_capability: str | None = None,
-) -> BuildResult:
-    """Build (or reuse) a TensorRT engine for `source` (.pt or .onnx); see the module docstring.
+# ----------------------------------------------------------------------------------- steps
+@dataclass(frozen=True)
+class EngineOptions:
+    """Everything `build_engine` takes besides the source.
 
     precision: fp32 | fp16 | int8 | None (= the ONNX's own, or fp32 for a checkpoint).
     batch: "MIN:OPT:MAX" profile for dynamic-batch graphs (a fixed-batch ONNX needs its own size).
     runtime: auto | tensorrt | tensorrt-rtx. compute_capability (TensorRT for RTX): "portable"
-    (None), "current" or a list "8.6,8.9".
-    Raises BackendUnavailable (after writing the ONNX) when no runtime can build here.
+    (None), "current" or a list "8.6,8.9". status: called with a line before each long step.
     """
+
+    out: str | os.PathLike | None = None
+    precision: str | None = None
+    calib: Any = None
+    batch: str | tuple = DEFAULT_PROFILE
+    workspace_gb: float | None = None
+    timing_cache: str | os.PathLike | None = None
+    optimization_level: int | None = None
+    with_attention: bool = False
+    calib_images: int = 500
+    calib_method: str = "entropy"
+    force: bool = False
+    verbose: bool = False
+    status: Callable[[str], None] | None = None
+    irpe_plugin: bool = False
+    runtime: str = "auto"
+    compute_capability: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision is not None:
+            check_precision(self.precision, "precision")
+        parse_batch_profile(self.batch)
+        parse_targets(self.compute_capability)
+
+    def say(self, message: str) -> None:
+        if self.status is not None:
+            self.status(message)
+
+
+@dataclass
+class EngineState:
+    """What the engine steps hand on."""
+
+    source: Path
+    started: float = field(default_factory=time.time)
+    gpu: dict[str, Any] | None = None
+    runtime: TensorRTRuntime | None = None
+    unavailable: str | None = None    # why no runtime can build here
+    engine: Path | None = None
+    onnx: Path | None = None
+    meta: ModelMetadata | None = None
+    checkpoint: Path | None = None
+    reused_onnx: bool = False
+    info: EngineInfo | None = None    # the build's sidecar, before and after the build
+    data: bytes | None = None         # the serialized engine
+    notes: list[str] = field(default_factory=list)
+    result: BuildResult | None = None
+
+
+def choose_build_runtime(options: EngineOptions, state: EngineState) -> None:
+    """The runtime that will build (or why none can, kept until the ONNX is written); a plugin
+    request the runtime cannot build is refused before any export work."""
     from ..core.gpu import gpu_info
 
-    say = status or (lambda message: None)
-    started = time.time()
-    source = Path(source)
-    if not source.is_file():
-        raise ModelFileError(f"{source}: no such file")
-    if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    profile_req = parse_batch_profile(batch)
-    targets = parse_targets(compute_capability)
-    gpu = gpu_info(0)
-    trt_runtime, unavailable = resolve_build_runtime(runtime, gpu)
-    no_plugin = trt_runtime.plugin_support() if trt_runtime is not None and irpe_plugin else None
-    if no_plugin:  # before any export work
-        raise BackendUnavailable(f"--irpe-plugin: {no_plugin}; build the lowered graph (without --irpe-plugin) instead")
-    engine_guess = precision or ("fp32" if source.suffix.lower() != ".onnx" else "onnx")
-    engine_path, onnx_out = _default_paths(source, engine_guess, Path(out) if out else None)
-    ensure_writable(engine_path)
-
-    say(f"preparing the {precision or 'source'} ONNX graph...")
-    onnx_path, meta, checkpoint, reused_onnx, notes = prepare_onnx(
-        source, precision, onnx_out, calib=calib, with_attention=with_attention,
-        calib_images=calib_images, calib_method=calib_method, force=force, irpe_plugin=irpe_plugin)
-    precision = meta.precision
-    if out is None and engine_guess == "onnx":
-        engine_path = _default_paths(source, precision, None)[0]
-    if trt_runtime is None:
-        raise BackendUnavailable(f"{precision} ONNX graph ready at {onnx_path}, but no engine was built: "
-                                 f"{unavailable}. Then: mlic-edge build-engine {onnx_path} --out {engine_path}")
-    has_plugin = bool(meta.extra.get("irpe_plugin"))
-    no_plugin = trt_runtime.plugin_support() if has_plugin else None
+    if not state.source.is_file():
+        raise ModelFileError(f"{state.source}: no such file")
+    state.gpu = gpu_info(0)
+    state.runtime, state.unavailable = resolve_build_runtime(options.runtime, state.gpu)
+    no_plugin = state.runtime.plugin_support() if state.runtime is not None and options.irpe_plugin else None
     if no_plugin:
-        raise BackendUnavailable(f"{onnx_path}: has IRPEAttention plugin nodes, but {no_plugin}; "
+        raise BackendUnavailable(f"--irpe-plugin: {no_plugin}; build the lowered graph (without --irpe-plugin) instead")
+
+
+def prepare_graph(options: EngineOptions, state: EngineState) -> None:
+    """Write or reuse the precision ONNX (`prepare_onnx`); without a runtime, stop here with a
+    one-line BackendUnavailable naming the written ONNX."""
+    is_onnx = model_format(state.source).backend == "onnxruntime"
+    guess = options.precision or ("onnx" if is_onnx else "fp32")
+    out = Path(options.out) if options.out else None
+    state.engine, onnx_out = _default_paths(state.source, guess, out)
+    ensure_writable(state.engine)
+    options.say(f"preparing the {options.precision or 'source'} ONNX graph...")
+    state.onnx, state.meta, state.checkpoint, state.reused_onnx, notes = prepare_onnx(
+        state.source, options.precision, onnx_out, calib=options.calib, with_attention=options.with_attention,
+        calib_images=options.calib_images, calib_method=options.calib_method, force=options.force,
+        irpe_plugin=options.irpe_plugin)
+    state.notes += notes
+    if out is None and guess == "onnx":
+        state.engine = _default_paths(state.source, state.meta.precision, None)[0]
+    if state.runtime is None:
+        raise BackendUnavailable(f"{state.meta.precision} ONNX graph ready at {state.onnx}, but no engine was "
+                                 f"built: {state.unavailable}. Then: mlic-edge build-engine {state.onnx} "
+                                 f"--out {state.engine}")
+    no_plugin = state.runtime.plugin_support() if state.meta.extra.get("irpe_plugin") else None
+    if no_plugin:
+        raise BackendUnavailable(f"{state.onnx}: has IRPEAttention plugin nodes, but {no_plugin}; "
                                  f"export without --irpe-plugin")
 
-    profile = _profile_for(meta, profile_req, batch, onnx_path)
-    capabilities = _target_capabilities(trt_runtime, targets, gpu)
-    wanted = EngineInfo(
-        metadata=meta, runtime=trt_runtime.name, runtime_version=trt_runtime.version,
-        compute_capabilities=capabilities, gpu=gpu, onnx_sha256=file_sha256(onnx_path), precision=precision,
-        profile=dict(zip(("min", "opt", "max"), profile)) if profile else None, onnx_path=str(onnx_path),
-        checkpoint=str(checkpoint.resolve()) if checkpoint else None)
-    existing = None if force else _matching_engine(engine_path, wanted)
-    if existing is not None:
-        notes.append(f"reused {engine_path}: same ONNX sha256, runtime, targets, precision and profile "
-                     f"(--force rebuilds)")
-        return BuildResult(engine_path, sidecar_path(engine_path), onnx_path, precision, True,
-                           reused_onnx, time.time() - started, existing, notes)
 
+def reuse_engine(options: EngineOptions, state: EngineState) -> None:
+    """The build's key (the sidecar it will have); an existing engine with the same key is the
+    result (unless `force`)."""
+    profile = _profile_for(state.meta, parse_batch_profile(options.batch), options.batch, state.onnx)
+    state.info = EngineInfo(
+        metadata=state.meta, runtime=state.runtime.name, runtime_version=state.runtime.version,
+        compute_capabilities=_target_capabilities(state.runtime, parse_targets(options.compute_capability),
+                                                  state.gpu),
+        gpu=state.gpu, onnx_sha256=file_sha256(state.onnx), precision=state.meta.precision,
+        profile=dict(zip(("min", "opt", "max"), profile)) if profile else None, onnx_path=str(state.onnx),
+        checkpoint=str(state.checkpoint.resolve()) if state.checkpoint else None)
+    existing = None if options.force else _matching_engine(state.engine, state.info)
+    if existing is not None:
+        state.notes.append(f"reused {state.engine}: same ONNX sha256, runtime, targets, precision and profile "
+                           f"(--force rebuilds)")
+        state.result = BuildResult(state.engine, sidecar_path(state.engine), state.onnx, state.meta.precision,
+                                   True, state.reused_onnx, time.time() - state.started, existing, state.notes)
+
+
+def build_network(options: EngineOptions, state: EngineState) -> None:
+    """Parse the ONNX and build the engine (`build_serialized_engine`) into `state.data`."""
+    runtime, gpu, info = state.runtime, state.gpu, state.info
     cache_file = None
-    if trt_runtime.uses_timing_cache:
-        cache_file = Path(timing_cache) if timing_cache else default_timing_cache(trt_runtime.version, gpu)
-    elif timing_cache:
-        notes.append(f"--timing-cache ignored: {trt_runtime.label} does not time tactics at build time")
-    where = gpu["name"] if gpu else "this CPU"
-    say(f"building the {trt_runtime.label} engine on {where} for compute capability "
-        f"{', '.join(capabilities)} (minutes for large models)...")
-    data, facts = build_serialized_engine(trt_runtime, onnx_path, meta.input_name,
-                                          int(meta.preprocess["image_size"]), profile,
-                                          workspace_gb=workspace_gb, timing_cache=cache_file,
-                                          optimization_level=optimization_level, verbose=verbose,
-                                          targets=targets if trt_runtime.is_rtx else None,
-                                          irpe_plugin=has_plugin)
+    if runtime.uses_timing_cache:
+        cache_file = Path(options.timing_cache) if options.timing_cache else default_timing_cache(runtime.version, gpu)
+    elif options.timing_cache:
+        state.notes.append(f"--timing-cache ignored: {runtime.label} does not time tactics at build time")
+    options.say(f"building the {runtime.label} engine on {gpu['name'] if gpu else 'this CPU'} for compute "
+                f"capability {', '.join(info.compute_capabilities)} (minutes for large models)...")
+    profile = tuple(info.profile[k] for k in ("min", "opt", "max")) if info.profile else None
+    state.data, facts = build_serialized_engine(
+        runtime, state.onnx, state.meta.input_name, int(state.meta.preprocess["image_size"]), profile,
+        workspace_gb=options.workspace_gb, timing_cache=cache_file, optimization_level=options.optimization_level,
+        verbose=options.verbose, targets=parse_targets(options.compute_capability) if runtime.is_rtx else None,
+        irpe_plugin=bool(state.meta.extra.get("irpe_plugin")))
     from .._version import __version__
-    wanted.build = {**facts, "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    "mlic_edge_version": __version__, "engine_bytes": len(data)}
-    atomic_write_bytes(engine_path, data)
-    side = write_engine_info(engine_path, wanted)
-    return BuildResult(engine_path, side, onnx_path, precision, False, reused_onnx,
-                       time.time() - started, wanted, notes)
+    info.build = {**facts, "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "mlic_edge_version": __version__, "engine_bytes": len(state.data)}
+
+
+def write_engine(options: EngineOptions, state: EngineState) -> None:
+    """The engine and its `<engine>.json` sidecar, each written atomically."""
+    atomic_write_bytes(state.engine, state.data)
+    side = write_engine_info(state.engine, state.info)
+    state.result = BuildResult(state.engine, side, state.onnx, state.meta.precision, False, state.reused_onnx,
+                               time.time() - state.started, state.info, state.notes)
+
+
+ENGINE_STEPS: tuple[Callable[[EngineOptions, EngineState], None], ...] = (
+    choose_build_runtime, prepare_graph, reuse_engine, build_network, write_engine)
+
+
+def build_engine(source: str | os.PathLike, out: str | os.PathLike | None = None, **options: Any) -> BuildResult:
+    """Build (or reuse) a TensorRT engine for `source` (.pt or .onnx) with the `EngineOptions`
+    given as keywords; see the module docstring. Runs ENGINE_STEPS until one has a result.
+    Raises BackendUnavailable (after writing the ONNX) when no runtime can build here."""
+    engine_options = EngineOptions(out=out, **options)
+    state = EngineState(Path(source))
+    for step in ENGINE_STEPS:
+        step(engine_options, state)
+        if state.result is not None:
+            return state.result
+    raise ModelFileError(f"{source}: the engine steps ended without a result")

@@ -1,16 +1,24 @@
 """Checkpoint -> ONNX: torch export, graph cleanup, reduced precision, metadata, parity check.
 
-Pipeline of `export_onnx`:
+`export_onnx(checkpoint, out, **options)` runs EXPORT_STEPS, each a function of
+(`ExportOptions`, `ExportState`) that can also be run alone, e.g. a trace written without checks:
 
-1. rebuild the model from the checkpoint (one-line CheckpointError if unreadable);
-2. torch.onnx.export; input "images" float32 (B, 3, S, S), spatial size static (the iRPE bucket
-   matrix is built for one feature grid), batch dynamic or fixed; outputs "logits" (B, K)
-   [+ "attention" (B, K, h, w)];
-3. onnx-graphsurgeon: fold constants, cleanup, toposort; ONNX shape inference; checker;
-4. ONNX Runtime (CPU) vs PyTorch on random inputs: ExportParityError when the max relative logit
-   error exceeds 1e-4 (fp32 graph);
-5. fp16 / int8 graph from the verified fp32 graph (see `precision.py`);
-6. TensorRT operator check (target "tensorrt"), metadata (`ModelMetadata` JSON in
+    options = ExportOptions(batch=4)
+    with export_state("best.pt", "model.onnx") as state:
+        for step in (load_checkpoint, trace, write_onnx):
+            step(options, state)
+
+1. `load_checkpoint`: rebuild the model (one-line CheckpointError if unreadable);
+2. `gather_calibration` (int8): the calibration images, before minutes of export;
+3. `trace`: torch.onnx.export; input "images" float32 (B, 3, S, S), spatial size static (the
+   iRPE bucket matrix is built for one feature grid), batch dynamic or fixed; outputs "logits"
+   (B, K) [+ "attention" (B, K, h, w)]; onnx-graphsurgeon cleanup, shape inference, checker;
+4. `check_against_torch`: ONNX Runtime (CPU) vs PyTorch on random inputs: ExportParityError when
+   the max relative logit error exceeds FP32_MAX_REL_ERROR;
+5. `convert_precision`: fp16 / int8 graph from the verified fp32 graph (see `precision.py`);
+6. `insert_plugins` (--irpe-plugin): IRPEAttention plugin nodes, checked on ONNX Runtime;
+7. `check_converted`: the fp16 / int8 graph vs PyTorch;
+8. `write_onnx`: TensorRT operator check (target "tensorrt"), metadata (`ModelMetadata` JSON in
    metadata_props["mlic_edge"]), atomic write.
 
 Exporter choice (measured with torch 2.14, onnxscript 0.7, on this model): the dynamo exporter
@@ -24,6 +32,7 @@ kept as the fallback when the dynamo path raises or yields a graph with custom-d
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
@@ -32,12 +41,13 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..core.capabilities import PRECISIONS, precision_tag
+from ..core.capabilities import check_precision, check_target, precision_tag
 from ..core.contract import INPUT_NAME
 from ..core.metadata import ModelMetadata
 from ..core.errors import one_line
@@ -45,7 +55,6 @@ from ..core.errors import ExportError, ExportParityError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("tensorrt", "cpu")
 EXPORTERS = ("auto", "dynamo", "torchscript")
 # Opset 19: LayerNormalization is one op (>= 17); Q/DQ with FP16 scales need >= 19 (the
 # minimum for int8); TensorRT 10.0-10.3 (JetPack 6) parses opsets 9-20, TensorRT 11 9-25.
@@ -67,7 +76,7 @@ class ExportResult:
     output_names: list[str]
     num_nodes: int
     op_counts: dict[str, int]
-    fp32_max_rel_error: float                 # ORT fp32 graph vs PyTorch, random inputs
+    fp32_max_rel_error: float | None          # ORT fp32 graph vs PyTorch, random inputs (None: not checked)
     final_max_rel_error: float | None = None  # the written graph (fp16/int8) vs PyTorch, random inputs
     calibration_images: int = 0
     seconds: float = 0.0
@@ -319,213 +328,317 @@ def _save(proto, path: Path) -> None:
               location=path.name + ".data")
 
 
-def _validate_options(precision: str, target: str, exporter: str, batch: int | None, opset: int,
-                      calib_method: str | None, high_precision: str) -> None:
-    from .precision import CALIB_METHODS
-
-    if precision not in PRECISIONS:
-        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if target not in TARGETS:
-        raise ExportError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
-    if exporter not in EXPORTERS:
-        raise ExportError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
-    if batch is not None and batch < 1:
-        raise ExportError(f"batch must be >= 1 (or None for dynamic), got {batch}")
-    if not 17 <= opset <= 20:
-        raise ExportError(f"opset must be 17-20 (LayerNormalization needs 17; TensorRT 10.x parses "
-                          f"up to 20), got {opset}")
-    if precision == "int8" and target == "tensorrt" and opset < 19:
-        raise ExportError("int8 for TensorRT needs opset >= 19 (Q/DQ with FP16 scales, as "
-                          "--int8-high-precision fp16 writes them)")
-    if calib_method is not None and calib_method not in CALIB_METHODS:
-        raise ExportError(f"calibration method must be entropy or max, got {calib_method!r}")
-    if high_precision not in ("fp16", "fp32"):
-        raise ExportError(f"high_precision must be fp16 or fp32, got {high_precision!r}")
-
-
-def _insert_plugins(lowered, model, notes: list[str], precision: str, check: bool,
-                    check_batches: tuple[int, ...], image_size: int, ort_disabled: list[str]):
-    """(plugin-mode graph, metadata entry): IRPEAttention nodes in, checked against `lowered`."""
-    from ..kernels.irpe_reference import OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
-    from .irpe_plugin_graph import insert_irpe_plugins
-
-    proto, plugin_nodes = insert_irpe_plugins(lowered, model)
-    plugin_error = compare_graphs(lowered, proto, check_batches, image_size, disabled_optimizers=ort_disabled)
-    if check and precision == "fp32" and not plugin_error <= PLUGIN_MAX_REL_ERROR:
-        raise ExportParityError(
-            f"the IRPEAttention plugin graph disagrees with the lowered graph on ONNX Runtime: max "
-            f"relative logit error {plugin_error:.3g} > {PLUGIN_MAX_REL_ERROR:g}")
-    notes.append(f"{plugin_nodes} IRPEAttention plugin node(s); ORT reference op vs lowered graph: "
-                 f"max relative logit error {plugin_error:.2g}")
-    return proto, {"op": OP_TYPE, "namespace": PLUGIN_NAMESPACE, "version": PLUGIN_VERSION,
-                   "nodes": plugin_nodes, "max_rel_error_vs_lowered": plugin_error}
-
-
-# ----------------------------------------------------------------------------------- entry point
-def export_onnx(
-    checkpoint_path: str | os.PathLike,
-    out_path: str | os.PathLike,
-    precision: str = "fp32",
-    batch: int | None = None,
-    opset: int = DEFAULT_OPSET,
-    target: str = "tensorrt",
-    calib: Any = None,
-    with_attention: bool = False,
-    *,
-    calib_images: int = 500,
-    calib_method: str | None = None,
-    calib_batch: int = 0,
-    high_precision: str = "fp32",
-    calib_cache_dir: Any = "default",
-    exporter: str = "auto",
-    check: bool = True,
-    irpe_plugin: bool = False,
-) -> ExportResult:
-    """Export a checkpoint to one ONNX file; see the module docstring for the steps.
+# ----------------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class ExportOptions:
+    """Everything `export_onnx` takes besides the checkpoint and the output path.
 
     precision: fp32 | fp16 | int8. target: tensorrt (graphs for TensorRT 10/11: explicit
     symmetric Q/DQ, op-support check) | cpu (ONNX Runtime CPU: UINT8 QDQ for int8).
     batch: None = dynamic batch, else a fixed batch size. calib: int8 calibration source, see
     `calibration.collect_calibration` (folder, DatasetSource / dict, array, or loader).
     calib_method: entropy | max; None = the target's default (tensorrt: entropy, TensorRT's
-    default; cpu: max, which beat entropy on our fixture for ORT's asymmetric UINT8 activations).
-    high_precision: type of the ops left out of INT8 (target tensorrt). Default fp32: with fp16 the Q/DQ graph lost
-    2.2 mAP points on ONNX Runtime on the trained fixture (fp32: 0.2); fp16 is faster on GPU.
+    default; cpu: max, which suits ORT's asymmetric UINT8 activations better on our fixture).
+    high_precision: type of the ops left out of INT8 (target tensorrt); fp32 keeps more accuracy
+    (`mlic-edge parity` shows how much), fp16 is faster on GPU.
     irpe_plugin: after quantization, replace each encoder's iRPE attention core by one
-    IRPEAttention plugin node (see irpe_plugin_graph.py); the plugin graph is checked on ORT with
-    the reference op against the lowered graph (fp32: max relative logit error <= 1e-5).
-    Raises MLICError subclasses with one-line messages.
+    IRPEAttention plugin node (see irpe_plugin_graph.py), checked on ORT with the reference op.
+    check: raise ExportParityError when ORT and PyTorch disagree (the errors are measured anyway).
     """
-    import onnx
-    import torch
 
+    precision: str = "fp32"
+    batch: int | None = None
+    opset: int = DEFAULT_OPSET
+    target: str = "tensorrt"
+    calib: Any = None
+    with_attention: bool = False
+    calib_images: int = 500
+    calib_method: str | None = None
+    calib_batch: int = 0
+    high_precision: str = "fp32"
+    calib_cache_dir: Any = "default"
+    exporter: str = "auto"
+    check: bool = True
+    irpe_plugin: bool = False
+
+    def __post_init__(self) -> None:
+        from .precision import CALIB_METHODS
+
+        check_precision(self.precision, "precision")
+        check_target(self.target, "target")
+        if self.exporter not in EXPORTERS:
+            raise ExportError(f"exporter must be one of {', '.join(EXPORTERS)}, got {self.exporter!r}")
+        if self.batch is not None and self.batch < 1:
+            raise ExportError(f"batch must be >= 1 (or None for dynamic), got {self.batch}")
+        if not 17 <= self.opset <= 20:
+            raise ExportError(f"opset must be 17-20 (LayerNormalization needs 17; TensorRT 10.x parses "
+                              f"up to 20), got {self.opset}")
+        if self.precision == "int8" and self.target == "tensorrt" and self.opset < 19:
+            raise ExportError("int8 for TensorRT needs opset >= 19 (Q/DQ with FP16 scales, as "
+                              "--int8-high-precision fp16 writes them)")
+        if self.calib_method is not None and self.calib_method not in CALIB_METHODS:
+            raise ExportError(f"calibration method must be entropy or max, got {self.calib_method!r}")
+        if self.high_precision not in ("fp16", "fp32"):
+            raise ExportError(f"high_precision must be fp16 or fp32, got {self.high_precision!r}")
+
+    @property
+    def method(self) -> str:
+        """The calibration method: the one asked for, else the target's default."""
+        return self.calib_method or ("entropy" if self.target == "tensorrt" else "max")
+
+    @property
+    def check_batches(self) -> tuple[int, ...]:
+        """Batches of the fp32 check: neither is the traced batch (TRACE_BATCH)."""
+        return (1, 3) if self.batch is None else (self.batch,)
+
+    @property
+    def final_check_batches(self) -> tuple[int, ...]:
+        return (2,) if self.batch is None else (self.batch,)
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["logits", "attention"] if self.with_attention else ["logits"]
+
+
+@dataclass
+class ExportState:
+    """What the export steps hand on. The current graph is `proto` when set, else the file `graph`
+    (its weights in a .data file beside it, in `workdir`)."""
+
+    checkpoint: Path
+    out: Path
+    workdir: Path
+    started: float = field(default_factory=time.time)
+    model: Any = None                 # the PyTorch model, until the last step that needs it
+    cfg: Any = None                   # its ModelConfig
+    grid: list[int] = field(default_factory=list)   # its encoder's feature grid
+    source: ModelMetadata | None = None
+    calibration: Any = None
+    references: tuple = ()            # PyTorch outputs for the fp32 check and the final check
+    exporter: str = ""
+    graph: Path | None = None
+    proto: Any = None
+    fp32_error: float | None = None
+    final_error: float | None = None
+    ort_disabled: list[str] = field(default_factory=list)
+    plugin_info: dict | None = None
+    notes: list[str] = field(default_factory=list)
+    result: ExportResult | None = None
+
+    def current(self):
+        """The current graph as a ModelProto (loaded from `graph` with its weights when needed)."""
+        import onnx
+
+        if self.proto is None:
+            release_memory()
+            self.proto = onnx.load(str(self.graph))
+        return self.proto
+
+
+@contextlib.contextmanager
+def export_state(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike) -> Iterator[ExportState]:
+    """A fresh ExportState whose working folder lives as long as the `with` block."""
+    with tempfile.TemporaryDirectory(prefix="mlic-export-") as tmp:
+        yield ExportState(Path(checkpoint_path), Path(out_path), Path(tmp))
+
+
+# ----------------------------------------------------------------------------------- steps
+def load_checkpoint(options: ExportOptions, state: ExportState) -> None:
+    """Rebuild the model from the checkpoint (one-line CheckpointError if unreadable); the
+    checkpoint's copy of the weights is dropped at once (large models: GBs)."""
     from ..checkpoint import checkpoint_metadata, load_model
     from ..core.files import ensure_writable
-    from . import precision as precision_mod
-    from ..tensorrt.onnx_ops import assert_trt_compatible, op_histogram
 
-    started = time.time()
-    _validate_options(precision, target, exporter, batch, opset, calib_method, high_precision)
-    out_path = ensure_writable(out_path)          # a one-line error now, not after minutes of export
-
-    # 1. the model; the checkpoint's copy of the weights is dropped at once (large models: GBs)
-    model, ckpt = load_model(checkpoint_path)  # CheckpointError on a bad file
+    state.out = ensure_writable(state.out)          # a one-line error now, not after minutes of export
+    model, ckpt = load_model(state.checkpoint)
     ckpt.pop("model", None)
     ckpt.pop("ema", None)
     release_memory()
-    cfg = model.cfg
-    source = checkpoint_metadata(checkpoint_path, ckpt, model)  # classes, preprocess, thresholds, sha256
-    preprocess = source.preprocess
-    if int(preprocess.get("image_size", cfg.image_size)) != cfg.image_size:
-        raise ExportError(f"checkpoint preprocess image_size {preprocess['image_size']} != model "
-                          f"image_size {cfg.image_size}")
-    output_names = ["logits", "attention"] if with_attention else ["logits"]
-    module = _exportable(model, with_attention)
+    state.source = checkpoint_metadata(state.checkpoint, ckpt, model)  # classes, preprocess, thresholds, sha256
+    size = state.source.preprocess.get("image_size", model.cfg.image_size)
+    if int(size) != model.cfg.image_size:
+        raise ExportError(f"{state.checkpoint}: preprocess image_size {size} != model image_size "
+                          f"{model.cfg.image_size}")
+    state.model, state.cfg, state.grid = model, model.cfg, list(model.grid)
 
-    # 2. calibration images first: a bad calibration source should fail before minutes of export
-    calibration = None
-    if calib_method is None:
-        calib_method = "entropy" if target == "tensorrt" else "max"
-    if precision == "int8":
+
+def gather_calibration(options: ExportOptions, state: ExportState) -> None:
+    """int8: the calibration images, before the trace: a bad source fails before minutes of export."""
+    if options.precision == "int8":
         from .calibration import collect_calibration
-        calibration = collect_calibration(calib, preprocess, calib_images, cache_dir=calib_cache_dir)
 
-    # 3. PyTorch's answers for the checks, then the trace; the model is freed after both (the
-    #    plugin step still needs its iRPE layers)
-    dynamic = batch is None
-    check_batches = (1, 3) if dynamic else (batch,)   # neither is the traced batch (TRACE_BATCH)
-    fp32_reference, final_reference = torch_reference(module, (check_batches, (2,) if dynamic else (batch,)),
-                                                      cfg.image_size)
-    example = torch.randn(TRACE_BATCH if dynamic else batch, 3, cfg.image_size, cfg.image_size,
-                          generator=torch.Generator().manual_seed(0))
-    with tempfile.TemporaryDirectory(prefix="mlic-export-") as tmp:
-        with torch.no_grad():   # the weights go to a file in tmp; the graph comes back without them
-            proto, used, notes = torch_to_onnx(module, example, dynamic=dynamic, opset=opset,
-                                               output_names=output_names, exporter=exporter,
-                                               path=Path(tmp) / "traced.onnx")
-        grid = list(model.grid)
-        del module, example
-        if not irpe_plugin:
-            del model
-        release_memory()
+        state.calibration = collect_calibration(options.calib, state.source.preprocess, options.calib_images,
+                                                cache_dir=options.calib_cache_dir)
 
-        # 4. clean up into a file and verify it from there (ONNX and ORT read the file: no copy of
-        #    the weights in this process until the conversion needs them)
-        fp32_file = cleanup_graph(proto, base_dir=Path(tmp), out_path=Path(tmp) / "fp32.onnx")
-        del proto
-        fp32_error = compare_with_reference(fp32_file, fp32_reference)["logits"]
-        if check and not fp32_error <= FP32_MAX_REL_ERROR:
-            raise ExportParityError(
-                f"ONNX Runtime and PyTorch disagree on the exported graph: max relative logit error "
-                f"{fp32_error:.3g} > {FP32_MAX_REL_ERROR:g} (exporter {used}, opset {opset})")
 
-        # 5. the precision conversion reads the verified file
-        ort_disabled: list[str] = []
-        release_memory()
-        if precision == "fp32":
-            proto = onnx.load(str(fp32_file))
-        else:
-            proto, ort_disabled = precision_mod.convert(
-                fp32_file, precision, target, calibration, batch=batch, method=calib_method,
-                high_precision=high_precision, calib_batch=calib_batch)
+def trace(options: ExportOptions, state: ExportState) -> None:
+    """PyTorch's answers for the checks, then torch.onnx.export and graph cleanup into
+    `workdir/fp32.onnx` (weights beside it, none in this process). The model is freed after
+    both, unless the plugin step still needs its iRPE layers."""
+    import torch
 
-        # 6. plugin nodes, after quantization: calibration runs on ONNX Runtime, which cannot run them
-        plugin_info = None
-        if irpe_plugin:
-            proto, plugin_info = _insert_plugins(proto, model, notes, precision, check, check_batches,
-                                                 cfg.image_size, ort_disabled)
-            del model
+    module = _exportable(state.model, options.with_attention)
+    size = state.cfg.image_size
+    state.references = tuple(torch_reference(module, (options.check_batches, options.final_check_batches), size))
+    example = torch.randn(options.batch or TRACE_BATCH, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():   # the weights go to a file in workdir; the graph comes back without them
+        proto, state.exporter, notes = torch_to_onnx(
+            module, example, dynamic=options.batch is None, opset=options.opset,
+            output_names=options.output_names, exporter=options.exporter, path=state.workdir / "traced.onnx")
+    state.notes += notes
+    del module, example
+    if not options.irpe_plugin:
+        state.model = None
+    release_memory()
+    state.graph = cleanup_graph(proto, base_dir=state.workdir, out_path=state.workdir / "fp32.onnx")
+    state.proto = None
 
-        # 7. the graph as written (plugin nodes included) vs PyTorch; a lowered graph is checked
-        #    from a file with its weights beside it (no serialized copy of them in memory)
-        final_error = None
-        if precision != "fp32":
-            checked = proto
-            if not irpe_plugin:  # (plugin graphs need the reference op registered on a ModelProto)
-                checked = Path(tmp) / "final.onnx"
-                onnx.save(proto, str(checked), save_as_external_data=True, all_tensors_to_one_file=True,
-                          location="final.onnx.data", size_threshold=4096)
-                del proto
-                release_memory()
-            final_error = compare_with_reference(checked, final_reference,
-                                                 disabled_optimizers=ort_disabled)["logits"]
-            if not np.isfinite(final_error):
-                raise ExportParityError(f"{precision} graph gives non-finite logits on random inputs")
-            if not irpe_plugin:
-                release_memory()
-                proto = onnx.load(str(checked))
 
-    if target == "tensorrt":
-        assert_trt_compatible(proto, what=f"{precision} graph")
+def check_against_torch(options: ExportOptions, state: ExportState) -> None:
+    """The traced fp32 graph on ONNX Runtime (read from its file) vs PyTorch: ExportParityError
+    beyond FP32_MAX_REL_ERROR."""
+    state.fp32_error = compare_with_reference(state.graph, state.references[0])["logits"]
+    if options.check and not state.fp32_error <= FP32_MAX_REL_ERROR:
+        raise ExportParityError(
+            f"ONNX Runtime and PyTorch disagree on the exported graph: max relative logit error "
+            f"{state.fp32_error:.3g} > {FP32_MAX_REL_ERROR:g} (exporter {state.exporter}, opset {options.opset})")
 
-    # 8. metadata and an atomic write
-    tag = precision_tag(precision, target)
-    metadata = dataclasses.replace(
-        source,
-        model_config=cfg.to_dict(),
-        precision=tag,
+
+def convert_precision(options: ExportOptions, state: ExportState) -> None:
+    """fp16 / int8 graph from the verified fp32 file (see `precision.py`); fp32 stays as it is."""
+    from . import precision as precision_mod
+
+    if options.precision == "fp32":
+        return
+    release_memory()
+    state.proto, state.ort_disabled = precision_mod.convert(
+        state.graph, options.precision, options.target, state.calibration, batch=options.batch,
+        method=options.method, high_precision=options.high_precision, calib_batch=options.calib_batch)
+
+
+def insert_plugins(options: ExportOptions, state: ExportState) -> None:
+    """--irpe-plugin: IRPEAttention nodes in place of the lowered iRPE attention, after quantization
+    (calibration runs on ONNX Runtime, which cannot run them); checked against the lowered graph."""
+    from ..kernels.irpe_reference import OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
+    from .irpe_plugin_graph import insert_irpe_plugins
+
+    if not options.irpe_plugin:
+        return
+    lowered = state.current()
+    state.proto, nodes = insert_irpe_plugins(lowered, state.model)
+    state.model = None
+    error = compare_graphs(lowered, state.proto, options.check_batches, state.cfg.image_size,
+                           disabled_optimizers=state.ort_disabled)
+    if options.check and options.precision == "fp32" and not error <= PLUGIN_MAX_REL_ERROR:
+        raise ExportParityError(
+            f"the IRPEAttention plugin graph disagrees with the lowered graph on ONNX Runtime: max "
+            f"relative logit error {error:.3g} > {PLUGIN_MAX_REL_ERROR:g}")
+    state.notes.append(f"{nodes} IRPEAttention plugin node(s); ORT reference op vs lowered graph: "
+                       f"max relative logit error {error:.2g}")
+    state.plugin_info = {"op": OP_TYPE, "namespace": PLUGIN_NAMESPACE, "version": PLUGIN_VERSION,
+                         "nodes": nodes, "max_rel_error_vs_lowered": error}
+
+
+def check_converted(options: ExportOptions, state: ExportState) -> None:
+    """fp16 / int8: the graph as written (plugin nodes included) vs PyTorch. A lowered graph is
+    checked from a file with its weights beside it (no serialized copy of them in memory); plugin
+    graphs need the reference op registered on a ModelProto."""
+    import onnx
+
+    if options.precision == "fp32":
+        return
+    checked = state.current()
+    if not options.irpe_plugin:
+        checked = state.workdir / "final.onnx"
+        onnx.save(state.proto, str(checked), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location="final.onnx.data", size_threshold=4096)
+        state.graph, state.proto = checked, None
+    state.final_error = compare_with_reference(checked, state.references[1],
+                                               disabled_optimizers=state.ort_disabled)["logits"]
+    if not np.isfinite(state.final_error):
+        raise ExportParityError(f"{options.precision} graph gives non-finite logits on random inputs")
+
+
+def _metadata(options: ExportOptions, state: ExportState) -> ModelMetadata:
+    """The file's metadata: the checkpoint's (classes, preprocess, thresholds) plus how it was made."""
+    import torch
+
+    calibration = state.calibration
+    return dataclasses.replace(
+        state.source,
+        model_config=state.cfg.to_dict(),
+        precision=precision_tag(options.precision, options.target),
         input_name=INPUT_NAME,
-        output_names=output_names,
+        output_names=options.output_names,
         extra={
-            "target": target, "exporter": used, "opset": opset,
-            "batch": batch if batch is not None else "dynamic",
-            "feature_grid": grid,
-            "fp32_max_rel_error": fp32_error,
-            "final_max_rel_error": final_error,
-            "calibration": ({"images": int(len(calibration)), "method": calib_method,
-                             "high_precision": high_precision if target == "tensorrt" else "fp32"}
+            "target": options.target, "exporter": state.exporter, "opset": options.opset,
+            "batch": options.batch if options.batch is not None else "dynamic",
+            "feature_grid": state.grid,
+            "fp32_max_rel_error": state.fp32_error,
+            "final_max_rel_error": state.final_error,
+            "calibration": ({"images": int(len(calibration)), "method": options.method,
+                             "high_precision": options.high_precision if options.target == "tensorrt" else "fp32"}
                             if calibration is not None else None),
-            "ort_disabled_optimizers": ort_disabled,
-            "irpe_plugin": plugin_info,
+            "ort_disabled_optimizers": state.ort_disabled,
+            "irpe_plugin": state.plugin_info,
             "torch_version": torch.__version__,
         },
     )
+
+
+def write_onnx(options: ExportOptions, state: ExportState) -> None:
+    """TensorRT operator check (target tensorrt), metadata (`ModelMetadata` JSON in
+    metadata_props["mlic_edge"]), atomic write; the ExportResult goes to `state.result`."""
     from ..core.onnx_metadata import set_metadata
+    from ..tensorrt.onnx_ops import assert_trt_compatible, op_histogram
+
+    proto = state.current()
+    if options.target == "tensorrt":
+        assert_trt_compatible(proto, what=f"{options.precision} graph")
+    metadata = _metadata(options, state)
     set_metadata(proto, metadata)
-    _save(proto, out_path)
-    return ExportResult(
-        path=out_path, precision=tag, target=target, exporter=used, opset=opset,
-        batch=batch, output_names=output_names, num_nodes=len(proto.graph.node),
-        op_counts=op_histogram(proto), fp32_max_rel_error=fp32_error, final_max_rel_error=final_error,
-        calibration_images=0 if calibration is None else int(len(calibration)),
-        seconds=time.time() - started, metadata=metadata, notes=notes)
+    _save(proto, state.out)
+    state.result = ExportResult(
+        path=state.out, precision=metadata.precision, target=options.target, exporter=state.exporter,
+        opset=options.opset, batch=options.batch, output_names=options.output_names,
+        num_nodes=len(proto.graph.node), op_counts=op_histogram(proto), fp32_max_rel_error=state.fp32_error,
+        final_max_rel_error=state.final_error,
+        calibration_images=0 if state.calibration is None else int(len(state.calibration)),
+        seconds=time.time() - state.started, metadata=metadata, notes=state.notes)
+
+
+EXPORT_STEPS: tuple[Callable[[ExportOptions, ExportState], None], ...] = (
+    load_checkpoint, gather_calibration, trace, check_against_torch, convert_precision, insert_plugins,
+    check_converted, write_onnx)
+
+
+# ----------------------------------------------------------------------------------- entry points
+def run_export(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike, options: ExportOptions,
+               steps: Sequence[Callable[[ExportOptions, ExportState], None]] = EXPORT_STEPS) -> ExportResult:
+    """Run `steps` (default: all of them, in order) on a fresh state; the last one must write."""
+    with export_state(checkpoint_path, out_path) as state:
+        for step in steps:
+            step(options, state)
+    if state.result is None:
+        raise ExportError(f"{out_path}: the export steps ended without writing the graph (add write_onnx)")
+    return state.result
+
+
+def export_onnx(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike, **options: Any) -> ExportResult:
+    """Export a checkpoint to one ONNX file with the `ExportOptions` given as keywords (the module
+    docstring lists the steps). Raises MLICError subclasses with one-line messages."""
+    return run_export(checkpoint_path, out_path, ExportOptions(**options))
+
+
+def default_onnx_path(checkpoint_path: str | os.PathLike, precision: str = "fp32", target: str = "tensorrt") -> Path:
+    """best.pt -> best.fp16.onnx (beside the checkpoint); int8 for CPUs: best.int8-cpu.onnx."""
+    checkpoint_path = Path(checkpoint_path)
+    return checkpoint_path.with_name(f"{checkpoint_path.stem}.{precision_tag(precision, target)}.onnx")
+
+
+def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, **options: Any) -> ExportResult:
+    """`mlic-edge export` as one call: the CLI's options as keywords (`ExportOptions`), the output
+    beside the checkpoint by default (`default_onnx_path`)."""
+    if out is None:
+        out = default_onnx_path(checkpoint, options.get("precision", "fp32"), options.get("target", "tensorrt"))
+    return export_onnx(checkpoint, out, **options)

@@ -45,12 +45,14 @@ def register_irpe_plugin(runtime: TensorRTRuntime) -> None:
 
 
 def _define(trt, trtp) -> None:
-    def _constant(expr: trtp.ShapeExpr, what: str) -> int:
-        if not expr.is_constant:
-            raise ValueError(f"IRPEAttention: {what} must be static (the feature grid and width are "
-                             f"fixed at export)")
-        return int(expr.constant_value())
+    """Register the plugin's four parts with `trtp` (TensorRT's plugin API module)."""
+    _define_shape(trtp)
+    _define_autotune(trtp)
+    _define_aot(trt, trtp)
+    _define_jit(trtp)
 
+
+def _define_shape(trtp) -> None:
     @trtp.register(PLUGIN_ID)
     def irpe_attention_desc(q: trtp.TensorDesc, k: trtp.TensorDesc, v: trtp.TensorDesc,
                             bucket_ids: trtp.TensorDesc, query_table: trtp.TensorDesc,
@@ -58,6 +60,8 @@ def _define(trt, trtp) -> None:
                             num_heads: int, scale: float) -> Tuple[trtp.TensorDesc]:
         return q.like()                                      # (B, L, d), q's type
 
+
+def _define_autotune(trtp) -> None:
     @trtp.autotune(PLUGIN_ID)
     def irpe_attention_autotune(q: trtp.TensorDesc, k: trtp.TensorDesc, v: trtp.TensorDesc,
                                 bucket_ids: trtp.TensorDesc, query_table: trtp.TensorDesc,
@@ -67,6 +71,14 @@ def _define(trt, trtp) -> None:
         # One position per PLUGIN_INPUTS entry, then the output. All floats share one type per tactic.
         types = ["INT32" if name in INT_INPUTS else "FP32|FP16" for name in PLUGIN_INPUTS] + ["FP32|FP16"]
         return [trtp.AutoTuneCombination(", ".join(types), "LINEAR")]
+
+
+def _define_aot(trt, trtp) -> None:
+    def _constant(expr: trtp.ShapeExpr, what: str) -> int:
+        if not expr.is_constant:
+            raise ValueError(f"IRPEAttention: {what} must be static (the feature grid and width are "
+                             f"fixed at export)")
+        return int(expr.constant_value())
 
     @trtp.aot_impl(PLUGIN_ID)
     def irpe_attention_aot(q: trtp.TensorDesc, k: trtp.TensorDesc, v: trtp.TensorDesc,
@@ -94,6 +106,8 @@ def _define(trt, trtp) -> None:
         extra_args[0] = trtp.SymInt32(seq_len)
         return kernel["name"], kernel["ptx"], launch, extra_args
 
+
+def _define_jit(trtp) -> None:
     @trtp.impl(PLUGIN_ID)
     def irpe_attention_impl(q: trtp.Tensor, k: trtp.Tensor, v: trtp.Tensor, bucket_ids: trtp.Tensor,
                             query_table: trtp.Tensor, key_table: trtp.Tensor, value_table: trtp.Tensor,

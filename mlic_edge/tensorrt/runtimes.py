@@ -12,8 +12,8 @@
   `plugin_support`).
 
 Everything else (Builder, OnnxParser, profiles, build_serialized_network, Runtime, tensor-name
-I/O, execute_async_v3) is one API, written once in `export/tensorrt_engine.py` and
-`tensorrt_backend.py`. This module imports neither runtime until asked.
+I/O, execute_async_v3) is one API, written once in `export/engine.py` and
+`runtime/tensorrt_backend.py`. This module imports neither runtime until asked.
 """
 from __future__ import annotations
 
@@ -24,20 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.capabilities import ENGINE_RUNTIMES, RUNTIME_CHOICES, EngineRuntime
 from ..core.errors import BackendUnavailable, ConfigError, one_line
 
 log = logging.getLogger(__name__)
 
-TENSORRT, TENSORRT_RTX = "tensorrt", "tensorrt-rtx"
-RUNTIMES = (TENSORRT, TENSORRT_RTX)
-RUNTIME_CHOICES = ("auto",) + RUNTIMES
-INSTALL_HINTS = {TENSORRT: "pip install 'mlic-edge[trt]' (JetPack: NVIDIA's TensorRT)",
-                 TENSORRT_RTX: "pip install 'mlic-edge[rtx]'"}
-LABELS = {TENSORRT: "TensorRT", TENSORRT_RTX: "TensorRT for RTX"}
-_MODULES = {TENSORRT: "tensorrt", TENSORRT_RTX: "tensorrt_rtx"}
-# TensorRT for RTX's portable default targets (its documentation; 7.5 on request, 12.1 = GB10).
-RTX_PORTABLE = ("8.0", "8.6", "8.9", "12.0")
-RTX_TARGETS = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+TENSORRT, TENSORRT_RTX = tuple(ENGINE_RUNTIMES)
+RTX_TARGETS = ENGINE_RUNTIMES[TENSORRT_RTX].runs_on
 RTX_SUPPORT_NOTE = ("TensorRT for RTX supports Turing, Ampere, Ada and Blackwell GPUs "
                     f"(compute capability {', '.join(RTX_TARGETS)}); on other GPUs (e.g. H100/H200, 9.0) "
                     f"build with --runtime tensorrt")
@@ -55,8 +48,12 @@ class TensorRTRuntime:
         return str(self.trt.__version__)
 
     @property
+    def capability(self) -> EngineRuntime:
+        return ENGINE_RUNTIMES[self.name]
+
+    @property
     def label(self) -> str:
-        return f"{LABELS[self.name]} {self.version}"
+        return f"{self.capability.label} {self.version}"
 
     @property
     def is_rtx(self) -> bool:
@@ -64,7 +61,7 @@ class TensorRTRuntime:
 
     @property
     def builds_without_gpu(self) -> bool:
-        return self.is_rtx
+        return self.capability.builds_without_gpu
 
     @property
     def uses_timing_cache(self) -> bool:
@@ -96,7 +93,7 @@ class TensorRTRuntime:
             # unversioned libtensorrt_rtx.so on LD_LIBRARY_PATH at process start (its ONNX parser
             # dlopens that name; the wheel ships .so.1), and it runs the kernel from Python.
             return (f"{self.label} has no ahead-of-time Python plugins (no PREFER_AOT_PYTHON_PLUGINS or "
-                    f"IPluginV3QuickAOTBuild; its {_MODULES[self.name]}.plugin imports a module the wheel "
+                    f"IPluginV3QuickAOTBuild; its {self.capability.module}.plugin imports a module the wheel "
                     f"lacks), a Python IPluginV3 would run the kernel through Python at inference, and a "
                     f"plugin library needs C++ headers the wheels do not ship")
         try:
@@ -112,7 +109,7 @@ class TensorRTRuntime:
         if not self.is_rtx:
             return ()
         trt = self.trt
-        targets = targets or RTX_PORTABLE
+        targets = targets or self.capability.portable_default
         capability = trt.ComputeCapability
         config.num_compute_capabilities = len(targets)
         for index, target in enumerate(targets):
@@ -148,15 +145,16 @@ def import_runtime(name: str) -> TensorRTRuntime:
     """The runtime `name`, or BackendUnavailable naming how to install it. The registry's
     tensorrt wheels are stubs that fetch the libraries at install time, so a broken install can
     fail with any exception."""
-    if name not in RUNTIMES:
+    if name not in ENGINE_RUNTIMES:
         raise ConfigError(f"runtime must be one of {', '.join(RUNTIME_CHOICES)}, got {name!r}")
+    runtime = ENGINE_RUNTIMES[name]
     try:
-        module = importlib.import_module(_MODULES[name])
+        module = importlib.import_module(runtime.module)
         str(module.__version__)
     except Exception as e:  # ImportError, OSError (missing libraries), RuntimeError from stubs
         reason = one_line(e, 160)
-        raise BackendUnavailable(f"{LABELS[name]} is not installed or not loadable here ({reason}); "
-                                 f"{INSTALL_HINTS[name]}") from None
+        raise BackendUnavailable(f"{runtime.label} is not installed or not loadable here ({reason}); "
+                                 f"{runtime.install}") from None
     return TensorRTRuntime(name, module)
 
 
@@ -202,7 +200,7 @@ def parse_targets(text: str | None) -> tuple[str, ...] | None:
 def import_plugin_api(runtime: TensorRTRuntime):
     """TensorRT's Python plugin API (`tensorrt.plugin`, TensorRT >= 10.14). The 10.12/10.13
     wheels ship the same package only as `tensorrt_bindings.plugin`: fall back to it."""
-    base = _MODULES[runtime.name]
+    base = runtime.capability.module
     errors = []
     for module in (f"{base}.plugin", f"{base}_bindings.plugin"):
         try:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.capabilities import ENGINE_RUNTIMES
 from ..core.errors import BackendUnavailable, ModelFileError
 from ..core.metadata import ModelMetadata
 
@@ -55,13 +56,13 @@ class EngineInfo:
         key = {"onnx_sha256": self.onnx_sha256, "runtime": self.runtime,
                "runtime_version": self.runtime_version, "compute_capabilities": list(self.compute_capabilities),
                "precision": self.precision, "profile": self.profile}
-        if self.runtime != "tensorrt-rtx":   # TensorRT 10/11 tunes tactics on the build GPU model
+        if ENGINE_RUNTIMES[self.runtime].runs_on is None:   # tactics tuned on the build GPU model
             key["gpu"] = (self.gpu or {}).get("name")
         return key
 
     @property
     def runtime_label(self) -> str:
-        return f"{'TensorRT for RTX' if self.runtime == 'tensorrt-rtx' else 'TensorRT'} {self.runtime_version}"
+        return f"{ENGINE_RUNTIMES[self.runtime].label} {self.runtime_version}"
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -94,6 +95,9 @@ def read_engine_info(engine_path: str | os.PathLike) -> EngineInfo:
     if not isinstance(data, dict) or data.get("format") != ENGINE_INFO_FORMAT:
         raise ModelFileError(f"{side}: not an mlic-edge engine sidecar (format "
                              f"{data.get('format') if isinstance(data, dict) else None!r})")
+    if data.get("runtime") not in ENGINE_RUNTIMES:
+        raise ModelFileError(f"{side}: unknown runtime {data.get('runtime')!r} (expected one of "
+                             f"{', '.join(ENGINE_RUNTIMES)})")
     return EngineInfo.from_dict(data, source=str(side))
 
 
@@ -118,7 +122,7 @@ def check_engine_compatible(info: EngineInfo, engine_path: str | os.PathLike,
     if gpu is None:
         raise BackendUnavailable(f"{engine_path}: TensorRT engines need a CUDA GPU and none is visible"
                                  + (" (TensorRT for RTX builds without one, but runs on one)"
-                                    if info.runtime == "tensorrt-rtx" else ""))
+                                    if ENGINE_RUNTIMES[info.runtime].builds_without_gpu else ""))
     here_cc = gpu.get("compute_capability")
     targets = ", ".join(str(c) for c in info.compute_capabilities)
     built_on = f"{info.runtime_label} for compute capability {targets}"
@@ -127,9 +131,10 @@ def check_engine_compatible(info: EngineInfo, engine_path: str | os.PathLike,
         raise BackendUnavailable(f"{engine_path}: built with {built_on}; this machine has "
                                  f"{info.runtime_label.rsplit(' ', 1)[0]} {runtime_version}; {rebuild}")
     if here_cc not in info.compute_capabilities:
-        if info.runtime == "tensorrt-rtx":
-            from .runtimes import RTX_SUPPORT_NOTE, RTX_TARGETS
-            hint = (f"rebuild with --compute-capability {here_cc}" if here_cc in RTX_TARGETS
+        runs_on = ENGINE_RUNTIMES[info.runtime].runs_on
+        if runs_on is not None:
+            from .runtimes import RTX_SUPPORT_NOTE
+            hint = (f"rebuild with --compute-capability {here_cc}" if here_cc in runs_on
                     else RTX_SUPPORT_NOTE)
             raise BackendUnavailable(f"{engine_path}: built with {built_on}; this GPU is {here}: {hint}")
         raise BackendUnavailable(f"{engine_path}: built with {built_on} on {(info.gpu or {}).get('name')}; "

@@ -6,20 +6,36 @@ from typing import Optional
 
 import typer
 
+from ..core.capabilities import ENGINE_RUNTIMES, RUNTIME_CHOICES
 from ..core.errors import ConfigError
-from .options import Calib, CalibData, CalibImages, CalibRoot, CalibSplit, calib_source
+from ..export.engine import DEFAULT_PROFILE
+from .options import (
+    PRECISION_HELP,
+    Calib,
+    CalibData,
+    CalibImages,
+    CalibRoot,
+    CalibSplit,
+    calib_source,
+    precision_callback,
+    renamed,
+)
+
+_RTX = ENGINE_RUNTIMES["tensorrt-rtx"]
 
 
 def build_engine_command(
     source: Path = typer.Argument(..., help="Checkpoint (.pt) or ONNX file (.onnx, from `mlic-edge export`)."),
-    fp16: bool = typer.Option(False, "--fp16", help="FP16 engine: the ONNX graph is converted to FP16 (LayerNorm/Softmax/reductions kept FP32)."),
-    int8: bool = typer.Option(False, "--int8", help="INT8 engine: explicit Q/DQ graph calibrated on real images (--calib or --calib-data)."),
+    precision: Optional[str] = typer.Option(None, "--precision", callback=precision_callback, help=PRECISION_HELP + " (default: the source's precision; fp32 for a checkpoint; int8 needs --calib or --calib-data)."),
+    fp16: bool = typer.Option(False, "--fp16", hidden=True, help="Deprecated spelling of --precision fp16."),
+    int8: bool = typer.Option(False, "--int8", hidden=True, help="Deprecated spelling of --precision int8."),
     calib: Calib = None,
     calib_data: CalibData = None,
     calib_root: CalibRoot = None,
     calib_split: CalibSplit = "train",
     calib_images: CalibImages = 500,
-    batch: str = typer.Option("1:8:32", "--batch", help="Optimization profile MIN:OPT:MAX batch (or one size for a static engine)."),
+    batch_profile: str = typer.Option(DEFAULT_PROFILE, "--batch-profile", help="Optimization profile MIN:OPT:MAX batch (or one size for a static engine)."),
+    batch_alias: Optional[str] = typer.Option(None, "--batch", hidden=True, help="Deprecated spelling of --batch-profile."),
     workspace: Optional[float] = typer.Option(None, "--workspace", help="Builder workspace limit in GiB (default: TensorRT's, the GPU's memory)."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file, read and updated (default: ~/.cache/mlic-edge/tensorrt/timing-<trt>-<gpu>.cache)."),
     opt_level: Optional[int] = typer.Option(None, "--opt-level", help="builder_optimization_level 0-5 (TensorRT default 3)."),
@@ -28,8 +44,8 @@ def build_engine_command(
     force: bool = typer.Option(False, "--force", help="Rebuild even when a matching engine (and ONNX) exists."),
     verbose: bool = typer.Option(False, "--verbose", help="TensorRT's verbose log."),
     irpe_plugin: bool = typer.Option(False, "--irpe-plugin", help="Checkpoint source: export with the fused IRPEAttention plugin (see `export --irpe-plugin`); the plugin's PTX kernel is compiled with Triton and baked into the engine. TensorRT 10/11 only (TensorRT for RTX 1.7 has no AOT Python plugins)."),
-    runtime: str = typer.Option("auto", "--runtime", help="auto | tensorrt | tensorrt-rtx. auto: TensorRT 10/11 where it imports and a GPU exists, else TensorRT for RTX (builds without a GPU)."),
-    compute_capability: Optional[str] = typer.Option(None, "--compute-capability", help="TensorRT for RTX: the GPUs the engine runs on: portable (default: 8.0,8.6,8.9,12.0), current (this machine's GPU), or a list such as 8.6,8.9 (7.5 8.0 8.6 8.9 12.0 12.1)."),
+    runtime: str = typer.Option("auto", "--runtime", help=" | ".join(RUNTIME_CHOICES) + ". auto: TensorRT 10/11 where it imports and a GPU exists, else TensorRT for RTX (builds without a GPU)."),
+    compute_capability: Optional[str] = typer.Option(None, "--compute-capability", help=f"TensorRT for RTX: the GPUs the engine runs on: portable (default: {','.join(_RTX.portable_default)}), current (this machine's GPU), or a list such as 8.6,8.9 ({' '.join(_RTX.runs_on)})."),
 ) -> None:
     """Build a TensorRT 10/11 or TensorRT for RTX engine (strongly typed: the precision is the ONNX graph's).
 
@@ -39,14 +55,16 @@ def build_engine_command(
     builds on a machine without a GPU; the engine is specialised on first run on the target GPU
     (cached next to the engine). Without any runtime it stops after the ONNX, saying what to install.
     """
-    from ..core.console import make_console
     from rich.markup import escape
 
+    from ..core.console import make_console
     from ..export.engine import build_engine
 
     if fp16 and int8:
-        raise ConfigError("give --fp16 or --int8, not both")
-    precision = "fp16" if fp16 else "int8" if int8 else None
+        raise ConfigError("give --precision fp16 or --precision int8, not both")
+    alias = "fp16" if fp16 else "int8" if int8 else None
+    precision = renamed(precision, alias, new="--precision", old=f"--{alias}")
+    batch = renamed(batch_profile, batch_alias, new="--batch-profile", old="--batch", default=DEFAULT_PROFILE)
     source_calib = calib_source(precision, calib, calib_data, calib_root, calib_split)
     console = make_console()
     with console.status("building...") as status:
