@@ -22,5 +22,5 @@ for spec in "fp32:" "fp16:--precision fp16" "int8:--precision int8 ${calib[*]}" 
   /usr/bin/time -f "$name export wall %e s, peak RSS %M KB" mlic-edge export "$out/r101.pt" --out "$out/r101_$name.onnx" $args 2>&1 | grep -E "wall|time  |max rel" || true
 done
 for name in fp32 fp16 int8 int8_cpu; do
-  mlic-edge bench --model "$out/r101_$name.onnx" --reference "$out/r101.pt" --batch 1,8 --warmup 2 --repeats "${REPEATS:-5}" --json "$out/bench_$name.json" 2>&1 | grep -vE "^\s*$"
+  mlic-edge bench --model "$out/r101_$name.onnx" --reference "$out/r101.pt" --batch-sizes 1,8 --warmup 2 --repeats "${REPEATS:-5}" --json "$out/bench_$name.json" 2>&1 | grep -vE "^\s*$"
 done

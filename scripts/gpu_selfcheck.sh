@@ -77,13 +77,13 @@ step "export fp32 ONNX with attention (ONNX Runtime reference)"
 mlic export "$CKPT" --out "$WORK/model.onnx" --attention
 
 step "build-engine fp16 (profile 1:8:32, timing cache in $WORK)"
-mlic build-engine "$CKPT" --fp16 --attention --batch 1:8:32 --timing-cache "$WORK/timing.cache" \
+mlic build-engine "$CKPT" --precision fp16 --attention --batch-profile 1:8:32 --timing-cache "$WORK/timing.cache" \
   --out "$WORK/model.fp16.engine"
 step "build-engine int8 (calibration: $CALIB)"
-mlic build-engine "$CKPT" --int8 --calib "$CALIB" --attention --batch 1:8:32 \
+mlic build-engine "$CKPT" --precision int8 --calib "$CALIB" --attention --batch-profile 1:8:32 \
   --timing-cache "$WORK/timing.cache" --out "$WORK/model.int8.engine"
 step "build-engine again: the matching engine must be reused"
-mlic build-engine "$CKPT" --fp16 --attention --batch 1:8:32 --timing-cache "$WORK/timing.cache" \
+mlic build-engine "$CKPT" --precision fp16 --attention --batch-profile 1:8:32 --timing-cache "$WORK/timing.cache" \
   --out "$WORK/model.fp16.engine" | tee "$WORK/reuse.log"
 grep -q "^reused" "$WORK/reuse.log"
 
@@ -97,7 +97,7 @@ mlic infer "$IMAGES" --model "$WORK/model.fp16.engine" --out "$WORK/preds.csv" -
 
 step "bench: engines vs PyTorch eager (CUDA events)"
 for precision in fp16 int8; do
-  mlic bench --model "$WORK/model.$precision.engine" --reference "$CKPT" --batch 1,8,32 \
+  mlic bench --model "$WORK/model.$precision.engine" --reference "$CKPT" --batch-sizes 1,8,32 \
     --json "$WORK/bench_$precision.json"
 done
 
