@@ -300,7 +300,7 @@ def test_bench_json_has_the_documented_keys(tmp_path, onnx_model, checkpoint):
 
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "mlic_edge", "bench", "--model", str(onnx_model),
-                             "--reference", str(checkpoint), "--batch", "1,3", "--warmup", "1", "--repeats", "3",
+                             "--reference", str(checkpoint), "--batch-sizes", "1,3", "--warmup", "1", "--repeats", "3",
                              "--device", "cpu", "--json", str(out)],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -351,24 +351,34 @@ def test_bench_no_baseline_and_a_baseline_known_to_be_slower(checkpoint, onnx_mo
     assert report["backend"] == "torch" and report["baseline"]["model"] == str(checkpoint)
 
 
-def test_doctor_reports_versions_and_backends(tmp_path):
+def test_doctor_reports_versions_and_the_capability_table(tmp_path):
     out = tmp_path / "doctor.json"
     result = subprocess.run([sys.executable, "-m", "mlic_edge", "doctor", "--json", str(out)], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     for key in ("python", "packages", "torch", "onnxruntime", "tensorrt", "tensorrt_rtx", "gpus", "cuda_driver",
-                "backends"):
+                "formats", "runtimes", "providers", "devices", "precisions"):
         assert key in report
     assert "providers" in report["onnxruntime"]
-    names = [row["backend"] for row in report["backends"]]
-    assert names == ["onnxruntime (CPU)", "onnxruntime (CUDA)", "tensorrt (.engine): build + run",
-                     "tensorrt-rtx (.engine): build (no GPU needed)", "tensorrt-rtx (.engine): run",
-                     "onnxruntime (IRPEAttention plugin graphs)", "torch (.pt)"]
+    from mlic_edge.core.capabilities import DEVICE_KINDS, ENGINE_RUNTIMES, MODEL_FORMATS, PRECISIONS
+
+    # every row comes from the capability table, in its order
+    assert [row["format"] for row in report["formats"]] == list(MODEL_FORMATS)
+    assert [row["runtime"] for row in report["runtimes"]] == list(ENGINE_RUNTIMES)
+    assert [row["device"].split(":")[0] for row in report["devices"]] == list(DEVICE_KINDS)
+    assert [row["precision"] for row in report["precisions"]] == list(PRECISIONS)
+    assert report["formats"][0]["devices"] == [d for d, k in DEVICE_KINDS.items() if "onnx" in k.formats]
+    # each provider of this onnxruntime build: loads here, or says why not
+    assert [row["provider"] for row in report["providers"]] == report["onnxruntime"]["providers"]
+    for row in report["providers"]:
+        assert row["loads"] == (row["why"] == "")
+    cpu = next(row for row in report["providers"] if row["provider"] == "CPUExecutionProvider")
+    assert cpu["loads"]
     rtx = report["tensorrt_rtx"]
     if "error" not in rtx:  # the dev extra installs it: it builds here, and refuses the plugin with a reason
-        assert report["backends"][3]["ok"] and "PREFER_AOT_PYTHON_PLUGINS" in rtx["irpe_plugin"]
-    assert report["backends"][0]["ok"]
+        assert report["runtimes"][1]["builds"] and "PREFER_AOT_PYTHON_PLUGINS" in rtx["irpe_plugin"]
+    assert report["formats"][0]["ok"]
     assert "onnxruntime" in result.stdout and "tensorrt" in result.stdout
 
 

@@ -31,9 +31,9 @@ def _root() -> None:
 
 
 # One module per stage; each registers its verbs. Nothing heavy is imported until a command runs.
-from . import engine, export, quickstart, runtime, serve, train  # noqa: E402
+from . import bench, doctor, engine, export, infer, quickstart, serve, train  # noqa: E402
 
-for _stage in (train, quickstart, export, engine, runtime, serve):
+for _stage in (train, quickstart, export, engine, infer, bench, doctor, serve):
     _stage.register(app)
 
 

@@ -24,8 +24,6 @@ import numpy as np
 
 from ..core.metadata import ModelMetadata
 
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # "cuda:N" accepted too
-
 
 class Timer:
     """Wall-clock timer (perf_counter) for one call; GPU backends return CUDA-event timers instead."""
@@ -57,7 +55,7 @@ class Backend(abc.ABC):
         self.device = device
         self.output_names = list(output_names)
         self.batch_range = batch_range
-        self.image_size = int(metadata.preprocess["image_size"])
+        self.image_size = metadata.preprocessing(str(self.path)).image_size
 
     # ---------------------------------------------------------------- public
     @property
