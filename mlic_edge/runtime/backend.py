@@ -10,7 +10,7 @@ from typing import Any
 
 from ..core.capabilities import DEVICE_KINDS, MODEL_FORMATS, model_format
 from ..core.devices import Device, parse_device
-from ..core.errors import ModelFileError
+from ..core.errors import BackendUnavailable, ModelFileError
 from ..core.metadata import ModelMetadata
 from .base import Backend
 

@@ -120,12 +120,7 @@ class Tagger(BaseTagger):
         self._owns_backend = not isinstance(model, Backend)
         self.backend: Backend | None = model if isinstance(model, Backend) else \
             open_backend(model, device=device, **backend_options)
-        try:
-            loaded = LoadedModel.from_metadata(self.backend.metadata, str(self.backend.path))
-        except BaseException:
-            self.close()
-            raise
-        super().__init__(loaded, batch_size=batch_size, workers=workers, threshold=threshold)
+        super().__init__(self.backend.loaded_model, batch_size=batch_size, workers=workers, threshold=threshold)
 
     # ---------------------------------------------------------------- facts
     @property
