@@ -51,8 +51,16 @@ def _probe_onnxruntime() -> dict[str, Any]:
 
     providers = ort.get_available_providers()
     info.update(version=ort.__version__, providers=providers, device=ort.get_device(),
-                provider_problems={p: provider_problem(p) for p in providers})
+                provider_problems={p: _guarded(provider_problem, p) for p in providers})
     return info
+
+
+def _guarded(probe, *args) -> Any:
+    """A probe's answer, or its error as a line: doctor reports a broken package, never raises."""
+    try:
+        return probe(*args)
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"[:200]
 
 
 _RUNTIME_PACKAGES = {"tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
