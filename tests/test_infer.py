@@ -165,7 +165,9 @@ def test_infer_exit_codes(tmp_path, onnx_model, image_dir):
     assert result.returncode == 2 and "no images" in result.stderr
     result = cli("infer", str(image_dir), "--model", str(onnx_model), "--out", str(tmp_path / "x.txt"))
     assert result.returncode == 2 and ".csv or .jsonl" in result.stderr
-    assert "Exit code" in cli("infer", "--help").stdout
+    help_text = cli("infer", "--help")
+    assert help_text.returncode == 0, help_text.stderr            # the whole help renders
+    assert "Exit code" in help_text.stdout and "[/name]" in help_text.stdout
 
 
 def _device_command(command: str, model: Path, image_dir: Path, device: str) -> list[str]:
@@ -209,7 +211,9 @@ def test_renamed_batch_flags_keep_their_old_spelling(onnx_model, image_dir):
                  "--device", "cpu", "--batch", "1,2")
     assert result.returncode == 0, result.stderr
     assert "use --batch-sizes" in result.stderr
-    assert "--batch " not in cli("infer", "--help").stdout.replace("--batch-size", "")
+    help_text = cli("infer", "--help")
+    assert help_text.returncode == 0 and "--batch-size" in help_text.stdout
+    assert "--batch " not in help_text.stdout.replace("--batch-size", "")
 
 
 def test_infer_recursive(tmp_path, onnx_model, image_dir):
