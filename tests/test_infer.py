@@ -93,7 +93,7 @@ def read_csv(path: Path) -> list[dict]:
 def test_infer_folder_with_broken_files_without_torch(tmp_path, onnx_model, image_dir):
     out, maps = tmp_path / "preds.csv", tmp_path / "maps"
     result = cli_without_torch("infer", str(image_dir), "--model", str(onnx_model), "--out", str(out),
-                               "--threshold", "0", "--batch", "3", "--save-attention", str(maps), "--no-progress")
+                               "--threshold", "0", "--batch-size", "3", "--save-attention", str(maps), "--no-progress")
     assert result.returncode == 0, result.stderr
     rows = read_csv(out)
     assert [Path(r["path"]).name for r in rows] == sorted(GOOD + BAD)  # input order, every file
@@ -165,7 +165,55 @@ def test_infer_exit_codes(tmp_path, onnx_model, image_dir):
     assert result.returncode == 2 and "no images" in result.stderr
     result = cli("infer", str(image_dir), "--model", str(onnx_model), "--out", str(tmp_path / "x.txt"))
     assert result.returncode == 2 and ".csv or .jsonl" in result.stderr
-    assert "Exit code" in cli("infer", "--help").stdout
+    help_text = cli("infer", "--help")
+    assert help_text.returncode == 0, help_text.stderr            # the whole help renders
+    assert "Exit code" in help_text.stdout and "[/name]" in help_text.stdout
+
+
+def _device_command(command: str, model: Path, image_dir: Path, device: str) -> list[str]:
+    if command == "infer":
+        return ["infer", str(image_dir), "--model", str(model), "--no-progress", "--device", device]
+    return ["bench", "--model", str(model), "--no-baseline", "--warmup", "0", "--repeats", "1", "--device", device]
+
+
+@pytest.mark.parametrize("command", ["infer", "bench"])
+@pytest.mark.parametrize("device", ["gpu", "cuda:x"])
+def test_malformed_device_is_one_line(onnx_model, image_dir, command, device):
+    result = cli(*_device_command(command, onnx_model, image_dir, device))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: --device {device!r}: unknown device; expected auto, cpu, cuda, cuda:N or tensorrt"]
+
+
+@pytest.mark.parametrize("command", ["infer", "bench"])
+def test_cuda_device_without_a_gpu_is_one_line(onnx_model, image_dir, command):
+    """onnxruntime-gpu lists its CUDA provider on machines without a GPU and logs its own
+    multi-line error when the session tries it; only the project's line may reach stderr."""
+    from mlic_edge.core.gpu import cuda_device_count
+    if cuda_device_count():
+        pytest.skip("a GPU is visible")
+    result = cli(*_device_command(command, onnx_model, image_dir, "cuda:0"))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {onnx_model}: device cuda:0: ")
+    assert "no CUDA GPU is visible" in lines[0] or "CUDAExecutionProvider cannot run here" in lines[0]
+
+
+def test_renamed_batch_flags_keep_their_old_spelling(onnx_model, image_dir):
+    image = str(image_dir / "good0.jpg")
+    result = cli("infer", image, "--model", str(onnx_model), "--no-progress", "--device", "cpu", "--batch", "2")
+    assert result.returncode == 0, result.stderr
+    assert "--batch is deprecated" in result.stderr and "use --batch-size" in result.stderr
+    result = cli("infer", image, "--model", str(onnx_model), "--batch", "2", "--batch-size", "3")
+    assert result.returncode == 2 and "disagree" in result.stderr
+    result = cli("bench", "--model", str(onnx_model), "--no-baseline", "--warmup", "0", "--repeats", "1",
+                 "--device", "cpu", "--batch", "1,2")
+    assert result.returncode == 0, result.stderr
+    assert "use --batch-sizes" in result.stderr
+    help_text = cli("infer", "--help")
+    assert help_text.returncode == 0 and "--batch-size" in help_text.stdout
+    assert "--batch " not in help_text.stdout.replace("--batch-size", "")
 
 
 def test_infer_recursive(tmp_path, onnx_model, image_dir):
@@ -215,7 +263,7 @@ def long_list(tmp_path_factory, trained) -> Path:
 
 def _infer_job(listing: Path, model: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "mlic_edge", "infer", str(listing), "--model", str(model), "--out", str(out),
-            "--batch", "4", "--workers", "1", "--no-progress", "--device", "cpu", *extra]
+            "--batch-size", "4", "--workers", "1", "--no-progress", "--device", "cpu", *extra]
 
 
 def _rows_in(path: Path) -> int:

@@ -3,6 +3,7 @@ handling, engine sidecars and the no-TensorRT paths of build-engine, bench JSON,
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -200,6 +201,60 @@ def test_onnx_cuda_request_without_gpu_is_refused(onnx_model):
         open_backend(onnx_model, device="cuda")
 
 
+def test_devices_are_checked_against_the_capability_table(tmp_path, onnx_model):
+    """A malformed device is the device parser's ConfigError; a device kind that does not apply to
+    the file's format (capabilities.DEVICE_KINDS) is refused before any runtime is imported."""
+    with pytest.raises(ConfigError, match="'cuda:x': unknown device"):
+        open_backend(onnx_model, device="cuda:x")
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"\0")
+    for device in ("cpu", "tensorrt"):
+        with pytest.raises(BackendUnavailable, match=f"device '{device}' .* does not run engine files; "
+                                                     f"they run on auto, cuda"):
+            open_backend(engine, device=device)
+
+
+def test_a_gpu_provider_that_cannot_load_is_named_before_the_session():
+    """onnxruntime-gpu lists CUDA/TensorRT providers whether or not their libraries load; the
+    reason is found without ONNX Runtime logging its own error."""
+    from mlic_edge.core.gpu import cuda_device_count
+    from mlic_edge.core.onnxruntime import CPU, CUDA, provider_problem, providers_for
+
+    assert provider_problem(CPU) is None
+    assert providers_for("cpu", [CPU, CUDA]) == [CPU]
+    if cuda_device_count():
+        pytest.skip("a GPU is visible")
+    assert providers_for("auto", [CPU, CUDA]) == [CPU]
+    with pytest.raises(BackendUnavailable, match="device cuda:1: no CUDA GPU is visible here"):
+        providers_for("cuda:1", [CPU, CUDA])
+
+
+def test_loaded_model_checks_the_metadata_once(onnx_model):
+    from mlic_edge.runtime import LoadedModel, Preprocessing
+
+    meta = read_model_metadata(onnx_model)
+    loaded = LoadedModel.from_metadata(meta, "m.onnx")
+    assert loaded.classes == CLASSES and loaded.image_size == SIZE
+    assert loaded.preprocessing == Preprocessing.from_dict(loaded.preprocessing.to_dict())
+    scores = np.array([0.9, 0.45, 0.2])
+    np.testing.assert_array_equal(loaded.limits(), loaded.thresholds)
+    assert loaded.labels_above(scores, loaded.limits(0.3)) == ["cat", "dog"]
+    prediction = loaded.scored("a.jpg", scores, loaded.limits(0.5))
+    assert prediction.labels == ["cat"] and prediction.scores == {"cat": 0.9, "dog": 0.45, "car": 0.2}
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        loaded.limits(1.5)
+    good = dict(meta.preprocess)
+    for bad, problem in (({"mean": [0.5] * 3}, "needs image_size"), ({"resize": "crop"}, "only 'squash'"),
+                         ({"interpolation": "cubic"}, "interpolation"), ({"std": [1, 0, 1]}, "invalid")):
+        meta.preprocess = bad if problem == "needs image_size" else {**good, **bad}
+        with pytest.raises(ModelFileError, match=f"^m.onnx: preprocess .*{problem}") as error:
+            LoadedModel.from_metadata(meta, "m.onnx")
+        assert "\n" not in str(error.value)
+    meta.preprocess, meta.thresholds = Preprocessing(SIZE, (0.5,) * 3, (0.25,) * 3).to_dict(), [0.5]
+    with pytest.raises(ModelFileError, match="m.onnx: 1 thresholds for 3 classes"):
+        LoadedModel.from_metadata(meta, "m.onnx")
+
+
 # ----------------------------------------------------------------------------------- PyTorch
 def test_torch_backend_matches_the_model(checkpoint):
     import torch
@@ -300,7 +355,7 @@ def test_bench_json_has_the_documented_keys(tmp_path, onnx_model, checkpoint):
 
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "mlic_edge", "bench", "--model", str(onnx_model),
-                             "--reference", str(checkpoint), "--batch", "1,3", "--warmup", "1", "--repeats", "3",
+                             "--reference", str(checkpoint), "--batch-sizes", "1,3", "--warmup", "1", "--repeats", "3",
                              "--device", "cpu", "--json", str(out)],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -351,25 +406,52 @@ def test_bench_no_baseline_and_a_baseline_known_to_be_slower(checkpoint, onnx_mo
     assert report["backend"] == "torch" and report["baseline"]["model"] == str(checkpoint)
 
 
-def test_doctor_reports_versions_and_backends(tmp_path):
+def test_doctor_reports_versions_and_the_capability_table(tmp_path):
     out = tmp_path / "doctor.json"
     result = subprocess.run([sys.executable, "-m", "mlic_edge", "doctor", "--json", str(out)], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     for key in ("python", "packages", "torch", "onnxruntime", "tensorrt", "tensorrt_rtx", "gpus", "cuda_driver",
-                "backends"):
+                "formats", "runtimes", "providers", "devices", "precisions"):
         assert key in report
     assert "providers" in report["onnxruntime"]
-    names = [row["backend"] for row in report["backends"]]
-    assert names == ["onnxruntime (CPU)", "onnxruntime (CUDA)", "tensorrt (.engine): build + run",
-                     "tensorrt-rtx (.engine): build (no GPU needed)", "tensorrt-rtx (.engine): run",
-                     "onnxruntime (IRPEAttention plugin graphs)", "torch (.pt)"]
+    from mlic_edge.core.capabilities import DEVICE_KINDS, ENGINE_RUNTIMES, MODEL_FORMATS, PRECISIONS
+
+    # every row comes from the capability table, in its order
+    assert [row["format"] for row in report["formats"]] == list(MODEL_FORMATS)
+    assert [row["runtime"] for row in report["runtimes"]] == list(ENGINE_RUNTIMES)
+    assert [row["device"].split(":")[0] for row in report["devices"]] == list(DEVICE_KINDS)
+    assert [row["precision"] for row in report["precisions"]] == list(PRECISIONS)
+    assert report["formats"][0]["devices"] == [d for d, k in DEVICE_KINDS.items() if "onnx" in k.formats]
+    # each provider of this onnxruntime build: loads here, or says why not
+    assert [row["provider"] for row in report["providers"]] == report["onnxruntime"]["providers"]
+    for row in report["providers"]:
+        assert row["loads"] == (row["why"] == "")
+    cpu = next(row for row in report["providers"] if row["provider"] == "CPUExecutionProvider")
+    assert cpu["loads"]
     rtx = report["tensorrt_rtx"]
     if "error" not in rtx:  # the dev extra installs it: it builds here, and refuses the plugin with a reason
-        assert report["backends"][3]["ok"] and "PREFER_AOT_PYTHON_PLUGINS" in rtx["irpe_plugin"]
-    assert report["backends"][0]["ok"]
+        assert report["runtimes"][1]["builds"] and "PREFER_AOT_PYTHON_PLUGINS" in rtx["irpe_plugin"]
+    assert report["formats"][0]["ok"]
     assert "onnxruntime" in result.stdout and "tensorrt" in result.stdout
+
+
+def test_serve_says_what_to_install_not_which_script_to_run(onnx_model):
+    """A pip user has no scripts/ folder: serve's help and its missing-PyTriton or numpy-2 error
+    name the packages to install in the serving environment."""
+    import importlib.util
+
+    install = 'pip install "mlic-edge[serve]" "numpy<2"'
+    result = subprocess.run([sys.executable, "-m", "mlic_edge", "serve", "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0 and install in result.stdout and "scripts/" not in result.stdout
+    if importlib.util.find_spec("pytriton") is not None and int(np.__version__.split(".")[0]) < 2:
+        pytest.skip("PyTriton with numpy 1.x is installed here: serve would start")
+    result = subprocess.run([sys.executable, "-m", "mlic_edge", "serve", str(onnx_model), "--device", "cpu"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and install in result.stderr and "scripts/" not in result.stderr
 
 
 def test_build_engine_converts_an_fp32_onnx_before_needing_tensorrt(tmp_path):

@@ -2,6 +2,7 @@
 same tags as the checkpoint in PyTorch, lazy imports, and video through `stream`."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -55,7 +56,8 @@ def test_predict_takes_paths_pil_images_and_arrays_in_order(trained, images, tmp
 
 def test_labels_follow_the_per_class_thresholds_and_the_override(trained, images):
     with mlic_edge.load(trained["fp32"], device="cpu") as tagger:
-        tagger.thresholds = np.array([0.1, 0.3, 0.5, 0.7, 0.9, 0.99])   # as if stored in the model
+        # as if stored in the model
+        tagger.model = dataclasses.replace(tagger.model, thresholds=np.array([0.1, 0.3, 0.5, 0.7, 0.9, 0.99]))
         for pred in tagger.predict(images):
             expected = [c for c, t in zip(tagger.classes, tagger.thresholds) if pred.scores[c] >= t]
             assert pred.labels == expected

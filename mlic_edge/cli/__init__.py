@@ -31,9 +31,9 @@ def _root() -> None:
 
 
 # One module per stage; each registers its verbs. Nothing heavy is imported until a command runs.
-from . import build_engine, export, parity, quickstart, runtime, serve, train  # noqa: E402
+from . import bench, build_engine, doctor, export, infer, parity, quickstart, serve, train  # noqa: E402
 
-for _stage in (train, quickstart, export, parity, build_engine, runtime, serve):
+for _stage in (train, quickstart, export, parity, build_engine, infer, bench, doctor, serve):
     _stage.register(app)
 
 

@@ -149,7 +149,7 @@ def bench_step(model: Path, best: Path, json_out: Path) -> None:
 
     from ..core.files import atomic_write_text
     from ..runtime.bench import run_bench
-    from .runtime import print_bench
+    from .bench import print_bench
 
     say(f"bench --model {model} --reference {best} --batch 1,8 --repeats 20 --json {json_out}")
     report = run_bench(model, batches=[1, 8], repeats=20, reference=best)

@@ -2,10 +2,13 @@
 repository for NVIDIA's Triton containers). PyTriton is imported when `serve` runs."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from .options import Device
 
 SERVE_EPILOG = """\
 Example request (KServe v2 JSON; <name> = the file's stem or --name; an image in JSON is sent
@@ -28,11 +31,14 @@ def serve_command(
     http_port: int = typer.Option(8000, "--http-port", help="HTTP/REST (KServe v2) port."),
     grpc_port: int = typer.Option(8001, "--grpc-port", help="gRPC port."),
     metrics_port: int = typer.Option(8002, "--metrics-port", help="Prometheus metrics port (/metrics: nv_inference_request_success, nv_inference_exec_count, ...)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | tensorrt (as for infer)."),
+    device: Device = "auto",
     workers: int = typer.Option(4, "--workers", help="Decoding threads per model instance (images are decoded on the server)."),
     verbose: bool = typer.Option(False, "--verbose", help="Triton's verbose log."),
 ) -> None:
-    """Serve a model with NVIDIA Triton Inference Server (PyTriton; in .venv-serve: scripts/serve_venv.sh).
+    """Serve a model with NVIDIA Triton Inference Server (PyTriton, with numpy 1.x).
+
+    In the serving environment: pip install "mlic-edge\\[serve]" "numpy<2" (PyTriton's Python
+    backend needs numpy < 2).
 
     The model <name> takes encoded image files (input "image", BYTES, one file per row) and returns
     "scores" (FP32 [K], after the sigmoid), "labels" (BYTES, the classes at or above the model's
@@ -57,7 +63,7 @@ def serve_command(
     raise typer.Exit(serve(model, options, on_ready=ready))
 
 
-serve_command.__doc__ = (serve_command.__doc__ or "") + "\n" + SERVE_EPILOG
+serve_command.__doc__ = (serve_command.__doc__ or "") + "\n" + textwrap.indent(SERVE_EPILOG, "    ")
 
 
 def export_triton_command(

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 from .errors import DatasetError
-from .preprocess import load_image, preprocess, preprocess_args
+from .preprocess import Preprocessing, load_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 
@@ -157,19 +157,19 @@ class Batch:
     failures: list[tuple[int, Path, str]] = field(default_factory=list)  # (index, path, message)
 
 
-def _decode(path: Path, args: tuple, keep_original: bool):
-    image = load_image(path, reduce_to=args[0])  # DatasetError (one line, names the file) on bad data
-    array = preprocess(image, *args)                               # (3, S, S)
+def _decode(path: Path, preprocessing: Preprocessing, keep_original: bool):
+    image = load_image(path, reduce_to=preprocessing.image_size)  # DatasetError (one line, names the file) on bad data
+    array = preprocessing(image)                                   # (3, S, S)
     return array, (image if keep_original else None)
 
 
-def iter_batches(paths: Iterable[Path], spec: dict, batch_size: int, *, workers: int = 4,
+def iter_batches(paths: Iterable[Path], spec: dict | Preprocessing, batch_size: int, *, workers: int = 4,
                  prefetch_batches: int = 2, keep_originals: bool = False) -> Iterator[Batch]:
     """Yield Batches of up to `batch_size` decoded images, in order. Up to `prefetch_batches`
     batches are decoded ahead by `workers` threads while the caller runs the model."""
-    args = preprocess_args(spec)
-    size = args[0]
-    decoded = iter_decoded((Path(p) for p in paths), lambda path: _decode(path, args, keep_originals),
+    preprocessing = Preprocessing.from_dict(spec)
+    size = preprocessing.image_size
+    decoded = iter_decoded((Path(p) for p in paths), lambda path: _decode(path, preprocessing, keep_originals),
                            workers=workers, window=batch_size * (prefetch_batches + 1))
     for group in batched(decoded, batch_size):
         batch = Batch()

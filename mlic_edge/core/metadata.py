@@ -40,6 +40,12 @@ class ModelMetadata:
             raise ModelFileError(f"{source}: {len(values)} thresholds for {len(self.classes)} classes")
         return values
 
+    def preprocessing(self, source: str = "model"):
+        """The typed, checked preprocessing spec; ModelFileError naming `source` when it is invalid."""
+        from .preprocess import Preprocessing
+
+        return Preprocessing.from_dict(self.preprocess, source, ModelFileError)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from .errors import BackendUnavailable
+from .devices import Device, parse_device
+from .errors import BackendUnavailable, one_line
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+# The shared library each GPU provider lives in (onnxruntime-gpu, onnxruntime/capi/): a build lists
+# the provider whether or not that library (and CUDA, cuDNN, TensorRT below it) can load here.
+PROVIDER_LIBRARIES = {CUDA: "onnxruntime_providers_cuda", TRT: "onnxruntime_providers_tensorrt"}
 
 
 def import_ort():
@@ -20,27 +25,61 @@ def import_ort():
     return ort
 
 
-def providers_for(device: str, available: list[str]) -> list:
-    """Provider list for a device name; the CPU provider always last as the fallback."""
-    index = int(device.split(":", 1)[1]) if device.startswith("cuda:") else 0
-    cuda = (CUDA, {"device_id": index})
-    if device == "cpu":
+def provider_problem(provider: str) -> str | None:
+    """Why ONNX Runtime's `provider` cannot run here (None: it can): not in this build, or its
+    library does not load (a CUDA, cuDNN or TensorRT library it needs is missing; the loader's
+    own words). Loading it here keeps ONNX Runtime from logging its own error at session time."""
+    ort = import_ort()
+    if provider not in ort.get_available_providers():
+        return f"not in this onnxruntime build (onnxruntime {ort.__version__}; pip install onnxruntime-gpu)"
+    stem = PROVIDER_LIBRARIES.get(provider)
+    if stem is None:
+        return None
+    import ctypes
+
+    folder = Path(ort.__file__).parent / "capi"
+    shared = next(folder.glob("*onnxruntime_providers_shared.*"), None)
+    library = next(folder.glob(f"*{stem}.*"), None)
+    if library is None:
+        return None                                  # a layout we do not know: let the session tell
+    try:
+        if shared is not None:
+            ctypes.CDLL(str(shared), mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(str(library))
+    except OSError as e:
+        return f"{library.name} does not load ({one_line(e).replace(str(library) + ': ', '')})"
+    return None
+
+
+def providers_for(device: str | Device, available: list[str]) -> list:
+    """Provider list for a device; the CPU provider always last as the fallback. An explicit GPU
+    device whose provider cannot run here is a one-line BackendUnavailable naming the reason."""
+    device = parse_device(device)
+    cuda = (CUDA, {"device_id": device.gpu_index})
+    if device.kind == "cpu":
         return [CPU]
-    if device == "tensorrt":
-        if TRT not in available:
-            raise BackendUnavailable("onnxruntime here has no TensorrtExecutionProvider "
-                                     "(install onnxruntime-gpu and TensorRT)")
-        return [(TRT, {"device_id": index}), cuda, CPU]
-    if device.startswith("cuda"):
-        if CUDA not in available:
-            raise BackendUnavailable("onnxruntime here has no CUDAExecutionProvider "
-                                     "(pip install onnxruntime-gpu)")
-        return [cuda, CPU]
-    if CUDA in available:  # auto: only where a GPU exists (else ORT logs a load error, then falls back)
+    if device.kind == "auto":       # only where a GPU exists and the provider loads
         from .gpu import cuda_device_count
-        if cuda_device_count() > index:
-            return [cuda, CPU]
-    return [CPU]
+        usable = CUDA in available and cuda_device_count() > device.gpu_index and provider_problem(CUDA) is None
+        return [cuda, CPU] if usable else [CPU]
+    wanted = [TRT, CUDA] if device.kind == "tensorrt" else [CUDA]
+    _check_gpu(device)
+    for provider in wanted:
+        problem = provider_problem(provider)
+        if problem is not None:
+            raise BackendUnavailable(f"device {device}: ONNX Runtime's {provider} cannot run here: {problem}")
+    if device.kind == "tensorrt":
+        return [(TRT, {"device_id": device.gpu_index}), cuda, CPU]
+    return [cuda, CPU]
+
+
+def _check_gpu(device: Device) -> None:
+    from .gpu import cuda_device_count
+
+    count = cuda_device_count()
+    if count <= device.gpu_index:
+        where = "no CUDA GPU is visible" if count == 0 else f"{count} CUDA GPU(s) are visible"
+        raise BackendUnavailable(f"device {device}: {where} here; use --device cpu")
 
 
 def make_session(model, providers: list, *, threads: int | None = None,

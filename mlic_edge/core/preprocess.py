@@ -17,19 +17,77 @@ runtime both read images this way, so they still see the same pixels.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import BackendUnavailable, DatasetError, one_line
+from .errors import BackendUnavailable, ConfigError, DatasetError, MLICError, one_line
 
 if TYPE_CHECKING:
     from PIL import Image
 
 # Names of PIL's resampling filters (Image.Resampling[name.upper()]).
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
+RESIZES = ("squash",)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """A model's input recipe, as its metadata stores it: squash-resize to image_size, scale to
+    [0, 1], normalise by mean and std. Parsed and checked once (`from_dict`), so every reader
+    (the runtime, the server, the Triton repository, the torch transforms) takes typed values."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    resize: str = "squash"
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any] | Preprocessing, source: str = "preprocess",
+                  error: type[MLICError] = ConfigError) -> Preprocessing:
+        """The spec of a metadata/config dict; `error` (one line naming `source`) when it is
+        incomplete or holds values this runtime cannot apply."""
+        if isinstance(spec, Preprocessing):
+            return spec
+        try:
+            made = cls(int(spec["image_size"]), tuple(float(m) for m in spec["mean"]),
+                       tuple(float(s) for s in spec["std"]), str(spec.get("interpolation", "bicubic")),
+                       str(spec.get("resize", "squash")))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise error(f"{source}: preprocess needs image_size, mean and std ({type(e).__name__}: {e})") from None
+        made.check(source, error)
+        return made
+
+    def check(self, source: str, error: type[MLICError]) -> None:
+        if self.image_size < 1 or len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise error(f"{source}: preprocess has an invalid image_size/mean/std: {self.image_size}, "
+                        f"{self.mean}, {self.std}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise error(f"{source}: preprocess interpolation must be one of {sorted(INTERPOLATIONS)}, "
+                        f"got {self.interpolation!r}")
+        if self.resize not in RESIZES:
+            raise error(f"{source}: preprocess resize: only 'squash' is supported, got {self.resize!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std),
+                "interpolation": self.interpolation, "resize": self.resize}
+
+    @property
+    def args(self) -> tuple[int, tuple[float, ...], tuple[float, ...], str]:
+        """(image_size, mean, std, interpolation): `preprocess(image, *args)`."""
+        return self.image_size, self.mean, self.std, self.interpolation
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """One PIL image -> float32 (3, S, S)."""
+        return preprocess(image, *self.args)
+
+    def batch(self, images: Sequence[Image.Image | str | os.PathLike]) -> np.ndarray:
+        """PIL images and/or paths -> float32 (B, 3, S, S)."""
+        return preprocess_batch(images, *self.args)
 
 
 def pil():
@@ -116,10 +174,9 @@ def image_from_array(array: np.ndarray) -> Image.Image:
     return pil().Image.fromarray(np.ascontiguousarray(array)).convert("RGB")
 
 
-def preprocess_args(spec: dict) -> tuple[int, tuple[float, ...], tuple[float, ...], str]:
+def preprocess_args(spec: Mapping[str, Any] | Preprocessing) -> tuple[int, tuple[float, ...], tuple[float, ...], str]:
     """(image_size, mean, std, interpolation) of a stored preprocess spec, for `preprocess(image, *args)`."""
-    return (int(spec["image_size"]), tuple(float(m) for m in spec["mean"]),
-            tuple(float(s) for s in spec["std"]), str(spec.get("interpolation", "bicubic")))
+    return Preprocessing.from_dict(spec).args
 
 
 def preprocess_batch(

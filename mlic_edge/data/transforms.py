@@ -8,6 +8,7 @@ ASL reference code (CutoutPIL, then timm's RandAugment).
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -15,9 +16,7 @@ from PIL import Image, ImageDraw, ImageOps
 from timm.data.auto_augment import rand_augment_transform
 from torchvision import transforms as T
 
-from ..core.errors import ConfigError
-from ..core.preprocess import INTERPOLATIONS
-from ..core.preprocess import preprocess as preprocess_image
+from ..core.preprocess import Preprocessing
 
 RAND_AUGMENT = "rand-m9-mstd0.5-inc1"  # timm's standard ImageNet policy: magnitude 9, 2 ops per image
 
@@ -52,38 +51,35 @@ class EvalTransform:
     """Deterministic eval/inference transform; a class (not a lambda) so DataLoader workers can
     pickle it."""
 
-    def __init__(self, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], interpolation: str):
-        self.image_size = image_size
-        self.mean = mean
-        self.std = std
-        self.interpolation = interpolation
+    def __init__(self, preprocessing: Preprocessing):
+        self.preprocessing = preprocessing
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        array = preprocess_image(image, self.image_size, self.mean, self.std, self.interpolation)
-        return torch.from_numpy(array)
+        return torch.from_numpy(self.preprocessing(image))
 
     def __repr__(self) -> str:
-        return (f"EvalTransform(image_size={self.image_size}, mean={self.mean}, std={self.std}, "
-                f"interpolation={self.interpolation!r})")
+        return f"EvalTransform({self.preprocessing})"
 
 
-def build_transform(preprocess: dict[str, Any], train: bool, cutout: bool = True,
+def build_transform(preprocess: Mapping[str, Any] | Preprocessing, train: bool, cutout: bool = True,
                     randaugment: str = RAND_AUGMENT):
-    """Transform for a dataset from a preprocess spec (the dict stored in model metadata):
-    {"image_size": int, "mean": [3], "std": [3], "interpolation": "bicubic"|"bilinear", "resize": "squash"}.
+    """Transform for a dataset from a preprocess spec (`Preprocessing`, or the dict stored in model
+    metadata: {"image_size": int, "mean": [3], "std": [3], "interpolation": "bicubic"|"bilinear",
+    "resize": "squash"}; ConfigError when it is invalid).
 
     Training adds Cutout (when `cutout`) and timm's RandAugment given by its spec string
     (`randaugment`, e.g. "rand-m9-mstd0.5-inc1"; "" turns it off).
     """
-    image_size, mean, std, interpolation = _parse_preprocess(preprocess)
+    spec = Preprocessing.from_dict(preprocess)
     if not train:
-        return EvalTransform(image_size, mean, std, interpolation)
-    steps = [T.Resize((image_size, image_size), interpolation=T.InterpolationMode(interpolation))]
+        return EvalTransform(spec)
+    size = spec.image_size
+    steps = [T.Resize((size, size), interpolation=T.InterpolationMode(spec.interpolation))]
     if cutout:
         steps.append(Cutout(size_factor=0.5, p=0.5))
     if randaugment:
-        steps.append(build_rand_augment(image_size, mean, randaugment))
-    return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
+        steps.append(build_rand_augment(size, spec.mean, randaugment))
+    return T.Compose(steps + [T.ToTensor(), T.Normalize(spec.mean, spec.std)])
 
 
 def build_rand_augment(image_size: int, mean: tuple[float, ...], spec: str = RAND_AUGMENT):
@@ -106,21 +102,3 @@ def build_rand_augment(image_size: int, mean: tuple[float, ...], spec: str = RAN
 
 def _posterize_at_least_one_bit(image: Image.Image, bits_to_keep: int, **_) -> Image.Image:
     return image if bits_to_keep >= 8 else ImageOps.posterize(image, max(int(bits_to_keep), 1))
-
-
-def _parse_preprocess(spec: dict[str, Any]) -> tuple[int, tuple[float, ...], tuple[float, ...], str]:
-    try:
-        image_size = int(spec["image_size"])
-        mean = tuple(float(m) for m in spec["mean"])
-        std = tuple(float(s) for s in spec["std"])
-        interpolation = str(spec.get("interpolation", "bicubic"))
-        resize = str(spec.get("resize", "squash"))
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"preprocess: needs image_size, mean and std ({type(e).__name__}: {e})") from None
-    if image_size < 1 or len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ConfigError(f"preprocess: invalid image_size/mean/std: {image_size}, {mean}, {std}")
-    if interpolation not in INTERPOLATIONS:
-        raise ConfigError(f"preprocess: interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
-    if resize != "squash":
-        raise ConfigError(f"preprocess: only resize 'squash' is supported, got {resize!r}")
-    return image_size, mean, std, interpolation

@@ -3,42 +3,48 @@ suffix (`core.capabilities.MODEL_FORMATS`). The backends are imported when a fil
 opened, so edge devices without torch or TensorRT open what they can run."""
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any
 
-from ..core.capabilities import model_format
+from ..core.capabilities import DEVICE_KINDS, MODEL_FORMATS, model_format
+from ..core.devices import Device, parse_device
 from ..core.errors import BackendUnavailable, ModelFileError
 from ..core.metadata import ModelMetadata
-from .base import DEVICES, Backend
+from .base import Backend
 
 
-def open_backend(model_path: str | os.PathLike, device: str = "auto", **options: Any) -> Backend:
-    """Open a model file with the backend its suffix calls for.
+# The class that runs each backend of the capability table: (module, class name), imported when
+# a file of its kind is opened.
+BACKENDS = {"onnxruntime": (".onnxruntime_backend", "OnnxRuntimeBackend"),
+            "tensorrt": (".tensorrt_backend", "TensorRTBackend"),
+            "torch": (".torch_backend", "TorchBackend")}
+
+
+def open_backend(model_path: str | os.PathLike, device: str | Device = "auto", **options: Any) -> Backend:
+    """Open a model file with the backend its format calls for (`capabilities.model_format`).
 
     device: auto (GPU when the backend can use one, else CPU) | cpu | cuda | cuda:N |
-    tensorrt (ONNX Runtime's TensorRT execution provider; .onnx only).
+    tensorrt (ONNX Runtime's TensorRT execution provider; .onnx only): `capabilities.DEVICE_KINDS`
+    says which apply to which format.
     options: backend-specific (TensorRT: cuda_graph=True, io="auto"|"torch"|"cudart";
-    ONNX Runtime: threads=N). Raises ModelFileError (missing/unreadable file) or
-    BackendUnavailable (runtime or GPU missing) with one-line messages.
+    ONNX Runtime: threads=N). Raises ConfigError (malformed device), ModelFileError
+    (missing/unreadable file) or BackendUnavailable (runtime or GPU missing) with one-line messages.
     """
     path = Path(model_path)
-    kind = model_format(path).backend
+    fmt = model_format(path)
+    device = parse_device(device)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
-    if device not in DEVICES and not device.startswith("cuda:"):
-        raise BackendUnavailable(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or tensorrt")
-    if kind == "onnxruntime":
-        from .onnxruntime_backend import OnnxRuntimeBackend
-        return OnnxRuntimeBackend(path, device=device, **options)
-    if device == "tensorrt":
-        raise BackendUnavailable(f"{path}: device 'tensorrt' is ONNX Runtime's TensorRT provider "
-                                 f"(.onnx files); engines always run on TensorRT")
-    if kind == "tensorrt":
-        from .tensorrt_backend import TensorRTBackend
-        return TensorRTBackend(path, device=device, **options)
-    from .torch_backend import TorchBackend
-    return TorchBackend(path, device=device, **options)
+    kind = DEVICE_KINDS[device.kind]
+    if fmt.name not in kind.formats:
+        runs = [name for name, d in DEVICE_KINDS.items() if fmt.name in d.formats]
+        raise BackendUnavailable(f"{path}: device {str(device)!r} ({kind.about}) does not run {fmt.name} files; "
+                                 f"they run on {', '.join(runs)}")
+    module, name = BACKENDS[fmt.backend]
+    backend_class = getattr(importlib.import_module(module, __package__), name)
+    return backend_class(path, device=device, **options)
 
 
 def read_model_metadata(model_path: str | os.PathLike) -> ModelMetadata:
@@ -46,10 +52,10 @@ def read_model_metadata(model_path: str | os.PathLike) -> ModelMetadata:
     checkpoint: needs torch)."""
     path = Path(model_path)
     kind = model_format(path).backend
-    if kind == "onnxruntime":
+    if kind == MODEL_FORMATS["onnx"].backend:
         from ..core.onnx_metadata import read_metadata
         return read_metadata(path)
-    if kind == "tensorrt":
+    if kind == MODEL_FORMATS["engine"].backend:
         from ..tensorrt.sidecar import read_engine_info
         return read_engine_info(path).metadata
     from .torch_backend import checkpoint_file_metadata

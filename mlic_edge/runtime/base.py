@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..core.metadata import ModelMetadata
-
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # "cuda:N" accepted too
+from .model import LoadedModel
 
 
 class Timer:
@@ -43,7 +42,8 @@ class Timer:
 class Backend(abc.ABC):
     """A loaded model. Subclasses set the attributes below in __init__ and implement `_run`.
 
-    kind: "onnxruntime" | "tensorrt" | "torch"; device: where it actually runs (e.g. "cpu",
+    kind: "onnxruntime" | "tensorrt" | "torch"; loaded_model: its metadata's classes, thresholds
+    and preprocessing, checked (`LoadedModel`); device: where it actually runs (e.g. "cpu",
     "cuda:0"); batch_range: (min, max) batch the model accepts in one call (None = any); a fixed
     batch is (b, b): smaller batches are zero-padded, larger ones split.
     """
@@ -57,7 +57,8 @@ class Backend(abc.ABC):
         self.device = device
         self.output_names = list(output_names)
         self.batch_range = batch_range
-        self.image_size = int(metadata.preprocess["image_size"])
+        self.loaded_model = LoadedModel.from_metadata(metadata, str(self.path))   # ModelFileError if malformed
+        self.image_size = self.loaded_model.image_size
 
     # ---------------------------------------------------------------- public
     @property

@@ -50,9 +50,9 @@ def parse_batches(text: str) -> list[int]:
     try:
         values = [int(v) for v in str(text).replace(" ", "").split(",") if v]
     except ValueError:
-        raise ConfigError(f"--batch must be comma-separated sizes, e.g. 1,8,32, got {text!r}") from None
+        raise ConfigError(f"--batch-sizes must be comma-separated sizes, e.g. 1,8,32, got {text!r}") from None
     if not values or min(values) < 1:
-        raise ConfigError(f"--batch sizes must be >= 1, got {text!r}")
+        raise ConfigError(f"--batch-sizes must all be >= 1, got {text!r}")
     return values
 
 

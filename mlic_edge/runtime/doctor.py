@@ -1,4 +1,6 @@
-"""`mlic-edge doctor`: what is installed here and which backends/precisions this machine can run.
+"""`mlic-edge doctor`: what is installed here and which model formats, engine runtimes, ONNX
+Runtime providers and devices this machine can run, row by row from the capability table
+(`core.capabilities`), so its report lists exactly what the commands accept.
 
 Why: a deployment problem is usually an environment problem (onnxruntime without its CUDA
 provider, a TensorRT stub wheel, an engine built for another GPU). Every probe is guarded: a
@@ -10,6 +12,8 @@ import platform
 import sys
 from importlib import metadata
 from typing import Any
+
+from ..core.capabilities import DEVICE_KINDS, ENGINE_RUNTIMES, MODEL_FORMATS, PRECISIONS
 
 
 def package_version(*names: str) -> str | None:
@@ -43,8 +47,20 @@ def _probe_onnxruntime() -> dict[str, Any]:
     except Exception as e:
         info["error"] = f"{type(e).__name__}: {e}"[:160]
         return info
-    info.update(version=ort.__version__, providers=ort.get_available_providers(), device=ort.get_device())
+    from ..core.onnxruntime import provider_problem
+
+    providers = ort.get_available_providers()
+    info.update(version=ort.__version__, providers=providers, device=ort.get_device(),
+                provider_problems={p: _guarded(provider_problem, p) for p in providers})
     return info
+
+
+def _guarded(probe, *args) -> Any:
+    """A probe's answer, or its error as a line: doctor reports a broken package, never raises."""
+    try:
+        return probe(*args)
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"[:200]
 
 
 _RUNTIME_PACKAGES = {"tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
@@ -86,46 +102,88 @@ def collect() -> dict[str, Any]:
         report["gpu_error"] = str(e)[:160]
     report["gpus"] = gpus
     report["cuda_driver"] = cuda_driver_version()
-    report["backends"] = _capabilities(report)
+    report["runtimes"] = _runtime_rows(report)
+    report["providers"] = _provider_rows(report)
+    report["formats"] = _format_rows(report)
+    report["devices"] = _device_rows(report)
+    report["precisions"] = [{"precision": p.name, "about": p.about, "parity_limit": p.parity_limit}
+                            for p in PRECISIONS.values()]
     return report
 
 
-def _capabilities(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per backend: can it run here, on what, which precisions (of our exported files)."""
-    gpu = bool(report["gpus"])
-    ort = report["onnxruntime"]
-    providers = ort.get("providers") or []
-    rows = [{"backend": "onnxruntime (CPU)", "ok": "error" not in ort,
-             "precisions": "fp32, fp16 (casts where CPU kernels lack fp16), int8 (Q/DQ), int8-cpu",
-             "note": ort.get("error", "")}]
-    cuda_ok = "CUDAExecutionProvider" in providers and gpu
-    rows.append({"backend": "onnxruntime (CUDA)", "ok": cuda_ok, "precisions": "fp32, fp16" if cuda_ok else "",
-                 "note": "" if cuda_ok else ("no CUDA GPU" if "CUDAExecutionProvider" in providers
-                                             else "needs onnxruntime-gpu")})
-    from ..tensorrt.runtimes import RTX_TARGETS
+def _runtime_probe(report: dict[str, Any], name: str) -> dict[str, Any]:
+    return report.get(name.replace("-", "_"), {"error": "not probed"})
 
-    typed = "fp32, fp16, int8 (strongly typed: the ONNX graph's own types)"
-    trt = report["tensorrt"]
-    trt_ok = "error" not in trt and gpu
-    rows.append({"backend": "tensorrt (.engine): build + run", "ok": trt_ok, "precisions": typed if trt_ok else "",
-                 "note": trt.get("error", "") if "error" in trt else ("" if gpu else "no CUDA GPU")})
-    rtx = report.get("tensorrt_rtx", {"error": "not probed"})
-    rows.append({"backend": "tensorrt-rtx (.engine): build (no GPU needed)", "ok": "error" not in rtx,
-                 "precisions": typed if "error" not in rtx else "", "note": rtx.get("error", "")})
-    rtx_gpus = [g for g in report["gpus"] if g["compute_capability"] in RTX_TARGETS]
-    rtx_run = "error" not in rtx and bool(rtx_gpus)
-    rows.append({"backend": "tensorrt-rtx (.engine): run", "ok": rtx_run, "precisions": typed if rtx_run else "",
-                 "note": rtx.get("error", "") if "error" in rtx else "" if rtx_run else
-                 ("no CUDA GPU" if not gpu else f"no GPU of compute capability {', '.join(RTX_TARGETS)}")})
-    plugin_ort = report["packages"].get("onnxruntime-extensions") is not None and "error" not in ort
-    rows.append({"backend": "onnxruntime (IRPEAttention plugin graphs)", "ok": plugin_ort,
-                 "precisions": "fp32, fp16, int8 (the plugin node runs as a numpy reference op)" if plugin_ort else "",
-                 "note": "" if plugin_ort else "needs onnxruntime-extensions: pip install 'mlic-edge[plugin]'"})
-    torch = report["torch"]
-    rows.append({"backend": "torch (.pt)", "ok": "error" not in torch,
-                 "precisions": "fp32" + (" on CPU and CUDA" if torch.get("cuda") else " on CPU"),
-                 "note": torch.get("error", "")})
+
+def _runtime_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per TensorRT runtime of the table: installed, builds here, runs here, and why not."""
+    ccs = {g["compute_capability"] for g in report["gpus"]}
+    rows = []
+    for runtime in ENGINE_RUNTIMES.values():
+        probe = _runtime_probe(report, runtime.name)
+        installed = "error" not in probe
+        runs_on_gpu = bool(ccs) and (runtime.runs_on is None or bool(ccs & set(runtime.runs_on)))
+        if not installed:
+            note = probe["error"] if "pip install" in probe["error"] else f"{probe['error']} ({runtime.install})"
+        elif not ccs:
+            note = "no CUDA GPU" + ("; builds without one" if runtime.builds_without_gpu else "")
+        elif not runs_on_gpu:
+            note = f"no GPU of compute capability {', '.join(runtime.runs_on or ())}"
+        else:
+            note = ""
+        rows.append({"runtime": runtime.name, "label": runtime.label, "installed": installed,
+                     "builds": installed and (runtime.builds_without_gpu or bool(ccs)),
+                     "runs": installed and runs_on_gpu, "runs_on": list(runtime.runs_on or ["the build GPU"]),
+                     "irpe_plugin": probe.get("irpe_plugin"),
+                     "note": note})
     return rows
+
+
+def _provider_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per ONNX Runtime provider of this build: whether it really loads here, else why."""
+    ort = report["onnxruntime"]
+    gpu = bool(report["gpus"])
+    rows = []
+    for provider, problem in (ort.get("provider_problems") or {}).items():
+        if problem is None and provider != "CPUExecutionProvider" and not gpu:
+            problem = "its library loads, but no CUDA GPU is visible"
+        rows.append({"provider": provider, "loads": problem is None, "why": problem or ""})
+    return rows
+
+
+def _format_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per model format: its backend, the devices that apply, and whether it runs here."""
+    ort, torch = report["onnxruntime"], report["torch"]
+    engines = [r for r in report["runtimes"] if r["runs"]]
+    usable = {"onnx": ("error" not in ort, ort.get("error", "")),
+              "engine": (bool(engines), "; ".join(f"{r['runtime']}: {r['note']}" for r in report["runtimes"])),
+              "checkpoint": ("error" not in torch, torch.get("error", ""))}
+    rows = []
+    for fmt in MODEL_FORMATS.values():
+        ok, why = usable.get(fmt.name, (False, "not probed"))
+        rows.append({"format": fmt.name, "suffixes": list(fmt.suffixes), "backend": fmt.backend,
+                     "devices": [d.name for d in DEVICE_KINDS.values() if fmt.name in d.formats],
+                     "written_by": fmt.written_by, "ok": ok,
+                     "note": "" if ok else why if "pip install" in why else f"{why} ({fmt.install})"})
+    plugin = report["packages"].get("onnxruntime-extensions") is not None and "error" not in ort
+    rows[0]["irpe_plugin_graphs"] = plugin
+    return rows
+
+
+def _device_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per --device kind: the formats it applies to, and whether it has a device here."""
+    gpu = bool(report["gpus"])
+    loads = {r["provider"]: r["loads"] for r in report["providers"]}
+    cuda_any = gpu and (loads.get("CUDAExecutionProvider", False) or report["torch"].get("cuda", False)
+                        or any(r["runs"] for r in report["runtimes"]))
+    usable = {"auto": (True, ""), "cpu": (True, ""),
+              "cuda": (cuda_any, "" if cuda_any else "no CUDA GPU" if not gpu else "no runtime here uses it"),
+              "tensorrt": (loads.get("TensorrtExecutionProvider", False),
+                           next((r["why"] for r in report["providers"]
+                                 if r["provider"] == "TensorrtExecutionProvider"), "not in this onnxruntime build"))}
+    return [{"device": kind.name + (":N" if kind.indexed else ""), "about": kind.about, "formats": list(kind.formats),
+             "ok": usable[kind.name][0], "note": "" if usable[kind.name][0] else usable[kind.name][1]}
+            for kind in DEVICE_KINDS.values()]
 
 
 def print_report(report: dict[str, Any], console=None) -> None:
@@ -155,10 +213,29 @@ def print_report(report: dict[str, Any], console=None) -> None:
     for key, value in rows:
         table.add_row(key, escape(str(value)))
     console.print(table)
-    backends = Table(title="backends on this machine")
-    for column in ("backend", "usable", "precisions", "note"):
-        backends.add_column(column)
-    for row in report["backends"]:
-        backends.add_row(row["backend"], "[green]yes[/green]" if row["ok"] else "[red]no[/red]",
-                         escape(row["precisions"]), escape(row["note"]))
-    console.print(backends)
+    _print_rows(console, "model formats", report["formats"], ("format", "backend", "devices", "ok", "note"))
+    _print_rows(console, "TensorRT runtimes", report["runtimes"], ("runtime", "builds", "runs", "runs_on", "note"))
+    _print_rows(console, "ONNX Runtime providers", report["providers"], ("provider", "loads", "why"))
+    _print_rows(console, "devices (--device)", report["devices"], ("device", "formats", "ok", "note"))
+    _print_rows(console, "precisions", report["precisions"], ("precision", "parity_limit", "about"))
+
+
+def _print_rows(console, title: str, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_cell(row[c]) for c in columns))
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    from rich.markup import escape
+
+    if isinstance(value, bool):
+        return "[green]yes[/green]" if value else "[red]no[/red]"
+    if isinstance(value, (list, tuple)):
+        return escape(", ".join(map(str, value)))
+    return escape(str(value))

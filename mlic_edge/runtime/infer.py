@@ -46,7 +46,8 @@ from ..core.images import count_inputs, iter_inputs
 from ..core.preprocess import pil
 from ..core.progress import progress_bar
 from .base import Backend
-from .tagger import Prediction, Tagger
+from .model import Prediction
+from .tagger import BaseTagger, Tagger
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -245,7 +246,7 @@ class RowFile:
             self.f = None
 
 
-def _job(inputs: Path, recursive: bool, tagger: Tagger, batch: int, threshold: float | None, fmt: str) -> dict:
+def _job(inputs: Path, recursive: bool, tagger: BaseTagger, batch: int, threshold: float | None, fmt: str) -> dict:
     """What makes two runs the same job: the inputs, the model's bytes (a served model: its URL) and
     the options that change rows."""
     url = getattr(tagger, "url", None)
@@ -287,7 +288,7 @@ class _Borrowed:
 # ----------------------------------------------------------------------------------- main loop
 def run_inference(
     inputs: str | os.PathLike,
-    model: str | os.PathLike | Backend | Tagger,
+    model: str | os.PathLike | Backend | BaseTagger,
     out: str | os.PathLike | None = None,
     *,
     threshold: float | None = None,
@@ -314,7 +315,7 @@ def run_inference(
     started = time.time()
     console = console or make_console(stderr=True)
     if batch_size < 1:
-        raise ConfigError(f"--batch must be >= 1, got {batch_size}")
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     out_path = Path(out) if out is not None else None
     fmt = out_path.suffix.lower() if out_path is not None else ".jsonl"
     if fmt not in OUTPUT_FORMATS:
@@ -322,7 +323,7 @@ def run_inference(
     video = is_video_source(inputs)
     _check_mode(video, out_path, resume, every, fps, segments, save_attention)
     total = None if video else count_inputs(inputs, recursive)      # DatasetError when empty
-    tagger = model if isinstance(model, Tagger) else Tagger(model, device=device, batch_size=batch_size,
+    tagger = model if isinstance(model, BaseTagger) else Tagger(model, device=device, batch_size=batch_size,
                                                            workers=workers)
     try:
         tagger.limits(threshold)                                     # a bad --threshold: before any work
@@ -333,7 +334,7 @@ def run_inference(
                       segment_options=segment_options or {})
         summary.backend = tagger.describe()
     finally:
-        if not isinstance(model, Tagger):
+        if not isinstance(model, BaseTagger):
             tagger.close()
     summary.seconds = time.time() - started
     return summary
@@ -355,16 +356,12 @@ def _check_mode(video: bool, out: Path | None, resume: bool, every, fps, segment
         raise ConfigError("--resume needs --out (the file whose partial rows it continues)")
 
 
-def _run_images(tagger: Tagger, inputs, out_path: Path | None, fmt: str, *, total: int, threshold, batch: int,
+def _run_images(tagger: BaseTagger, inputs, out_path: Path | None, fmt: str, *, total: int, threshold, batch: int,
                 recursive: bool, save_attention, progress: bool, stdout, console, resume: bool,
                 **_video_options) -> InferSummary:
     from rich.markup import escape
 
-    attention_dir = Path(save_attention) if save_attention is not None else None
-    if attention_dir is not None:
-        if not tagger.has_attention:
-            tagger.predict(np.zeros((1, 1, 3), np.uint8), with_attention=True)   # raises the one-line error
-        attention_dir.mkdir(parents=True, exist_ok=True)
+    attention_dir = _attention_dir(tagger, save_attention)
     paths = iter_inputs(inputs, recursive)
     rows = RowFile(out_path, fmt) if out_path is not None else None
     resumed = 0
@@ -417,6 +414,16 @@ def _run_images(tagger: Tagger, inputs, out_path: Path | None, fmt: str, *, tota
     return summary
 
 
+def _attention_dir(tagger: BaseTagger, save_attention) -> Path | None:
+    """The --save-attention folder, made; the one-line error first when the model has no attention."""
+    if save_attention is None:
+        return None
+    if not tagger.has_attention:
+        tagger.predict(np.zeros((1, 1, 3), np.uint8), with_attention=True)   # raises the one-line error
+    Path(save_attention).mkdir(parents=True, exist_ok=True)
+    return Path(save_attention)
+
+
 def _finish(rows: RowFile | None, stream: IO[str]) -> None:
     """The job ended: its rows appear under their name (or are flushed to stdout)."""
     if rows is not None:
@@ -465,7 +472,7 @@ class _Overlays:
         return self.drawn
 
 
-def _run_video(tagger: Tagger, source, out_path: Path | None, fmt: str, *, threshold, batch: int, progress: bool,
+def _run_video(tagger: BaseTagger, source, out_path: Path | None, fmt: str, *, threshold, batch: int, progress: bool,
                stdout, console, every, fps, segments, segment_options: dict, **_image_options) -> InferSummary:
     """Tag the frames of a video file, URL or camera; rows as they come, segments at the end.
     Ctrl-C ends a live source the normal way: what was tagged is kept and the segments closed."""

@@ -1,4 +1,4 @@
-"""`RemoteTagger`: a `Tagger` whose model runs in a Triton server (`mlic-edge serve`, or a
+"""`RemoteTagger`: a tagger whose model runs in a Triton server (`mlic-edge serve`, or a
 repository from `mlic-edge export-triton` in NVIDIA's container).
 
     import mlic_edge
@@ -29,8 +29,9 @@ import numpy as np
 
 from ..core.errors import BackendUnavailable, ConfigError, ModelFileError, one_line
 from ..core.metadata import ModelMetadata
-from ..core.preprocess import image_from_array, pil, preprocess_args
-from .tagger import Prediction, Tagger, _describe, scored
+from ..core.preprocess import image_from_array, pil
+from .model import LoadedModel, Prediction
+from .tagger import BaseTagger, _describe, check_options
 
 SCHEMES = ("http://", "https://", "grpc://")
 
@@ -61,8 +62,8 @@ def parse_server(server: str, model: str | None = None) -> tuple[str, str, str |
     return protocol, address, name or (str(model) if model else None)
 
 
-class RemoteTagger(Tagger):
-    """A Tagger over a Triton server: `predict`, `iter_predict`, `classes`, `thresholds`,
+class RemoteTagger(BaseTagger):
+    """A tagger over a Triton server: `predict`, `iter_predict`, `classes`, `thresholds`,
     `metadata`, `limits`, `describe` and `close` as for a local model (no attention, no video).
 
     concurrency: requests in flight (default 2 x batch_size, so the server's batcher can fill a
@@ -71,43 +72,23 @@ class RemoteTagger(Tagger):
     def __init__(self, server: str, model: str | None = None, *, batch_size: int = 8, workers: int = 2,
                  threshold: float | None = None, concurrency: int | None = None, timeout_s: float = 60.0,
                  **_ignored: Any):
-        if batch_size < 1:
-            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        check_options(batch_size, threshold)
         self.protocol, self.address, name = parse_server(server, model)
         self.server = server
         self.timeout_s = float(timeout_s)
-        try:
-            if self.protocol == "grpc":
-                import tritonclient.grpc as client_module
-            else:
-                import tritonclient.http as client_module
-        except ImportError:
-            raise BackendUnavailable("talking to a Triton server needs tritonclient: "
-                                     "pip install 'mlic-edge[serve]' (or tritonclient[http,grpc])") from None
-        self._module = client_module
+        self._module = _client_module(self.protocol)
         self._local = threading.local()
         self._clients: list[Any] = []
         self._clients_lock = threading.Lock()
-        self.backend = None
         self._closed = False
         client = self._client()
-        try:
-            live = client.is_server_live()
-        except Exception as e:
-            raise BackendUnavailable(f"{server}: no Triton server answers ({one_line(e)})") from None
-        if not live:
-            raise BackendUnavailable(f"{server}: the Triton server is not live")
+        self._check_live(client)
         self.name = name or self._discover(client)
         info = self._fetch_metadata(client)
-        self.metadata = ModelMetadata(**info["metadata"])
         self.served_backend: dict[str, Any] = info.get("backend") or {}
-        self.classes = list(self.metadata.classes)
-        self.thresholds = self.metadata.class_thresholds(self.url)                    # (K,) float64
-        self.batch_size, self.workers = batch_size, max(int(workers), 1)
+        loaded = LoadedModel.from_metadata(_metadata(info, self.url), self.url)
+        super().__init__(loaded, batch_size=batch_size, workers=workers, threshold=threshold)
         self.concurrency = max(int(concurrency or 2 * batch_size), 1)
-        self.default_threshold = threshold
-        self._check_threshold(threshold)
-        self._args = preprocess_args(self.metadata.preprocess)
         self._outputs = self._output_names(client)
 
     # ---------------------------------------------------------------- connection
@@ -132,6 +113,14 @@ class RemoteTagger(Tagger):
             with self._clients_lock:
                 self._clients.append(client)
         return client
+
+    def _check_live(self, client: Any) -> None:
+        try:
+            live = client.is_server_live()
+        except Exception as e:
+            raise BackendUnavailable(f"{self.server}: no Triton server answers ({one_line(e)})") from None
+        if not live:
+            raise BackendUnavailable(f"{self.server}: the Triton server is not live")
 
     def _discover(self, client: Any) -> str:
         """The one model served with a `<name>_metadata` companion (else name it in the URL). The
@@ -223,7 +212,7 @@ class RemoteTagger(Tagger):
         scores, error = future.result()
         if error is not None:
             return Prediction(source, error=f"{source}: {error}")
-        return scored(source, scores, self.classes, limits)
+        return self.model.scored(source, scores, limits)
 
     def _one(self, item: Any) -> tuple[np.ndarray | None, str | None]:
         """One input -> (scores (K,), None) or (None, one-line error without the source)."""
@@ -264,6 +253,26 @@ class RemoteTagger(Tagger):
 
     def __repr__(self) -> str:
         return f"RemoteTagger({len(self.classes)} classes, {self.image_size} px, {self.url})"
+
+
+def _client_module(protocol: str) -> Any:
+    """tritonclient's module for the protocol; one-line BackendUnavailable where it is missing."""
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc as client_module
+        else:
+            import tritonclient.http as client_module
+    except ImportError:
+        raise BackendUnavailable("talking to a Triton server needs tritonclient: "
+                                 "pip install 'mlic-edge[serve]' (or tritonclient[http,grpc])") from None
+    return client_module
+
+
+def _metadata(info: dict[str, Any], url: str) -> ModelMetadata:
+    try:
+        return ModelMetadata(**info["metadata"])
+    except (KeyError, TypeError) as e:
+        raise ModelFileError(f"{url}: malformed metadata ({one_line(e)})") from None
 
 
 def _encoded(item: Any) -> bytes:

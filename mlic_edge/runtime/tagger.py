@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,50 +27,11 @@ import numpy as np
 from ..core.errors import ConfigError, ModelFileError
 from ..core.images import Decoded, batched, iter_decoded
 from ..core.metadata import ModelMetadata
-from ..core.preprocess import image_from_array, load_image, pil, preprocess, preprocess_args
+from ..core.preprocess import image_from_array, load_image, pil
 from ..metrics import sigmoid
 from .backend import open_backend
 from .base import Backend
-
-
-
-@dataclass
-class Prediction:
-    """The tags of one input. `source`: the path or URL, or "<image N>" / "<array N>" for the N-th
-    (0-based) in-memory input of a predict() call. Video frames also carry `frame` (number in the
-    stream) and `time_s` (presentation time)."""
-    source: str
-    labels: list[str] = field(default_factory=list)
-    scores: dict[str, float] = field(default_factory=dict)    # every class, sigmoid scores
-    error: str | None = None                                  # one line; then no labels/scores
-    frame: int | None = None
-    time_s: float | None = None
-    attention: np.ndarray | None = None                       # (K, h, w) with with_attention=True
-    image: Any = None                                         # the decoded PIL image with keep_images=True
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON record `infer` writes (video frames add "frame" and "time_s")."""
-        record: dict[str, Any] = {"path": self.source}
-        if self.frame is not None:
-            record.update(frame=self.frame, time_s=round(float(self.time_s or 0.0), 3))
-        record.update(labels=self.labels, scores={c: round(s, 6) for c, s in self.scores.items()},
-                      error=self.error)
-        return record
-
-
-def labels_above(classes: list[str], scores: np.ndarray, limits: np.ndarray) -> list[str]:
-    """The classes whose score (K,) is at or above its threshold (K,), in class order."""
-    return [classes[k] for k in np.flatnonzero(scores >= limits)]
-
-
-def scored(source: str, scores: np.ndarray, classes: list[str], limits: np.ndarray) -> Prediction:
-    """The Prediction of one input from its sigmoid scores (K,)."""
-    return Prediction(source, labels=labels_above(classes, scores, limits),
-                      scores={c: float(s) for c, s in zip(classes, scores)})
+from .model import LoadedModel, Prediction, check_threshold
 
 
 def _describe(item: Any, index: int) -> str:
@@ -80,57 +40,46 @@ def _describe(item: Any, index: int) -> str:
     return f"<array {index}>" if isinstance(item, np.ndarray) else f"<image {index}>"
 
 
-class Tagger:
-    """A loaded model with its classes, thresholds and preprocessing. Use `mlic_edge.load(...)`.
+def check_options(batch_size: int, threshold: float | None) -> None:
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    check_threshold(threshold)
 
-    batch_size: images per model call (engines with a fixed batch pad or split as needed);
-    workers: decoding threads; threshold: one threshold for every class instead of the model's
-    per-class ones (each call may override it). Backend options as for `open_backend`.
-    """
 
-    def __init__(self, model: str | os.PathLike | Backend, *, device: str = "auto", batch_size: int = 8,
-                 workers: int = 2, threshold: float | None = None, **backend_options: Any):
-        if batch_size < 1:
-            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-        self._owns_backend = not isinstance(model, Backend)
-        self.backend: Backend | None = model if isinstance(model, Backend) else \
-            open_backend(model, device=device, **backend_options)
-        self.metadata: ModelMetadata = self.backend.metadata
-        self.classes: list[str] = list(self.metadata.classes)
-        self.thresholds = self.metadata.class_thresholds(str(self.backend.path))   # (K,) float64
+class BaseTagger:
+    """What every tagger shares, over the `LoadedModel` it labels with: classes, thresholds and
+    preprocessing, the threshold of a call, `predict` over `iter_predict`, and its lifetime.
+    `Tagger` runs the model here; `RemoteTagger` (remote.py) asks a Triton server."""
+
+    def __init__(self, model: LoadedModel, *, batch_size: int = 8, workers: int = 2,
+                 threshold: float | None = None):
+        check_options(batch_size, threshold)
+        self.model = model
         self.batch_size, self.workers = batch_size, max(int(workers), 1)
         self.default_threshold = threshold
-        self._check_threshold(threshold)
-        self._args = preprocess_args(self.metadata.preprocess)      # (S, mean, std, interpolation)
 
     # ---------------------------------------------------------------- facts
     @property
-    def image_size(self) -> int:
-        return self._args[0]
+    def metadata(self) -> ModelMetadata:
+        return self.model.metadata
 
     @property
-    def has_attention(self) -> bool:
-        return self._live().has_attention
+    def classes(self) -> list[str]:
+        return self.model.classes
 
-    def describe(self) -> dict[str, Any]:
-        return self._live().describe()
+    @property
+    def thresholds(self) -> np.ndarray:
+        """The model's per-class thresholds, (K,) float64."""
+        return self.model.thresholds
 
-    @staticmethod
-    def _check_threshold(threshold: float | None) -> None:
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"threshold must be in [0, 1], got {threshold}")
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
 
     def limits(self, threshold: float | None = None) -> np.ndarray:
         """The (K,) thresholds a call uses: `threshold` for every class, else the default one,
         else the model's per-class thresholds."""
-        threshold = self.default_threshold if threshold is None else threshold
-        self._check_threshold(threshold)
-        return self.thresholds if threshold is None else np.full(len(self.classes), float(threshold))
-
-    def _live(self) -> Backend:
-        if self.backend is None:
-            raise ConfigError("this tagger was closed")
-        return self.backend
+        return self.model.limits(self.default_threshold if threshold is None else threshold)
 
     # ---------------------------------------------------------------- images
     def predict(self, inputs: Any, threshold: float | None = None, *, batch_size: int | None = None,
@@ -141,6 +90,52 @@ class Tagger:
             inputs = [inputs]
         return list(self.iter_predict(inputs, threshold, batch_size=batch_size, with_attention=with_attention))
 
+    def iter_predict(self, inputs: Iterable, threshold: float | None = None, *, batch_size: int | None = None,
+                     with_attention: bool = False, keep_images: bool = False) -> Iterator[Prediction]:
+        """The Predictions of `inputs` in input order, as they come (each kind of tagger its own way)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- lifetime
+    def close(self) -> None:
+        """Free what the tagger holds; idempotent."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Tagger(BaseTagger):
+    """A model run here, with its classes, thresholds and preprocessing. Use `mlic_edge.load(...)`.
+
+    batch_size: images per model call (engines with a fixed batch pad or split as needed);
+    workers: decoding threads; threshold: one threshold for every class instead of the model's
+    per-class ones (each call may override it). Backend options as for `open_backend`.
+    """
+
+    def __init__(self, model: str | os.PathLike | Backend, *, device: str = "auto", batch_size: int = 8,
+                 workers: int = 2, threshold: float | None = None, **backend_options: Any):
+        check_options(batch_size, threshold)          # before a runtime is opened
+        self._owns_backend = not isinstance(model, Backend)
+        self.backend: Backend | None = model if isinstance(model, Backend) else \
+            open_backend(model, device=device, **backend_options)
+        super().__init__(self.backend.loaded_model, batch_size=batch_size, workers=workers, threshold=threshold)
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def has_attention(self) -> bool:
+        return self._live().has_attention
+
+    def describe(self) -> dict[str, Any]:
+        return self._live().describe()
+
+    def _live(self) -> Backend:
+        if self.backend is None:
+            raise ConfigError("this tagger was closed")
+        return self.backend
+
+    # ---------------------------------------------------------------- images
     def iter_predict(self, inputs: Iterable, threshold: float | None = None, *, batch_size: int | None = None,
                      with_attention: bool = False, keep_images: bool = False) -> Iterator[Prediction]:
         """`predict` as a generator over a lazily consumed iterable: decoding runs a few batches
@@ -168,7 +163,7 @@ class Tagger:
             image = item
         else:
             raise ConfigError(f"expected a path, a PIL image or an HWC uint8 array, got {type(item).__name__}")
-        return preprocess(image, *self._args), (image if keep_image else None)
+        return self.model.preprocessing(image), (image if keep_image else None)
 
     def _infer(self, group: list[Decoded]) -> dict[str, np.ndarray] | None:
         """The model on the decodable inputs of `group` (None when there are none)."""
@@ -194,7 +189,7 @@ class Tagger:
                 predictions.append(Prediction(source, error=message))
                 continue
             i = next(rows)
-            prediction = scored(source, scores[i], self.classes, limits)
+            prediction = self.model.scored(source, scores[i], limits)
             prediction.attention = attention[i] if attention is not None else None
             prediction.image = one.value[1]
             predictions.append(prediction)
@@ -212,9 +207,9 @@ class Tagger:
         from .video import Frame, iter_frames
 
         batch = batch_size or self.batch_size
-        args = self._args
+        preprocessing = self.model.preprocessing
         frames = iter_frames(source, every=every, fps=fps, retries=retries, queue_size=max(8, 2 * batch),
-                             transform=lambda image: preprocess(image_from_array(image), *args))
+                             transform=lambda image: preprocessing(image_from_array(image)))
         pending: list[Frame] = []
         with frames:
             for item in frames:
@@ -245,12 +240,6 @@ class Tagger:
             self.backend.close()
         self.backend = None
 
-    def __enter__(self) -> "Tagger":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         where = f"{self.backend.kind} on {self.backend.device}" if self.backend else "closed"
         return f"Tagger({len(self.classes)} classes, {self.image_size} px, {where})"
@@ -271,4 +260,4 @@ def _one_ahead(items: Iterator[Any], work: Callable[[Any], Any]) -> Iterator[tup
             yield waiting[0], waiting[1].result()
 
 
-__all__ = ["Prediction", "Tagger"]
+__all__ = ["BaseTagger", "Prediction", "Tagger"]

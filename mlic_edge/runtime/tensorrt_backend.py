@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..tensorrt.sidecar import EngineInfo, check_engine_compatible, read_engine_info
+from ..core.devices import Device, parse_device
 from ..core.errors import BackendUnavailable, ModelFileError
 from ..core.files import atomic_write_bytes
 from ..tensorrt.runtimes import TensorRTRuntime, import_runtime, runtime_cache_path
@@ -64,18 +65,18 @@ def deserialize_engine(runtime: TensorRTRuntime, info: EngineInfo, data: bytes, 
 class TensorRTBackend(Backend):
     kind = "tensorrt"
 
-    def __init__(self, path: str | os.PathLike, device: str = "auto", cuda_graph: bool = True,
+    def __init__(self, path: str | os.PathLike, device: str | Device = "auto", cuda_graph: bool = True,
                  io: str = "auto"):
         from ..core.gpu import gpu_info
         from .cuda_io import make_device_io
 
-        path = Path(path)
+        path, device = Path(path), parse_device(device)
         info = read_engine_info(path)          # ModelFileError without sidecar: fail before CUDA
-        if device == "cpu":
+        if device.kind == "cpu":
             raise BackendUnavailable(f"{path}: TensorRT engines run on a GPU only (device 'cpu' asked)")
         runtime = import_runtime(info.runtime)
         trt = runtime.trt
-        index = int(device.split(":", 1)[1]) if device.startswith("cuda:") else 0
+        index = device.gpu_index
         gpu = gpu_info(index)
         check_engine_compatible(info, path, runtime.version, gpu)
         self.runtime = runtime

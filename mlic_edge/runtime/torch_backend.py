@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.devices import Device, parse_device
 from ..core.errors import BackendUnavailable
 from .base import Backend, Timer
 
@@ -34,16 +35,17 @@ def checkpoint_file_metadata(path: str | os.PathLike):
 class TorchBackend(Backend):
     kind = "torch"
 
-    def __init__(self, path: str | os.PathLike, device: str = "auto"):
+    def __init__(self, path: str | os.PathLike, device: str | Device = "auto"):
         torch = import_torch()
         from ..checkpoint import checkpoint_metadata, load_model
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendUnavailable(f"{path}: device {device!r} asked but torch sees no CUDA GPU")
+        device = parse_device(device)
+        if device.kind == "auto":
+            device = parse_device("cuda" if torch.cuda.is_available() else "cpu")
+        if device.is_gpu and not torch.cuda.is_available():
+            raise BackendUnavailable(f"{path}: device {str(device)!r} asked but torch sees no CUDA GPU")
         self._torch = torch
-        self._device = torch.device(device)
+        self._device = torch.device(str(device))
         self.model, ckpt = load_model(path, self._device)  # CheckpointError on a bad file
         metadata = checkpoint_metadata(path, ckpt, self.model)
         super().__init__(Path(path), metadata, device=str(self._device),

@@ -20,10 +20,12 @@ import os
 import shutil
 from pathlib import Path
 
+from ..core import image_bytes as decode
 from ..core.capabilities import model_format
 from ..core.errors import ConfigError, ModelFileError
+from ..core.preprocess import Preprocessing
 from ..runtime.backend import read_model_metadata
-from ..core import image_bytes as decode
+from ..runtime.model import LoadedModel
 from .server import DEFAULT_MAX_BATCH, model_name
 
 
@@ -41,85 +43,27 @@ def _onnx_batch(path: Path) -> tuple[int | None, list[int]]:
     return first, [d.dim_value for d in dims[1:]]
 
 
+# Triton's platform and file name for each model format (core.capabilities) its containers serve.
+TRITON_PLATFORMS = {"onnx": ("onnxruntime_onnx", "model.onnx"), "engine": ("tensorrt_plan", "model.plan")}
+INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
+
+
 def export_repository(model: str | os.PathLike, out: str | os.PathLike, *, name: str | None = None,
                       max_batch: int | None = None, max_queue_delay_us: int = 2000, instances: int = 1,
                       kind: str = "gpu") -> list[str]:
     """Write the repository; returns the model names written (ensemble first)."""
     path, out = Path(model), Path(out)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such model file")
-    runtime = model_format(path).backend
-    if runtime == "torch":
-        raise ConfigError(f"{path}: Triton's containers serve ONNX files and engines; export it first "
-                          f"(mlic-edge export {path})")
-    if kind not in ("gpu", "cpu"):
-        raise ConfigError(f"--kind must be gpu or cpu, got {kind!r}")
-    if runtime == "tensorrt" and kind == "cpu":
-        raise ConfigError(f"{path}: TensorRT engines run on the GPU (--kind gpu)")
-    if instances < 1:
-        raise ConfigError(f"--instances must be >= 1, got {instances}")
+    fmt = _check_request(path, kind, instances)
     name = model_name(path, name)
-    meta = read_model_metadata(path)
-    size = int(meta.preprocess["image_size"])
-    K = len(meta.classes)
-    if runtime == "tensorrt":
-        from ..tensorrt.sidecar import read_engine_info
-
-        profile = read_engine_info(path).profile
-        if not profile:
-            raise ConfigError(f"{path}: a static-batch engine; rebuild it with a batch profile for Triton's batcher")
-        limit = int(profile["max"])
-        batch = max_batch or limit
-        if batch > limit:
-            raise ConfigError(f"--max-batch {batch} is above the engine's profile max {limit}")
-        platform, filename = "tensorrt_plan", "model.plan"
-    else:
-        static, shape = _onnx_batch(path)
-        if static is not None:
-            raise ConfigError(f"{path}: the graph has a fixed batch of {static}; export it with a dynamic batch")
-        if shape != [3, size, size]:
-            raise ModelFileError(f"{path}: input shape {shape} does not match the metadata's [3, {size}, {size}]")
-        batch = max_batch or DEFAULT_MAX_BATCH
-        platform, filename = "onnxruntime_onnx", "model.onnx"
-    if batch < 1:
-        raise ConfigError(f"--max-batch must be >= 1, got {batch}")
-    instance_kind = "KIND_GPU" if kind == "gpu" else "KIND_CPU"
+    loaded = LoadedModel.from_metadata(read_model_metadata(path), str(path))
+    batch = _max_batch(path, fmt, loaded, max_batch)
+    platform, filename = TRITON_PLATFORMS[fmt.name]
     batcher = f"dynamic_batching {{\n  max_queue_delay_microseconds: {int(max_queue_delay_us)}\n}}\n"
     names = {"pre": f"{name}_preprocess", "model": f"{name}_model", "post": f"{name}_postprocess",
              "meta": f"{name}_metadata"}
-
-    # the model itself, on its native backend
-    model_dir = out / names["model"]
-    _fresh(model_dir)
-    shutil.copyfile(path, model_dir / "1" / filename)
-    (model_dir / "labels.txt").write_text("\n".join(meta.classes) + "\n", encoding="utf-8")
-    _write(model_dir / "config.pbtxt", f'''name: "{names["model"]}"
-platform: "{platform}"
-max_batch_size: {batch}
-input [
-  {{ name: "{meta.input_name}" data_type: TYPE_FP32 dims: [ 3, {size}, {size} ] }}
-]
-output [
-  {{ name: "logits" data_type: TYPE_FP32 dims: [ {K} ] label_filename: "labels.txt" }}
-]
-instance_group [ {{ count: {instances} kind: {instance_kind} }} ]
-{batcher}''')
-
-    # preprocessing, postprocessing and metadata: Python backend, on the CPU
-    python_models = {
-        names["pre"]: (f'''input [ {{ name: "image" data_type: TYPE_STRING dims: [ 1 ] }} ]
-output [ {{ name: "images" data_type: TYPE_FP32 dims: [ 3, {size}, {size} ] }} ]''', preprocess_source(meta.preprocess)),
-        names["post"]: (f'''input [ {{ name: "logits" data_type: TYPE_FP32 dims: [ {K} ] }} ]
-output [
-  {{ name: "scores" data_type: TYPE_FP32 dims: [ {K} ] }},
-  {{ name: "labels" data_type: TYPE_STRING dims: [ 1 ] }}
-]''', postprocess_source(meta.classes, meta.class_thresholds(str(path)).tolist())),
-        names["meta"]: ('''input [ { name: "request" data_type: TYPE_STRING dims: [ 1 ] } ]
-output [ { name: "metadata" data_type: TYPE_STRING dims: [ 1 ] } ]''',
-                        metadata_source(json.dumps({"metadata": json.loads(meta.to_json()),
-                                                    "backend": {"backend": platform, "device": kind}}))),
-    }
-    for model_name_, (io, source) in python_models.items():
+    _write_model(out / names["model"], path, filename, loaded, platform=platform, batch=batch,
+                 instances=f"instance_group [ {{ count: {instances} kind: {INSTANCE_KINDS[kind]} }} ]", batcher=batcher)
+    for model_name_, (io, source) in _python_models(names, loaded, platform, kind).items():
         folder = out / model_name_
         _fresh(folder)
         _write(folder / "1" / "model.py", source)
@@ -129,16 +73,98 @@ max_batch_size: {batch}
 {io}
 instance_group [ {{ count: 2 kind: KIND_CPU }} ]
 {batcher}''')
+    _write_ensemble(out / name, name, names, loaded, batch)
+    return [name, names["pre"], names["model"], names["post"], names["meta"]]
 
-    # the ensemble clients call
-    ensemble = out / name
-    _fresh(ensemble)
-    _write(ensemble / "config.pbtxt", f'''name: "{name}"
+
+def _check_request(path: Path, kind: str, instances: int):
+    """The file's ModelFormat, or a one-line ConfigError for what Triton's containers cannot serve."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such model file")
+    fmt = model_format(path)
+    if fmt.name not in TRITON_PLATFORMS:
+        raise ConfigError(f"{path}: Triton's containers serve {' and '.join(TRITON_PLATFORMS)} files; "
+                          f"export it first (mlic-edge export {path})")
+    if kind not in INSTANCE_KINDS:
+        raise ConfigError(f"--kind must be {' or '.join(INSTANCE_KINDS)}, got {kind!r}")
+    if fmt.needs_gpu and kind == "cpu":
+        raise ConfigError(f"{path}: {fmt.name} files run on the GPU (--kind gpu)")
+    if instances < 1:
+        raise ConfigError(f"--instances must be >= 1, got {instances}")
+    return fmt
+
+
+def _max_batch(path: Path, fmt, loaded: LoadedModel, max_batch: int | None) -> int:
+    """The repository's max_batch_size: an engine's profile bounds it; an ONNX graph must take any batch."""
+    size = loaded.image_size
+    if fmt.name == "engine":
+        from ..tensorrt.sidecar import read_engine_info
+
+        profile = read_engine_info(path).profile
+        if not profile:
+            raise ConfigError(f"{path}: a static-batch engine; rebuild it with a batch profile for Triton's batcher")
+        limit = int(profile["max"])
+        batch = max_batch or limit
+        if batch > limit:
+            raise ConfigError(f"--max-batch {batch} is above the engine's profile max {limit}")
+    else:
+        static, shape = _onnx_batch(path)
+        if static is not None:
+            raise ConfigError(f"{path}: the graph has a fixed batch of {static}; export it with a dynamic batch")
+        if shape != [3, size, size]:
+            raise ModelFileError(f"{path}: input shape {shape} does not match the metadata's [3, {size}, {size}]")
+        batch = max_batch or DEFAULT_MAX_BATCH
+    if batch < 1:
+        raise ConfigError(f"--max-batch must be >= 1, got {batch}")
+    return batch
+
+
+def _write_model(folder: Path, path: Path, filename: str, loaded: LoadedModel, *, platform: str, batch: int,
+                 instances: str, batcher: str) -> None:
+    """The model itself, on its native backend."""
+    size, K = loaded.image_size, len(loaded.classes)
+    _fresh(folder)
+    shutil.copyfile(path, folder / "1" / filename)
+    (folder / "labels.txt").write_text("\n".join(loaded.classes) + "\n", encoding="utf-8")
+    _write(folder / "config.pbtxt", f'''name: "{folder.name}"
+platform: "{platform}"
+max_batch_size: {batch}
+input [
+  {{ name: "{loaded.metadata.input_name}" data_type: TYPE_FP32 dims: [ 3, {size}, {size} ] }}
+]
+output [
+  {{ name: "logits" data_type: TYPE_FP32 dims: [ {K} ] label_filename: "labels.txt" }}
+]
+{instances}
+{batcher}''')
+
+
+def _python_models(names: dict[str, str], loaded: LoadedModel, platform: str, kind: str) -> dict[str, tuple[str, str]]:
+    """Preprocessing, postprocessing and metadata: Python backend, on the CPU ({name: (io, model.py)})."""
+    size, K = loaded.image_size, len(loaded.classes)
+    info = json.dumps({"metadata": json.loads(loaded.metadata.to_json()), "backend": {"backend": platform, "device": kind}})
+    return {
+        names["pre"]: (f'''input [ {{ name: "image" data_type: TYPE_STRING dims: [ 1 ] }} ]
+output [ {{ name: "images" data_type: TYPE_FP32 dims: [ 3, {size}, {size} ] }} ]''', preprocess_source(loaded.preprocessing)),
+        names["post"]: (f'''input [ {{ name: "logits" data_type: TYPE_FP32 dims: [ {K} ] }} ]
+output [
+  {{ name: "scores" data_type: TYPE_FP32 dims: [ {K} ] }},
+  {{ name: "labels" data_type: TYPE_STRING dims: [ 1 ] }}
+]''', postprocess_source(loaded.classes, loaded.thresholds.tolist())),
+        names["meta"]: ('''input [ { name: "request" data_type: TYPE_STRING dims: [ 1 ] } ]
+output [ { name: "metadata" data_type: TYPE_STRING dims: [ 1 ] } ]''', metadata_source(info)),
+    }
+
+
+def _write_ensemble(folder: Path, name: str, names: dict[str, str], loaded: LoadedModel, batch: int) -> None:
+    """The ensemble clients call."""
+    _fresh(folder)
+    _write(folder / "config.pbtxt", f'''name: "{name}"
 platform: "ensemble"
 max_batch_size: {batch}
 input [ {{ name: "image" data_type: TYPE_STRING dims: [ 1 ] }} ]
 output [
-  {{ name: "scores" data_type: TYPE_FP32 dims: [ {K} ] }},
+  {{ name: "scores" data_type: TYPE_FP32 dims: [ {len(loaded.classes)} ] }},
   {{ name: "labels" data_type: TYPE_STRING dims: [ 1 ] }}
 ]
 ensemble_scheduling {{
@@ -152,7 +178,7 @@ ensemble_scheduling {{
     {{
       model_name: "{names["model"]}"
       model_version: -1
-      input_map {{ key: "{meta.input_name}" value: "preprocessed" }}
+      input_map {{ key: "{loaded.metadata.input_name}" value: "preprocessed" }}
       output_map {{ key: "logits" value: "logits" }}
     }},
     {{
@@ -165,7 +191,6 @@ ensemble_scheduling {{
   ]
 }}
 ''')
-    return [name, names["pre"], names["model"], names["post"], names["meta"]]
 
 
 def _fresh(folder: Path) -> None:
@@ -206,13 +231,12 @@ class TritonPythonModel:
 '''
 
 
-def preprocess_source(spec: dict) -> str:
+def preprocess_source(spec: Preprocessing | dict) -> str:
     """model.py of the preprocessing step: decode.py's functions and core.preprocess.preprocess,
     copied from this package, with the model's spec as literals."""
     from ..core import preprocess as core_preprocess
-    from ..core.preprocess import preprocess_args
 
-    size, mean, std, interpolation = preprocess_args(spec)
+    size, mean, std, interpolation = Preprocessing.from_dict(spec).args
     parts = [
         "import io\nimport warnings\n",
         "INTERPOLATIONS = " + repr(core_preprocess.INTERPOLATIONS),

@@ -42,15 +42,19 @@ from typing import Any
 
 import numpy as np
 
+from ..core.capabilities import MODEL_FORMATS, model_format
 from ..core.errors import BackendUnavailable, ConfigError, DatasetError, one_line
-from ..core.preprocess import preprocess, preprocess_args
+from ..core.image_bytes import ImageDecodeError, decode_image_bytes
 from ..metrics import sigmoid
 from ..runtime.backend import open_backend, read_model_metadata
 from ..runtime.base import Backend
-from ..runtime.tagger import labels_above
-from ..core.image_bytes import ImageDecodeError, decode_image_bytes
+from ..runtime.model import LoadedModel
 
 DEFAULT_MAX_BATCH = 8
+SERVE_INSTALL = 'pip install "mlic-edge[serve]" "numpy<2"'
+# Backends whose one open model serves every instance (ONNX Runtime sessions and torch modules
+# are thread-safe); a TensorRT engine gets an execution context per instance.
+SHARED_BACKENDS = tuple(f.backend for f in MODEL_FORMATS.values() if f.backend != MODEL_FORMATS["engine"].backend)
 DEFAULT_QUEUE_DELAY_US = 2000
 STOP_TIMEOUT_S = 5
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
@@ -81,9 +85,7 @@ def model_name(model: str | os.PathLike, name: str | None) -> str:
 
 def default_max_batch(model: str | os.PathLike) -> int:
     """The engine's profile max batch (sidecar), or 8 for ONNX/checkpoints (any batch)."""
-    from ..core.capabilities import model_format
-
-    if model_format(model).backend == "tensorrt":
+    if model_format(model).backend == MODEL_FORMATS["engine"].backend:
         from ..tensorrt.sidecar import read_engine_info
 
         profile = read_engine_info(model).profile
@@ -115,40 +117,36 @@ def _check_numpy() -> None:
     if major >= 2:
         raise BackendUnavailable(
             f"mlic-edge serve: PyTriton's Python backend stub needs numpy < 2 (this environment has "
-            f"numpy {np.__version__}, with which it returns empty tensors); `bash scripts/serve_venv.sh` "
-            f"makes .venv-serve (numpy 1.26): .venv-serve/bin/python -m mlic_edge serve ...")
+            f"numpy {np.__version__}, with which it returns empty tensors); in the serving environment: "
+            f"{SERVE_INSTALL}")
 
 
 class _Runner:
     """One model instance: a backend (opened lazily in the thread Triton calls it from, as
     TensorRT wants), decoding threads and the sigmoid + thresholds."""
 
-    def __init__(self, model: Path, device: str, workers: int, shared: Backend | None):
-        self.model, self.device = model, device
+    def __init__(self, path: Path, model: LoadedModel, device: str, workers: int, shared: Backend | None):
+        self.path, self.model, self.device = path, model, device
         self.backend = shared
         self._lock = threading.Lock()
-        self.metadata = read_model_metadata(model)
-        self.classes = list(self.metadata.classes)
-        self.thresholds = self.metadata.class_thresholds(str(model))                  # (K,) float64
-        self.args = preprocess_args(self.metadata.preprocess)                # (S, mean, std, interpolation)
         self.pool = ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="mlic-serve-decode")
 
     def _backend(self) -> Backend:
         with self._lock:
             if self.backend is None:
-                self.backend = open_backend(self.model, device=self.device)
+                self.backend = open_backend(self.path, device=self.device)
             return self.backend
 
     def _decode(self, data: bytes, row: int) -> np.ndarray:
         """A file's bytes (binary clients), or the file base64-encoded (KServe JSON, e.g. curl)."""
         try:
-            image = decode_image_bytes(data, source="image", reduce_to=self.args[0])
+            image = decode_image_bytes(data, source="image", reduce_to=self.model.image_size)
         except ImageDecodeError:
             text = data.strip()
             if not text or len(text) % 4 or not _BASE64.fullmatch(text):
                 raise
-            image = decode_image_bytes(base64.b64decode(text), source="image", reduce_to=self.args[0])
-        return preprocess(image, *self.args)                                  # (3, S, S)
+            image = decode_image_bytes(base64.b64decode(text), source="image", reduce_to=self.model.image_size)
+        return self.model.preprocessing(image)                                 # (3, S, S)
 
     def images(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """image: (B, 1) bytes objects -> scores (B, K), labels (B, 1), error (B, 1)."""
@@ -167,7 +165,7 @@ class _Runner:
                 tensors.append(None)
                 errors.append(f"{type(e).__name__}: {one_line(e)}")
         good = [t for t in tensors if t is not None]
-        scores = np.full((len(rows), len(self.classes)), np.nan, np.float32)
+        scores = np.full((len(rows), len(self.model.classes)), np.nan, np.float32)
         if good:
             ok = np.array([t is not None for t in tensors])
             scores[ok] = self._scores(np.stack(good))
@@ -181,7 +179,7 @@ class _Runner:
         return sigmoid(self._backend().predict(batch)["logits"]).astype(np.float32)   # (n, K)
 
     def _outputs(self, scores: np.ndarray, errors: list[str]) -> dict[str, np.ndarray]:
-        labels = [";".join(labels_above(self.classes, row, self.thresholds)) if not e else ""
+        labels = [";".join(self.model.labels_above(row)) if not e else ""
                   for row, e in zip(scores, errors)]
         return {"scores": scores,
                 "labels": np.array([[label.encode()] for label in labels], dtype=object),     # (B, 1)
@@ -194,38 +192,104 @@ class _Runner:
 def serve(model: str | os.PathLike, options: ServeOptions, *, on_ready=None) -> int:
     """Run the server until SIGTERM/SIGINT; returns the exit code (0 after a clean stop)."""
     path = Path(model)
+    name, max_batch = _check_request(path, options)
+    loaded = LoadedModel.from_metadata(read_model_metadata(path), str(path))   # ModelFileError on a foreign file
+    pytriton = _import_pytriton()
+    _check_numpy()
+    _prepare_environment()
+    shared, runners = _open_runners(path, loaded, options)
+    described = {**runners[0]._backend().describe(), "served_as": name}
+    info = json.dumps({"metadata": json.loads(loaded.metadata.to_json()), "backend": described}).encode()
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    triton = None
+    try:
+        triton = _start(pytriton, options, name, max_batch, runners, info)
+        if on_ready is not None:
+            on_ready(name, max_batch)
+        while not stop.wait(0.5):
+            if not triton.is_alive():
+                raise BackendUnavailable("the Triton server process exited; run with --verbose for its log")
+    finally:
+        if triton is not None:
+            _stop(triton)
+        for runner in runners:
+            runner.close()
+        if shared is not None:
+            shared.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0
+
+
+def _check_request(path: Path, options: ServeOptions) -> tuple[str, int]:
+    """(served name, max batch), or a one-line ConfigError before anything starts."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such model file")
     name = model_name(path, options.name)
-    metadata = read_model_metadata(path)                  # ModelFileError on a foreign file
     max_batch = options.max_batch or default_max_batch(path)
     for flag, value in (("--max-batch", max_batch), ("--instances", options.instances)):
         if value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     if options.max_queue_delay_us < 0:
         raise ConfigError(f"--max-queue-delay-us must be >= 0, got {options.max_queue_delay_us}")
+    return name, max_batch
+
+
+def _import_pytriton() -> dict[str, Any]:
+    """The PyTriton names `serve` uses; a one-line BackendUnavailable saying what to install."""
     try:
         from pytriton.decorators import batch
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
     except ImportError:
-        raise BackendUnavailable("mlic-edge serve needs PyTriton: `bash scripts/serve_venv.sh` makes .venv-serve "
-                                 "with it (numpy 1.x), then .venv-serve/bin/python -m mlic_edge serve ...") from None
-    _check_numpy()
-    _prepare_environment()
+        raise BackendUnavailable(f"mlic-edge serve needs PyTriton (with numpy 1.x); in the serving "
+                                 f"environment: {SERVE_INSTALL}") from None
+    return {"batch": batch, "DynamicBatcher": DynamicBatcher, "ModelConfig": ModelConfig, "Tensor": Tensor,
+            "DEFAULT_PROTECTED_ENDPOINTS": DEFAULT_PROTECTED_ENDPOINTS, "Triton": Triton,
+            "TritonConfig": TritonConfig, "TritonSecurityConfig": TritonSecurityConfig}
 
-    from ..core.capabilities import model_format
 
-    shared = None
-    if model_format(path).backend != "tensorrt":                  # ORT sessions / torch modules are thread-safe
-        shared = open_backend(path, device=options.device)
-    runners = [_Runner(path, options.device, options.workers, shared) for _ in range(options.instances)]
+def _open_runners(path: Path, loaded: LoadedModel, options: ServeOptions) -> tuple[Backend | None, list[_Runner]]:
+    """(the shared backend or None, one runner per instance), the model opened now so that a
+    problem is reported before the server starts, not on the first request."""
+    shared = open_backend(path, device=options.device) if model_format(path).backend in SHARED_BACKENDS else None
+    runners = [_Runner(path, loaded, options.device, options.workers, shared) for _ in range(options.instances)]
     if shared is None:
-        runners[0]._backend()                             # fail now, not on the first request
-    size = runners[0].args[0]
-    K = len(metadata.classes)
-    described = {**runners[0]._backend().describe(), "served_as": name}
-    info = json.dumps({"metadata": json.loads(metadata.to_json()), "backend": described}).encode()
+        runners[0]._backend()
+    return shared, runners
+
+
+def _start(pytriton: dict[str, Any], options: ServeOptions, name: str, max_batch: int, runners: list[_Runner],
+           info: bytes) -> Any:
+    """A running Triton serving `<name>`, `<name>_tensor` and `<name>_metadata`."""
+    p = pytriton
+    config = p["TritonConfig"](http_address=options.host, http_port=options.http_port, grpc_address=options.host,
+                               grpc_port=options.grpc_port, metrics_address=options.host,
+                               metrics_port=options.metrics_port, exit_timeout_secs=STOP_TIMEOUT_S,
+                               log_verbose=1 if options.verbose else None)
+    # PyTriton guards the admin APIs with a random token; statistics (read-only: how clients find
+    # the served model's name, and how many batches ran) stays open, the others stay guarded.
+    security = p["TritonSecurityConfig"](
+        restricted_endpoints=[e for e in p["DEFAULT_PROTECTED_ENDPOINTS"] if e != "statistics"])
+    triton = p["Triton"](config=config, security_config=security)
+    try:
+        _bind(p, triton, name, max_batch, options.max_queue_delay_us, runners, info)
+        triton.run()
+    except Exception as e:
+        _stop(triton)
+        raise BackendUnavailable(_start_failure(e)) from None
+    return triton
+
+
+def _bind(p: dict[str, Any], triton: Any, name: str, max_batch: int, queue_delay_us: int, runners: list[_Runner],
+          info: bytes) -> None:
+    Tensor, ModelConfig, batch = p["Tensor"], p["ModelConfig"], p["batch"]
+    size, K = runners[0].model.image_size, len(runners[0].model.classes)
+    outputs = [Tensor(name="scores", dtype=np.float32, shape=(K,)), Tensor(name="labels", dtype=bytes, shape=(1,)),
+               Tensor(name="error", dtype=bytes, shape=(1,))]
+    batched = ModelConfig(max_batch_size=max_batch,
+                          batcher=p["DynamicBatcher"](max_queue_delay_microseconds=queue_delay_us))
 
     def image_fn(runner: _Runner):
         @batch
@@ -243,48 +307,13 @@ def serve(model: str | os.PathLike, options: ServeOptions, *, on_ready=None) -> 
     def metadata_fn(request: np.ndarray) -> dict[str, np.ndarray]:
         return {"metadata": np.array([[info]] * len(request), dtype=object)}
 
-    outputs = [Tensor(name="scores", dtype=np.float32, shape=(K,)),
-               Tensor(name="labels", dtype=bytes, shape=(1,)),
-               Tensor(name="error", dtype=bytes, shape=(1,))]
-    batcher = DynamicBatcher(max_queue_delay_microseconds=options.max_queue_delay_us)
-    config = TritonConfig(http_address=options.host, http_port=options.http_port, grpc_address=options.host,
-                          grpc_port=options.grpc_port, metrics_address=options.host,
-                          metrics_port=options.metrics_port, exit_timeout_secs=STOP_TIMEOUT_S,
-                          log_verbose=1 if options.verbose else None)
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    # PyTriton guards the admin APIs with a random token; statistics (read-only: how clients find
-    # the served model's name, and how many batches ran) stays open, the others stay guarded.
-    security = TritonSecurityConfig(restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])
-    triton = Triton(config=config, security_config=security)
-    try:
-        try:
-            triton.bind(name, [image_fn(r) for r in runners],
-                        inputs=[Tensor(name="image", dtype=bytes, shape=(1,))], outputs=outputs,
-                        config=ModelConfig(max_batch_size=max_batch, batcher=batcher))
-            triton.bind(f"{name}_tensor", [tensor_fn(r) for r in runners],
-                        inputs=[Tensor(name="images", dtype=np.float32, shape=(3, size, size))], outputs=outputs,
-                        config=ModelConfig(max_batch_size=max_batch, batcher=batcher))
-            triton.bind(f"{name}_metadata", metadata_fn, inputs=[Tensor(name="request", dtype=bytes, shape=(1,))],
-                        outputs=[Tensor(name="metadata", dtype=bytes, shape=(1,))],
-                        config=ModelConfig(max_batch_size=max_batch))
-            triton.run()
-        except Exception as e:
-            raise BackendUnavailable(_start_failure(e)) from None
-        if on_ready is not None:
-            on_ready(name, max_batch)
-        while not stop.wait(0.5):
-            if not triton.is_alive():
-                raise BackendUnavailable("the Triton server process exited; run with --verbose for its log")
-    finally:
-        _stop(triton)
-        for runner in runners:
-            runner.close()
-        if shared is not None:
-            shared.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    return 0
+    triton.bind(name, [image_fn(r) for r in runners], inputs=[Tensor(name="image", dtype=bytes, shape=(1,))],
+                outputs=outputs, config=batched)
+    triton.bind(f"{name}_tensor", [tensor_fn(r) for r in runners],
+                inputs=[Tensor(name="images", dtype=np.float32, shape=(3, size, size))], outputs=outputs,
+                config=batched)
+    triton.bind(f"{name}_metadata", metadata_fn, inputs=[Tensor(name="request", dtype=bytes, shape=(1,))],
+                outputs=[Tensor(name="metadata", dtype=bytes, shape=(1,))], config=ModelConfig(max_batch_size=max_batch))
 
 
 def _stop(triton: Any) -> None:
