@@ -227,7 +227,7 @@ def test_replace_checks_types_too():
         TrainConfig().replace(epochs="many")
 
 
-RECIPES = sorted(REPO.glob("configs/**/*.yaml")) + [REPO / "mlic_edge/resources/quickstart.yaml"]
+RECIPES = sorted(REPO.glob("mlic_edge/configs/**/*.yaml")) + [REPO / "mlic_edge/resources/quickstart.yaml"]
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)

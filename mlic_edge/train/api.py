@@ -1,0 +1,129 @@
+"""The training stage as a library: `train(...) -> TrainResult`, `evaluate(...) -> EvalResult`.
+
+They take the CLI's options as keyword arguments, return result objects and raise `MLICError`
+subclasses (a one-line message); Ctrl-C during training raises `TrainingInterrupted`, which
+carries where the run stopped and the checkpoint to resume from. Importing this module is cheap
+(no torch until a function runs).
+
+    train(config=None, *, data=None, data_root=None, preset=None, out="runs/train", resume=False,
+          workers=None, set_items=(), show_progress=True, verbose=False,
+          backbone=, pretrained=, image_size=, encoder=, decoder_self_attn=, epochs=, time_budget=,
+          batch_size=, lr=, loss=, device=, amp=, compile=, seed=) -> TrainResult
+    evaluate(checkpoint, *, data, data_root=None, split=None, batch_size=32, device="auto",
+             workers=2, threshold=0.5, ap_mode="noninterp", json_out=None, plot=None,
+             voc12_submission=None) -> EvalResult
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Recipe
+from .errors import TrainingError, TrainingInterrupted
+
+__all__ = ["train", "train_recipe", "evaluate", "TrainResult", "EvalResult", "TrainingError", "TrainingInterrupted"]
+
+
+@dataclass
+class TrainResult:
+    """A finished run. `metrics`: the run's result (the test split once on best.pt's weights, or
+    the validation figures they were selected on where there is no test split), as written to the
+    last row of metrics.jsonl; `notes`: how the recipe was derived (empty when it was not)."""
+    out_dir: Path
+    recipe: Recipe
+    metrics: dict[str, Any]
+    notes: str = ""
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.out_dir / "best.pt"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    @property
+    def selected_epoch(self) -> int | None:
+        """The epoch whose weights are best.pt's."""
+        return self.metrics.get("epoch")
+
+    @property
+    def selected_weights(self) -> str | None:
+        """"model" or "ema": which of the epoch's weights best.pt holds."""
+        return self.metrics.get("weights")
+
+    @property
+    def stop_reason(self) -> str | None:
+        """patience | time budget | epochs (None for a run trained to train.epochs before the
+        stop rule was recorded)."""
+        return self.metrics.get("stopped")
+
+    @property
+    def stop_detail(self) -> str | None:
+        return self.metrics.get("stop_detail")
+
+
+@dataclass
+class EvalResult:
+    """A checkpoint scored on a split: `metrics` (mAP, CP, CR, CF1, OP, OR, OF1, per_class_ap, ...,
+    in percent; empty for a split without public labels) and the files written."""
+    checkpoint: Path
+    dataset: str
+    split: str
+    metrics: dict[str, Any]
+    classes: list[str] = field(default_factory=list)
+    json_path: Path | None = None
+    plot_path: Path | None = None
+
+
+def train(config: str | Path | None = None, *, data: str | None = None, data_root: str | Path | None = None,
+          preset: str | None = None, out: str | Path = "runs/train", resume: bool = False,
+          workers: int | None = None, set_items: Iterable[str] = (), show_progress: bool = True,
+          verbose: bool = False, **options: Any) -> TrainResult:
+    """Train a model: the recipe from `train.recipes.resolve_recipe` (a file or shipped recipe
+    name, a preset and the data, the keyword options), then the run in `out` (recipe.yaml, last.pt,
+    best.pt, metrics.jsonl, curves.png). A derived recipe is printed first; the final metrics last."""
+    from ..core.console import setup_logging
+    from .recipes import resolve_recipe
+
+    if options.get("device") is not None:   # before any data is read: a GPU that is not there fails now
+        from .distributed import check_device_available
+        check_device_available(options["device"], "--device")
+    setup_logging(verbose)
+    resolved = resolve_recipe(config, data=data, data_root=data_root, preset=preset, workers=workers,
+                              set_items=set_items, resume=resume, **options)
+    if resolved.notes:
+        print(resolved.notes)
+    return train_recipe(resolved.recipe, out, resume=resume, show_progress=show_progress, notes=resolved.notes)
+
+
+def train_recipe(recipe: Recipe, out: str | Path, *, resume: bool = False, show_progress: bool = True,
+                 notes: str = "") -> TrainResult:
+    """Train `recipe` into `out` (resume: continue the run there from its last.pt) and print the
+    final metrics. `notes`: comment lines at the top of the run's recipe.yaml."""
+    from .report import print_metrics, result_title
+    from .trainer import Trainer
+
+    trainer = Trainer(recipe, out, resume=resume, show_progress=show_progress, notes=notes)
+    metrics = trainer.fit()
+    if trainer.dist.is_main:
+        print_metrics(metrics, trainer.classes, title=result_title(metrics, Path(out) / "best.pt"))
+    return TrainResult(Path(out), trainer.recipe, metrics, notes)
+
+
+def evaluate(checkpoint: str | Path, *, data: str, data_root: str | Path | None = None, split: str | None = None,
+             batch_size: int = 32, device: str = "auto", workers: int = 2, threshold: float = 0.5,
+             ap_mode: str = "noninterp", json_out: str | Path | None = None, plot: str | Path | None = None,
+             voc12_submission: str | Path | None = None) -> EvalResult:
+    """Score a checkpoint (best.pt / last.pt) on a dataset split (default: its test split), print
+    the metrics and write the per-class AP plot (default: next to `json_out`, else beside the
+    checkpoint), the JSON (`json_out`) and VOC2012 server files (`voc12_submission`) when asked."""
+    from .evaluate import evaluate_checkpoint
+
+    return evaluate_checkpoint(Path(checkpoint), data, data_root, split, batch_size=batch_size, device=device,
+                               workers=workers, threshold=threshold, ap_mode=ap_mode,
+                               json_out=None if json_out is None else Path(json_out),
+                               plot=None if plot is None else Path(plot),
+                               voc12_submission=None if voc12_submission is None else Path(voc12_submission))
