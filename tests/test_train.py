@@ -442,6 +442,22 @@ def test_library_train_and_evaluate_return_results(data_root, tmp_path):
     assert scored.json_path == tmp_path / "eval.json" and scored.plot_path.is_file()
 
 
+def test_cli_maps_an_interrupted_run_to_exit_130(tmp_path, monkeypatch, caplog):
+    """The library raises TrainingInterrupted; the CLI says where the state is and exits 130."""
+    import mlic_edge.train.api as api
+    from mlic_edge.cli import main
+    from mlic_edge.train.api import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted(f"interrupted: state saved to {tmp_path / 'last.pt'}", tmp_path, 2, 7)
+
+    monkeypatch.setattr(api, "train", interrupted)
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--out", str(tmp_path)])
+    assert done.value.code == 130
+    assert f"state saved to {tmp_path / 'last.pt'}" in caplog.text
+
+
 def test_library_api_imports_without_torch():
     """mlic_edge.train.api is cheap to import: no torch until a function runs."""
     code = "import sys, mlic_edge.train.api; assert 'torch' not in sys.modules, 'torch imported'"

@@ -56,8 +56,8 @@ class TrainResult:
 
     @property
     def stop_reason(self) -> str | None:
-        """patience | time budget | epochs (None for a run trained to train.epochs before the
-        stop rule was recorded)."""
+        """Why the run stopped: patience | time budget | epochs (None where the checkpoint it was
+        read from records no reason)."""
         return self.metrics.get("stopped")
 
     @property
