@@ -458,6 +458,22 @@ def test_cli_maps_an_interrupted_run_to_exit_130(tmp_path, monkeypatch, caplog):
     assert f"state saved to {tmp_path / 'last.pt'}" in caplog.text
 
 
+def test_cli_train_passes_its_options_by_name_and_device_only_when_given(monkeypatch):
+    """Without --device the recipe's train.device stands (the option's default is not a value set)."""
+    import mlic_edge.train.api as api
+    from mlic_edge.cli import main
+
+    calls = []
+    monkeypatch.setattr(api, "train", lambda config, **options: calls.append((config, options)))
+    for args in ([], ["--device", "cpu"], ["--device", "auto"]):
+        with pytest.raises(SystemExit) as done:
+            main(["train", "-c", "voc07_r101_448", "--epochs", "3", "--set", "train.seed=2", *args])
+        assert done.value.code == 0
+    assert [options["device"] for _, options in calls] == [None, "cpu", "auto"]
+    config, options = calls[0]
+    assert config == "voc07_r101_448" and options["epochs"] == 3 and options["set_items"] == ["train.seed=2"]
+
+
 def test_library_api_imports_without_torch():
     """mlic_edge.train.api is cheap to import: no torch until a function runs."""
     code = "import sys, mlic_edge.train.api; assert 'torch' not in sys.modules, 'torch imported'"

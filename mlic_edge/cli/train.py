@@ -82,7 +82,9 @@ def train(
 
     from ..train.api import TrainingInterrupted, train as train_run
 
-    given_device = device if ctx.get_parameter_source("device").name != "DEFAULT" else None  # else the recipe's
+    # --device not given: the recipe's train.device (its default is auto); by name, as typer may
+    # bring its own copy of click's ParameterSource
+    given_device = None if ctx.get_parameter_source("device").name == "DEFAULT" else device
     try:
         train_run(config, data=data, data_root=data_root, preset=model, out=out, resume=resume, workers=workers,
                   set_items=list(set_), verbose=verbose, backbone=backbone, pretrained=pretrained,
