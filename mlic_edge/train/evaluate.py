@@ -139,7 +139,7 @@ def evaluate_checkpoint(checkpoint: Path, data: str, data_root: str | None, spli
     """`mlic_edge.train.api.evaluate`: score, print, write; returns an EvalResult."""
     from ..core.console import setup_logging
     from ..plots import plot_per_class_ap
-    from .api import EvalResult
+    from .results import EvalResult
     from .distributed import resolve_device
     from .report import print_metrics
 
