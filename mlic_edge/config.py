@@ -18,6 +18,8 @@ from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin,
 
 import yaml
 
+from .core.capabilities import TRAIN_DEVICE_KINDS
+from .core.devices import parse_device
 from .core.errors import ConfigError
 
 T = TypeVar("T")
@@ -34,8 +36,8 @@ LRSchedule = Literal["onecycle", "cosine"]
 ENCODERS = get_args(Encoder)
 IRPE_KERNELS = get_args(IrpeKernel)
 DECODER_SELF_ATTN = get_args(DecoderSelfAttn)
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
-DEVICES = "auto, cpu, cuda or cuda:N"
+# The recipes shipped inside the package (the paper's and its ablations), found by name.
+SHIPPED_RECIPES = Path(__file__).parent / "configs"
 
 
 # ----------------------------------------------------------------------------------- field types
@@ -367,14 +369,6 @@ class DataConfig(_Serializable, _Checks):
         self.require(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
 
 
-def check_device(spec: str, what: str = "--device") -> str:
-    """A device spec's form, without torch (whether CUDA is there is train.distributed's question):
-    torch.device would take 'gpu' or 'cuda:x' only to fail later, or raise a ValueError."""
-    if not isinstance(spec, str) or not DEVICE_PATTERN.fullmatch(spec):
-        raise ConfigError(f"{what} {show(spec)}: unknown device; expected {DEVICES}")
-    return spec
-
-
 @dataclass
 class TrainConfig(_Serializable, _Checks):
     """Optimisation settings. Defaults are the paper's (Sec. IV-B) with Q2L's extras."""
@@ -443,12 +437,14 @@ class TrainConfig(_Serializable, _Checks):
         self.require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         self.require(self.patience >= 0, f"patience must be >= 0, got {self.patience}")
         self.require(self.time_budget >= 0, f"time_budget must be >= 0 (minutes), got {self.time_budget}")
-        check_device(self.device, "train.device")
+        # the form only (whether the GPU is there is train.distributed's question)
+        self.device = str(parse_device(self.device, "train.device", kinds=TRAIN_DEVICE_KINDS))
 
 
 @dataclass
 class Recipe(_Serializable):
-    """A whole experiment: model + data + training. `configs/*.yaml` are recipes."""
+    """A whole experiment: model + data + training. The shipped recipes (mlic_edge/configs/*.yaml,
+    found by name: `recipe_path`) are recipes."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -467,10 +463,12 @@ class Recipe(_Serializable):
 
     @classmethod
     def load(cls, path: str | Path) -> "Recipe":
-        """Read a recipe file. `base: other.yaml` (relative to the file) inherits that recipe and
-        overrides only the keys given, which keeps ablation recipes to their one change."""
+        """Read a recipe file, or a shipped recipe by name (`recipe_path`). `base: other.yaml`
+        (relative to the file) inherits that recipe and overrides only the keys given, which keeps
+        ablation recipes to their one change."""
+        path = recipe_path(path)
         try:
-            return cls.from_dict(_load_with_base(Path(path), seen=()))
+            return cls.from_dict(_load_with_base(path, seen=()))
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
 
@@ -491,6 +489,27 @@ class Recipe(_Serializable):
 
     def with_splits(self, train_split: str, test_split: str) -> "Recipe":
         return self.with_values({"data.train_split": train_split, "data.test_split": test_split})
+
+
+def shipped_recipe_names() -> list[str]:
+    """The shipped recipes' names, as `-c` takes them: voc07_r101_448, ablations/coco_r101_448_loss_bce."""
+    return sorted(p.relative_to(SHIPPED_RECIPES).with_suffix("").as_posix()
+                  for p in SHIPPED_RECIPES.rglob("*.yaml"))
+
+
+def recipe_path(spec: str | Path) -> Path:
+    """A recipe file: `spec` itself when it is a file, else the shipped recipe of that name (with or
+    without .yaml; a leading configs/ is the shipped folder's name in a clone's docs). One line
+    listing the shipped names when neither matches."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    name = path.as_posix().removesuffix(".yaml").removesuffix(".yml")
+    name = name.removeprefix("./").removeprefix("configs/")
+    shipped = SHIPPED_RECIPES / f"{name}.yaml"
+    if not path.is_absolute() and ".." not in path.parts and shipped.is_file():
+        return shipped
+    raise ConfigError(f"{spec}: no such recipe file or shipped recipe; shipped: {', '.join(shipped_recipe_names())}")
 
 
 def _section(data: dict[str, Any], name: str) -> Any:
@@ -548,6 +567,11 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     problem = getattr(error, "problem", None) or str(error).splitlines()[0]
     mark = getattr(error, "problem_mark", None)
     return f"{problem} at column {mark.column + 1}" if mark is not None else problem
+
+
+def load_recipe_dict(spec: str | Path) -> dict[str, Any]:
+    """A recipe file or shipped recipe (`recipe_path`) as a dict, its `base:` chain merged."""
+    return _load_with_base(recipe_path(spec), seen=())
 
 
 def _load_with_base(path: Path, seen: tuple) -> dict[str, Any]:

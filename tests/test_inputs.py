@@ -120,6 +120,23 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(inputs, tmp_path, comma
     assert not out.exists()
 
 
+@pytest.mark.parametrize("verb", ["train", "eval"])
+@pytest.mark.parametrize("device", ["gpu", "cuda:x"])
+def test_malformed_device_is_one_line_before_torch_is_imported(tmp_path, verb, device):
+    """train and eval read --device with the one parser (core.devices, training's kinds): a
+    malformed value is one line, exit 2, before anything heavy is imported or any file read."""
+    args = {"train": ["train", "--out", str(tmp_path / "out")],
+            "eval": ["eval", str(tmp_path / "missing.pt"), "--data", "digits"]}[verb] + ["--device", device]
+    code = (f"import sys\nfrom mlic_edge.cli import main\ntry:\n    main({args!r})\nfinally:\n"
+            f"    assert 'torch' not in sys.modules, 'torch was imported'")
+    environ = {k: v for k, v in os.environ.items() if k != "MLIC_EDGE_VERBOSE"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"error: --device {device!r}: unknown device; expected auto, cpu, cuda or cuda:N"
+    assert not (tmp_path / "out").exists()
+
+
 def test_verbose_env_shows_the_traceback_of_a_one_line_error(tmp_path):
     proc = run_cli(["train", "--set", "train.epochs=abc", "--out", str(tmp_path / "out")], MLIC_EDGE_VERBOSE="1")
     assert proc.returncode == 2
@@ -227,7 +244,7 @@ def test_replace_checks_types_too():
         TrainConfig().replace(epochs="many")
 
 
-RECIPES = sorted(REPO.glob("configs/**/*.yaml")) + [REPO / "mlic_edge/resources/quickstart.yaml"]
+RECIPES = sorted(REPO.glob("mlic_edge/configs/**/*.yaml")) + [REPO / "mlic_edge/resources/quickstart.yaml"]
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
@@ -237,6 +254,27 @@ def test_the_repos_own_recipes_still_load(path):
     recipe = Recipe.load(path)
     assert type(recipe.train.lr) is float and recipe.train.lr > 0
     check_backbone_name(recipe.model.backbone)
+
+
+def test_shipped_recipes_are_found_by_name_and_a_path_still_works(tmp_path):
+    from mlic_edge.config import SHIPPED_RECIPES, recipe_path, shipped_recipe_names
+
+    names = shipped_recipe_names()
+    assert "voc07_r101_448" in names and "ablations/coco_r101_448_loss_bce" in names
+    assert recipe_path("voc07_r101_448") == SHIPPED_RECIPES / "voc07_r101_448.yaml"
+    assert recipe_path("configs/voc07_r101_448.yaml") == SHIPPED_RECIPES / "voc07_r101_448.yaml"
+    voc = Recipe.load("voc07_r101_448")
+    assert voc.data.name == "voc2007" and voc.model.backbone.startswith("resnet101")   # the rest from its base
+    bce = Recipe.load("ablations/coco_r101_448_loss_bce")
+    assert bce.train.loss == "bce" and bce.to_dict()["model"] == Recipe.load("coco_r101_448").to_dict()["model"]
+    own = tmp_path / "voc07_r101_448.yaml"      # a file wins over the shipped name it shadows
+    own.write_text("train:\n  epochs: 3\n")
+    assert Recipe.load(own).train.epochs == 3
+    with pytest.raises(ConfigError) as info:
+        Recipe.load("voc07_r101")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("voc07_r101: no such recipe file or shipped recipe; shipped: ")
+    assert all(name in message for name in names)
 
 
 # ----------------------------------------------------------------------------------- backbone, data, bench

@@ -195,6 +195,33 @@ def test_train_on_own_data_derives_and_records_the_recipe(tmp_path, capsys):
     assert (out / "best.pt").is_file()
 
 
+def test_resolve_recipe_decides_where_the_recipe_comes_from(tmp_path):
+    """train.recipes.resolve_recipe: own data derives (notes say why), a recipe file or shipped name
+    is used as it is (a preset then replaces only its model), the caller's values win."""
+    from mlic_edge.train.recipes import resolve_recipe
+
+    root = make_folder_dataset(tmp_path / "d", n_train=16, n_test=8)
+    derived = resolve_recipe(data="folder", data_root=root, epochs=2, set_items=["train.seed=4"])
+    assert derived.notes.startswith("recipe derived from the model preset and the data")
+    assert derived.recipe.model.backbone == "tf_efficientnet_lite0" and derived.recipe.data.root == str(root)
+    assert (derived.recipe.train.epochs, derived.recipe.train.seed) == (2, 4)
+    assert derived.user_set == {"train.epochs": 2, "train.seed": 4}
+
+    shipped = resolve_recipe("voc07_r101_448", data_root=root, batch_size=4)
+    assert shipped.notes == "" and shipped.recipe.train.batch_size == 4
+    assert shipped.recipe.to_dict()["train"] == {**Recipe.load("voc07_r101_448").to_dict()["train"], "batch_size": 4}
+    with_preset = resolve_recipe("voc07_r101_448", preset="lite0-224")
+    assert with_preset.notes == "" and with_preset.recipe.model.backbone == "tf_efficientnet_lite0"
+    assert with_preset.recipe.train == Recipe.load("voc07_r101_448").train
+
+    defaults = resolve_recipe()
+    assert defaults.recipe == Recipe() and defaults.notes == ""
+    resumed = resolve_recipe(data="folder", data_root=root, resume=True)   # the run keeps its own recipe
+    assert resumed.notes == "" and resumed.recipe.model == Recipe().model
+    with pytest.raises(TypeError, match="unknown option"):
+        resolve_recipe(epoch=3)
+
+
 # ----------------------------------------------------------------------------------- split check
 def test_split_check_names_shared_images_and_empty_classes(tmp_path):
     from mlic_edge.data import build_dataset

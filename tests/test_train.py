@@ -186,15 +186,18 @@ class InterruptAt:
 
 
 def test_resume_after_interrupt_equals_uninterrupted_run(data_root, tmp_path):
-    from mlic_edge.train.trainer import Interrupted, Trainer
+    from mlic_edge.train.trainer import Trainer, TrainingInterrupted
 
     recipe = tiny_recipe(data_root, epochs=2, batch_size=5)  # 24 images -> 5 steps per epoch
     run(recipe, tmp_path / "straight")
 
     trainer = Trainer(recipe, tmp_path / "split", show_progress=False)
     trainer.criterion = InterruptAt(trainer.criterion, n=7)  # in the middle of epoch 2
-    with pytest.raises(Interrupted, match="--resume"):
+    with pytest.raises(TrainingInterrupted, match="--resume") as interrupted:
         trainer.fit()
+    # the exception carries where the run stopped and the checkpoint to resume from
+    assert interrupted.value.last_checkpoint == tmp_path / "split" / "last.pt"
+    assert (interrupted.value.epoch, interrupted.value.step) == (2, 7)
     saved = load_checkpoint(tmp_path / "split" / "last.pt")["train_state"]
     # The step in flight when Ctrl-C came (the 7th) completes, then the run stops and saves.
     assert (saved["epoch"], saved["global_step"], saved["batches_done"]) == (1, 7, 2)
@@ -274,7 +277,7 @@ def test_patience_stops_after_n_evaluations_without_improvement_and_resume_keeps
     """patience 3, validation mAPs 50, 60, 55, 60, 59, 90, ...: best at epoch 2 (60 again is not
     better), so the run stops after epoch 5 although 90 would come; interrupted in epoch 3 and
     resumed, it stops at the same epoch; a stopped run resumed trains no further."""
-    from mlic_edge.train.trainer import Interrupted, Trainer
+    from mlic_edge.train.trainer import Trainer, TrainingInterrupted
 
     ScriptedValidation(monkeypatch, [50, 60, 55, 60, 59, 90, 95, 99])
     recipe = tiny_recipe(data_root, epochs=8, patience=3, max_steps_per_epoch=2, randaugment="", cutout=False,
@@ -289,7 +292,7 @@ def test_patience_stops_after_n_evaluations_without_improvement_and_resume_keeps
 
     trainer = Trainer(recipe, tmp_path / "split", show_progress=False)
     trainer.criterion = InterruptAt(trainer.criterion, n=5)     # epoch 3, first step
-    with pytest.raises(Interrupted):
+    with pytest.raises(TrainingInterrupted):
         trainer.fit()
     assert load_checkpoint(tmp_path / "split" / "last.pt")["train_state"]["epoch"] == 2
     run(recipe, tmp_path / "split", resume=True)
@@ -416,6 +419,67 @@ def test_eval_command_json_and_plot(data_root, tmp_path):
         assert key in metrics
     assert len(metrics["per_class_ap"]) == 3
     assert (tmp_path / "eval.png").is_file()
+
+
+def test_library_train_and_evaluate_return_results(data_root, tmp_path):
+    """mlic_edge.train.api: the CLI's options as keywords, result objects back."""
+    from mlic_edge.train.api import EvalResult, TrainResult, evaluate, train
+
+    recipe = tiny_recipe(data_root, epochs=1)
+    (tmp_path / "recipe.yaml").write_text(recipe.to_yaml())
+    result = train(tmp_path / "recipe.yaml", out=tmp_path / "run", show_progress=False, epochs=1, seed=3,
+                   set_items=["train.batch_size=6"])
+    assert isinstance(result, TrainResult)
+    assert result.best_checkpoint == tmp_path / "run" / "best.pt" and result.best_checkpoint.is_file()
+    assert result.last_checkpoint.is_file()
+    assert (result.recipe.train.seed, result.recipe.train.batch_size) == (3, 6)
+    assert result.selected_epoch == 1 and result.stop_reason == "epochs"
+    assert result.metrics["split"] == "test" and 0 <= result.metrics["mAP"] <= 100
+    scored = evaluate(result.best_checkpoint, data="folder", data_root=data_root, device="cpu", workers=0,
+                      json_out=tmp_path / "eval.json")
+    assert isinstance(scored, EvalResult) and scored.split == "test" and scored.classes == CLASSES
+    assert scored.metrics["mAP"] == pytest.approx(result.metrics["mAP"], abs=1e-4)
+    assert scored.json_path == tmp_path / "eval.json" and scored.plot_path.is_file()
+
+
+def test_cli_maps_an_interrupted_run_to_exit_130(tmp_path, monkeypatch, caplog):
+    """The library raises TrainingInterrupted; the CLI says where the state is and exits 130."""
+    import mlic_edge.train.api as api
+    from mlic_edge.cli import main
+    from mlic_edge.train.api import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted(f"interrupted: state saved to {tmp_path / 'last.pt'}", tmp_path, 2, 7)
+
+    monkeypatch.setattr(api, "train", interrupted)
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--out", str(tmp_path)])
+    assert done.value.code == 130
+    assert f"state saved to {tmp_path / 'last.pt'}" in caplog.text
+
+
+def test_cli_train_passes_its_options_by_name_and_device_only_when_given(monkeypatch):
+    """Without --device the recipe's train.device stands (the option's default is not a value set)."""
+    import mlic_edge.train.api as api
+    from mlic_edge.cli import main
+
+    calls = []
+    monkeypatch.setattr(api, "train", lambda config, **options: calls.append((config, options)))
+    for args in ([], ["--device", "cpu"], ["--device", "auto"]):
+        with pytest.raises(SystemExit) as done:
+            main(["train", "-c", "voc07_r101_448", "--epochs", "3", "--set", "train.seed=2", *args])
+        assert done.value.code == 0
+    assert [options["device"] for _, options in calls] == [None, "cpu", "auto"]
+    config, options = calls[0]
+    assert config == "voc07_r101_448" and options["epochs"] == 3 and options["set_items"] == ["train.seed=2"]
+
+
+def test_library_api_imports_without_torch():
+    """mlic_edge.train.api is cheap to import: no torch until a function runs."""
+    code = "import sys, mlic_edge.train.api; assert 'torch' not in sys.modules, 'torch imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):

@@ -43,6 +43,24 @@ def count_flops(model: MLICModel, batch: int = 1) -> int:
     return counter.get_total_flops()
 
 
+def model_config(config=None, preset: str | None = None, **overrides: Any) -> ModelConfig:
+    """The network `model-info` describes: a preset's model, then a config's (a recipe file or a
+    shipped recipe's name: its `model:` section; a file of model fields alone), then the
+    overrides given (None: not given). No weights: counting needs none."""
+    from ..config import load_recipe_dict
+
+    data: dict[str, Any] = {}
+    if preset is not None:
+        from .presets import get_preset
+        data = dict(get_preset(preset).model)
+    if config is not None:
+        raw = load_recipe_dict(config)
+        data.update(raw.get("model", raw))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    data["pretrained"] = "none"
+    return ModelConfig.from_dict(data)
+
+
 def model_info(cfg: ModelConfig, batch: int = 1) -> dict[str, Any]:
     model = build_model(cfg.replace(pretrained="none"))
     counts = parameter_counts(model)

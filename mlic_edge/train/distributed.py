@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..config import check_device
+from ..core.capabilities import TRAIN_DEVICE_KINDS
+from ..core.devices import Device, parse_device
 from ..core.errors import BackendUnavailable
 
 
@@ -37,35 +38,39 @@ def init_distributed(device: torch.device) -> DistInfo:
         return DistInfo()
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank())
 
 
-def check_device_available(spec: str, what: str = "--device") -> None:
-    """A one-line error, before anything is built, for a device spec that is malformed ('gpu',
-    'cuda:x') or names a GPU torch cannot see; torch itself would fail with a traceback later."""
-    check_device(spec, what)
-    if not spec.startswith("cuda"):
-        return
+def local_rank() -> int:
+    """This process's GPU under torchrun (0 without it)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def check_device_available(spec: str | Device, what: str = "--device") -> Device:
+    """The parsed device, or a one-line error before anything is built for a spec that is malformed
+    ('gpu', 'cuda:x') or names a GPU torch cannot see; torch itself would fail with a traceback later."""
+    device = parse_device(spec, what, kinds=TRAIN_DEVICE_KINDS)
+    if device.kind != "cuda":
+        return device
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
-        raise BackendUnavailable(f"{what} {spec!r}: torch sees no CUDA GPU (torch {torch.__version__}, "
+        raise BackendUnavailable(f"{what} {str(device)!r}: torch sees no CUDA GPU (torch {torch.__version__}, "
                                  f"CUDA {torch.version.cuda or 'not built in'}); use cpu or auto")
-    index = int(spec.partition(":")[2] or os.environ.get("LOCAL_RANK", "0"))
+    index = device.index if device.index is not None else local_rank()
     if index >= count:
-        raise BackendUnavailable(f"{what} {spec!r}: torch sees {count} CUDA GPU(s): cuda:0 to cuda:{count - 1}")
+        raise BackendUnavailable(f"{what} {str(device)!r}: torch sees {count} CUDA GPU(s): cuda:0 to cuda:{count - 1}")
+    return device
 
 
-def resolve_device(spec: str, what: str = "--device") -> torch.device:
-    """'auto' -> this process's GPU (LOCAL_RANK) when CUDA is available, else the CPU.
-    `what` names the spec's source in errors (--device, train.device)."""
-    check_device_available(spec, what)
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(spec)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+def resolve_device(spec: str | Device, what: str = "--device") -> torch.device:
+    """'auto' -> this process's GPU (LOCAL_RANK) when CUDA is available, else the CPU; 'cuda'
+    -> this process's GPU. `what` names the spec's source in errors (--device, train.device)."""
+    parsed = check_device_available(spec, what)
+    kind = ("cuda" if torch.cuda.is_available() else "cpu") if parsed.kind == "auto" else parsed.kind
+    if kind == "cpu":
+        return torch.device("cpu")
+    device = torch.device("cuda", parsed.index if parsed.index is not None else local_rank())
+    torch.cuda.set_device(device)
     return device
 
 

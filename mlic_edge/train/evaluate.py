@@ -109,50 +109,70 @@ def check_ap_mode(ap_mode: str) -> None:
         raise ConfigError(f"--ap-mode {ap_mode!r}: unknown AP convention; expected {' or '.join(AP_MODES)}")
 
 
-def run_eval(checkpoint: Path, data: str, data_root: str | None, split: str | None, *, batch_size: int,
-             device: str, workers: int, threshold: float, ap_mode: str, json_out: Path | None,
-             plot: Path | None, voc12_submission: Path | None) -> dict[str, Any]:
+def load_eval_split(checkpoint: Path, data: str, data_root: str | None, split: str, device: torch.device):
+    """The checkpoint's model and the dataset split it is scored on (its classes must match)."""
     from ..data import build_dataset, build_transform
+
+    model, ckpt = load_model(checkpoint, device)
+    dataset = build_dataset(data, data_root, split, build_transform(ckpt["preprocess"], train=False))
+    if list(dataset.classes) != list(ckpt["classes"]):
+        raise DatasetError(f"{data} ({data_root}) classes {list(dataset.classes)[:5]}... do not match "
+                           f"the checkpoint's {list(ckpt['classes'])[:5]}...")
+    return model, ckpt, dataset
+
+
+def eval_metrics(scores: np.ndarray, targets: np.ndarray, ckpt: dict, threshold: float, ap_mode: str) -> dict:
+    """The metrics at the global threshold, and beside them at the checkpoint's own per-class
+    thresholds when it has some."""
     from ..metrics import evaluate, multilabel_prf
-    from ..plots import plot_per_class_ap
+
+    metrics = evaluate(scores, targets, threshold=threshold, ap_mode=ap_mode)
+    per_class = np.asarray(ckpt.get("thresholds") or [threshold] * scores.shape[1], dtype=np.float64)
+    if not np.allclose(per_class, threshold):
+        metrics["per_class_thresholds"] = multilabel_prf(scores, targets, per_class)
+    return metrics
+
+
+def evaluate_checkpoint(checkpoint: Path, data: str, data_root: str | None, split: str | None, *,
+                        batch_size: int, device: str, workers: int, threshold: float, ap_mode: str,
+                        json_out: Path | None, plot: Path | None, voc12_submission: Path | None):
+    """`mlic_edge.train.api.evaluate`: score, print, write; returns an EvalResult."""
     from ..core.console import setup_logging
+    from ..plots import plot_per_class_ap
+    from .results import EvalResult
     from .distributed import resolve_device
     from .report import print_metrics
 
     check_ap_mode(ap_mode)
     setup_logging()
     dev = resolve_device(device, "--device")
-    model, ckpt = load_model(checkpoint, dev)
     split = split or default_splits(data)[1]
-    dataset = build_dataset(data, data_root, split, build_transform(ckpt["preprocess"], train=False))
-    if list(dataset.classes) != list(ckpt["classes"]):
-        raise DatasetError(f"{data} ({data_root}) classes {list(dataset.classes)[:5]}... do not match "
-                           f"the checkpoint's {list(ckpt['classes'])[:5]}...")
+    model, ckpt, dataset = load_eval_split(checkpoint, data, data_root, split, dev)
     indices, scores, targets, skipped = predict(model, dataset, dev, batch_size=batch_size, workers=workers)
-
+    classes = list(dataset.classes)
+    result = EvalResult(checkpoint, data, split, {}, classes)
     if voc12_submission is not None:
         ids = getattr(dataset, "ids", None)
         if ids is None:
             raise DatasetError(f"--voc12-submission needs a VOC dataset (got {data})")
-        write_voc12_submission(Path(voc12_submission), [ids[i] for i in indices], list(dataset.classes), scores)
-        print(f"wrote {len(dataset.classes)} VOC2012 result files to {voc12_submission}")
-
-    has_labels = getattr(dataset, "has_labels", True)
-    if not has_labels:
+        write_voc12_submission(Path(voc12_submission), [ids[i] for i in indices], classes, scores)
+        print(f"wrote {len(classes)} VOC2012 result files to {voc12_submission}")
+    if not getattr(dataset, "has_labels", True):
         print(f"{data}/{split} has no public labels: predictions only")
-        return {}
-    metrics = evaluate(scores, targets, threshold=threshold, ap_mode=ap_mode)
-    per_class = np.asarray(ckpt.get("thresholds") or [threshold] * len(dataset.classes), dtype=np.float64)
-    if not np.allclose(per_class, threshold):   # the checkpoint's own per-class thresholds, side by side
-        metrics["per_class_thresholds"] = multilabel_prf(scores, targets, per_class)
+        return result
+    result.metrics = metrics = eval_metrics(scores, targets, ckpt, threshold, ap_mode)
     metrics.update({"images": int(len(indices)), "skipped_images": int(skipped), "split": split,
-                    "dataset": data, "checkpoint": str(checkpoint), "ap_mode": ap_mode,
-                    "threshold": threshold})
-    print_metrics(metrics, dataset.classes, title=f"{checkpoint} on {data}/{split} "
-                                                  f"({len(indices)} images, AP {ap_mode})")
+                    "dataset": data, "checkpoint": str(checkpoint), "ap_mode": ap_mode, "threshold": threshold})
+    print_metrics(metrics, classes, title=f"{checkpoint} on {data}/{split} ({len(indices)} images, AP {ap_mode})")
     if json_out is not None:
-        write_json(json_out, {**metrics, "classes": list(dataset.classes)})
-    plot = plot or (Path(json_out).with_suffix(".png") if json_out else Path(checkpoint).parent / "per_class_ap.png")
-    plot_per_class_ap(dataset.classes, [0.0 if math.isnan(a) else a for a in metrics["per_class_ap"]],
-                      plot, title=f"per-class AP, {data}/{split}: mAP {metrics['mAP']:.2f}")
-    return metrics
+        write_json(json_out, {**metrics, "classes": classes})
+        result.json_path = Path(json_out)
+    result.plot_path = plot or (Path(json_out).with_suffix(".png") if json_out else Path(checkpoint).parent / "per_class_ap.png")
+    plot_per_class_ap(classes, [0.0 if math.isnan(a) else a for a in metrics["per_class_ap"]],
+                      result.plot_path, title=f"per-class AP, {data}/{split}: mAP {metrics['mAP']:.2f}")
+    return result
+
+
+def run_eval(checkpoint: Path, data: str, data_root: str | None, split: str | None, **options) -> dict[str, Any]:
+    """`evaluate_checkpoint`'s metrics (the quickstart's call; keyword options as there)."""
+    return evaluate_checkpoint(Path(checkpoint), data, data_root, split, **options).metrics

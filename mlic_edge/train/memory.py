@@ -1,7 +1,7 @@
 """Will this training run fit in memory? Measured on one small step before the first real one.
 
-The out-of-memory killer ends a run without a word (the issue's ResNet101 @448 at batch 32 on a
-24 GB CPU machine: killed at 21.9 GB). So before training:
+The out-of-memory killer ends a run without a word (a ResNet101 @448 at the paper's batch does
+not fit a CPU machine's memory). So before training:
 
 * per image: the bytes autograd saves for the backward pass in one forward pass of 2 images
   (`saved_tensors_hooks`, each storage counted once, the weights it saves left out), halved, times ACTIVATION_OVERHEAD for the

@@ -34,3 +34,14 @@ def print_metrics(metrics: dict[str, Any], classes: Sequence[str], title: str = 
         for name, value in zip(classes, ap):
             per_class.add_row(str(name), _fmt(value))
         console.print(per_class)
+
+
+def result_title(result: dict[str, Any], best_pt) -> str:
+    """What the final table's figures are: the test split once on the selected weights, a selected
+    test figure (the paper's protocol), or validation figures (no test split)."""
+    chosen = f"{result.get('weights')} weights of epoch {result.get('epoch')} -> {best_pt}"
+    if result.get("split") != "test":
+        return f"no test split: validation figures of the selected weights ({chosen})"
+    if result.get("note"):
+        return f"test split, SELECTED on it (train.select_on test; optimistic): {chosen}"
+    return f"test split, evaluated once on the weights selected on the {result.get('selected_on')}: {chosen}"

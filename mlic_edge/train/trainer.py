@@ -12,8 +12,8 @@ val.csv) or, without one, on a seeded hold-out of the training images (train.thr
 the best epoch's better one is best.pt, and its per-class thresholds are fitted on the same images.
 The test split is evaluated once, at the end, on best.pt. A figure chosen on the images it is
 reported on is optimistic (a best-of-N), and a user's own test set would leak into the model they
-deploy. `train.select_on: test` keeps the paper's protocol for its recipes (configs/); the run
-then says that its test figure is a selected one.
+deploy. `train.select_on: test` keeps the paper's protocol for its shipped recipes
+(mlic_edge/configs/); the run then says that its test figure is a selected one.
 
 Stopping: after train.epochs, or earlier with train.patience (that many epochs without a better
 validation mAP) or train.time_budget (minutes of training + validation). With the cosine schedule
@@ -43,22 +43,14 @@ from torch.utils.data import DataLoader
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import Recipe
-from ..core.errors import MLICError
 from ..core.files import atomic_write_bytes
 from ..model import build_model
+from .errors import TrainingError, TrainingInterrupted
 from .distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
 from .evaluate import autocast_context, predict, score
 from .loader import IndexedSamples, ResumableSampler, collate_indexed
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(MLICError):
-    pass
-
-
-class Interrupted(Exception):
-    """Ctrl-C during training: the state was saved to last.pt."""
 
 
 def resolve_amp(spec: str, device: torch.device) -> torch.dtype | None:
@@ -95,6 +87,24 @@ def build_datasets(recipe: Recipe):
             build_dataset(d.name, root, d.test_split) if has_test_split(d.name, root, d.test_split) else None)
 
 
+def build_splits(recipe: Recipe):
+    """(train, validation, test, hold-out): `build_datasets`, checked to list the same classes, and
+    without a validation split a seeded hold-out of the training images (train.threshold_holdout)
+    to select and fit thresholds on (None when that is 0)."""
+    train_set, val_set, test_set = build_datasets(recipe)
+    for name, split in (("validation", val_set), ("test", test_set)):
+        if split is not None and list(split.classes) != list(train_set.classes):
+            raise TrainingError(f"{recipe.data.name}: train and {name} splits list different classes "
+                                f"(a folder dataset with other split names needs a classes.txt)")
+    t = recipe.train
+    if t.select_on == "test" and test_set is None:
+        raise TrainingError(f"train.select_on test: {recipe.data.name} has no {recipe.data.test_split} split "
+                            f"to select on (use select_on val)")
+    holdout_set = (train_set.split_off(t.threshold_holdout, t.seed)
+                   if val_set is None and t.threshold_holdout > 0 else None)
+    return train_set, val_set, test_set, holdout_set
+
+
 def set_transforms(train_set, eval_sets, preprocess: dict, recipe: Recipe) -> None:
     from ..data import build_transform
 
@@ -106,105 +116,182 @@ def set_transforms(train_set, eval_sets, preprocess: dict, recipe: Recipe) -> No
             dataset.transform = build_transform(preprocess, train=False)
 
 
+def warn_split_overlaps(train_set, val_set, test_set) -> None:
+    """Images of the training split that are also in the test or validation split (logged)."""
+    from ..data.split_check import split_warnings
+
+    others = [(n, d) for n, d in (("test", test_set), ("validation", val_set)) if d is not None]
+    for i, (name, other) in enumerate(others):
+        for warning in split_warnings(train_set, other, name, training=i == 0):
+            log.warning(warning)
+
+
+def load_resume_state(out_dir: Path) -> dict[str, Any]:
+    """last.pt of the run in `out_dir`, with the training state a resume needs."""
+    state = load_checkpoint(out_dir / "last.pt")
+    if "train_state" not in state:
+        raise TrainingError(f"{out_dir / 'last.pt'}: holds no training state to resume")
+    return state
+
+
+def build_train_model(recipe: Recipe, device: torch.device, resumed: bool) -> nn.Module:
+    """The model on `device` (NHWC with train.channels_last); a resumed run's weights come from
+    last.pt, so no pretrained weights are fetched for it."""
+    model = build_model(recipe.model if not resumed else recipe.model.replace(pretrained="none")).to(device)
+    return model.to(memory_format=torch.channels_last) if recipe.train.channels_last else model
+
+
+def build_ema(model: nn.Module, decay: float):
+    """timm's EMA of the weights (None with train.ema_decay 0)."""
+    if decay <= 0:
+        return None
+    from timm.utils import ModelEmaV3
+    return ModelEmaV3(model, decay=decay)
+
+
+def build_network(model: nn.Module, dist: DistInfo, device: torch.device, compile_model: bool) -> nn.Module:
+    """What the training step calls: the model, DDP-wrapped under torchrun, compiled when asked (CUDA)."""
+    net = model
+    if dist.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile_model and device.type == "cuda":
+        net = torch.compile(net)
+    return net
+
+
+def build_train_loader(train_set, recipe: Recipe, dist: DistInfo, device: torch.device):
+    """(sampler, samples, loader) of the training split: a resumable sampler (a resume skips the
+    batches done) over per-sample seeded augmentation."""
+    t = recipe.train
+    sampler = ResumableSampler(len(train_set), t.seed, dist.rank, dist.world_size)
+    samples = IndexedSamples(train_set, seed=t.seed)
+    loader = DataLoader(samples, batch_size=t.batch_size, sampler=sampler, num_workers=recipe.data.workers,
+                        collate_fn=collate_indexed, pin_memory=device.type == "cuda", drop_last=False,
+                        # Own generator: creating an iterator must not draw from the global RNG
+                        # (dropout), or a resumed run would diverge.
+                        generator=torch.Generator().manual_seed(t.seed))
+    return sampler, samples, loader
+
+
+def parameter_groups(model: nn.Module, t) -> tuple[list[dict[str, Any]], list[float] | float]:
+    """AdamW's parameter groups and their one-cycle maxima: one group at lr, or with
+    backbone_lr_scale != 1 the backbone at lr x scale and the rest at lr (two groups only then,
+    so runs without it keep the optimizer state layout of the checkpoints they resume from)."""
+    if t.backbone_lr_scale == 1.0:
+        return [{"params": list(model.parameters())}], t.lr
+    backbone = list(model.backbone.parameters())
+    ids = {id(p) for p in backbone}
+    head = [p for p in model.parameters() if id(p) not in ids]
+    return ([{"params": backbone, "lr": t.lr * t.backbone_lr_scale}, {"params": head, "lr": t.lr}],
+            [t.lr * t.backbone_lr_scale, t.lr])
+
+
+def build_optimizer(model: nn.Module, t, device: torch.device):
+    """(AdamW, the groups' peak learning rates)."""
+    groups, max_lr = parameter_groups(model, t)
+    optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
+                                  fused=device.type == "cuda")  # one kernel per step
+    return optimizer, max_lr
+
+
+def build_scheduler(optimizer, t, steps_per_epoch: int, max_lr, cosine_factor):
+    """train.schedule: cosine (`cosine_factor(step)`: the share of the groups' peaks, whose horizon
+    the trainer may move with a time budget) or the paper's one-cycle over train.epochs."""
+    if t.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_factor)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=max_lr, total_steps=t.epochs * steps_per_epoch,
+        pct_start=t.pct_start, cycle_momentum=t.cycle_momentum)
+
+
+def write_recipe(out_dir: Path, recipe: Recipe, notes: str) -> None:
+    """recipe.yaml of a new run: `notes` (how the recipe was derived) as comment lines on top."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header = "".join(f"# {line}\n" for line in notes.splitlines())
+    atomic_write_bytes(out_dir / "recipe.yaml", (header + recipe.to_yaml()).encode())
+
+
+class EpochTally:
+    """An epoch's running loss, images and skipped images, and its pace."""
+
+    def __init__(self):
+        self.loss_sum, self.images, self.skipped, self.started = 0.0, 0, 0, time.perf_counter()
+
+    def add(self, loss: float, images: int) -> None:
+        self.loss_sum += loss * images
+        self.images += images
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.images, 1)
+
+    def rate(self, world_size: int) -> float:
+        """Images per second over all processes."""
+        return self.images * world_size / max(time.perf_counter() - self.started, 1e-9)
+
+
 def rank_key(mAP: float) -> float:
     """mAP as a selection key: NaN (no class with a positive among the images) ranks last."""
     return -math.inf if math.isnan(mAP) else mAP
 
 
 class Trainer:
+    """One run: built from the recipe by the `build_*` steps above, trained by `fit`."""
+
     def __init__(self, recipe: Recipe, out_dir: str | Path, resume: bool = False,
                  show_progress: bool = True, notes: str = ""):
-        self.out_dir = Path(out_dir)
-        self.show_progress = show_progress
-        state = None
-        if resume:
-            state = load_checkpoint(self.out_dir / "last.pt")
-            if "train_state" not in state:
-                raise TrainingError(f"{self.out_dir / 'last.pt'}: holds no training state to resume")
+        self.out_dir, self.show_progress = Path(out_dir), show_progress
+        state = load_resume_state(self.out_dir) if resume else None
+        if state is not None:
             recipe = Recipe.from_dict(state["recipe"])  # the run continues as it was started
         self.device = preflight(recipe)
-        self.train_set, self.val_set, self.test_set = build_datasets(recipe)
+        self.train_set, self.val_set, self.test_set, self.holdout_set = build_splits(recipe)
         self.classes = list(self.train_set.classes)
-        for name, split in (("validation", self.val_set), ("test", self.test_set)):
-            if split is not None and list(split.classes) != self.classes:
-                raise TrainingError(f"{recipe.data.name}: train and {name} splits list different classes "
-                                    f"(a folder dataset with other split names needs a classes.txt)")
-        if recipe.train.select_on == "test" and self.test_set is None:
-            raise TrainingError(f"train.select_on test: {recipe.data.name} has no {recipe.data.test_split} split "
-                                f"to select on (use select_on val)")
-        self.holdout_set = (self.train_set.split_off(recipe.train.threshold_holdout, recipe.train.seed)
-                            if self.val_set is None and recipe.train.threshold_holdout > 0 else None)
         self.thresholds = [recipe.train.threshold] * len(self.classes)
         # The data defines the label set; a recipe's num_classes only documents it.
-        recipe = recipe.with_values({"model.num_classes": len(self.classes)})
-        self.recipe = recipe
-        t = recipe.train
+        self.recipe = recipe = recipe.with_values({"model.num_classes": len(self.classes)})
         self.dist: DistInfo = init_distributed(self.device)
-        torch.manual_seed(t.seed)  # same initial weights on every rank
-        self.amp_dtype = resolve_amp(t.amp, self.device)
-
-        self.model = build_model(recipe.model if state is None
-                                 else recipe.model.replace(pretrained="none")).to(self.device)
+        torch.manual_seed(recipe.train.seed)  # same initial weights on every rank
+        self.amp_dtype = resolve_amp(recipe.train.amp, self.device)
+        self.model = build_train_model(recipe, self.device, resumed=state is not None)
         self.preprocess = self.model.data_config()
         set_transforms(self.train_set, (self.val_set, self.holdout_set, self.test_set), self.preprocess, recipe)
-        if t.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
         if state is None:
-            recipe = self._fit_in_memory(recipe)
-            self.recipe, t = recipe, recipe.train
+            self.recipe = self._fit_in_memory(recipe)
             if self.dist.is_main:
-                from ..data.split_check import split_warnings
-                others = [(n, d) for n, d in (("test", self.test_set), ("validation", self.val_set)) if d is not None]
-                for i, (name, other) in enumerate(others):
-                    for warning in split_warnings(self.train_set, other, name, training=i == 0):
-                        log.warning(warning)
+                warn_split_overlaps(self.train_set, self.val_set, self.test_set)
         if self.dist.is_main:
             log.info(self._describe_protocol())
+        self._build_optimisation(self.recipe.train)
+        self._start_position()
+        if state is not None:
+            self._restore(state)
+        elif self.dist.is_main:
+            write_recipe(self.out_dir, self.recipe, notes)
+        self._snapshot_rng()
 
-        self.ema = None
-        if t.ema_decay > 0:
-            from timm.utils import ModelEmaV3
-            self.ema = ModelEmaV3(self.model, decay=t.ema_decay)
-
-        self.net: nn.Module = self.model
-        if self.dist.enabled:
-            self.net = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if t.compile and self.device.type == "cuda":
-            self.net = torch.compile(self.net)
-
-        self.sampler = ResumableSampler(len(self.train_set), t.seed, self.dist.rank, self.dist.world_size)
-        self.train_samples = IndexedSamples(self.train_set, seed=t.seed)
-        self.loader = DataLoader(self.train_samples, batch_size=t.batch_size, sampler=self.sampler,
-                                 num_workers=recipe.data.workers, collate_fn=collate_indexed,
-                                 pin_memory=self.device.type == "cuda", drop_last=False,
-                                 # Own generator: creating an iterator must not draw from the
-                                 # global RNG (dropout), or a resumed run would diverge.
-                                 generator=torch.Generator().manual_seed(t.seed))
-        batches = math.ceil(len(self.sampler) / t.batch_size)
-        self.steps_per_epoch = math.ceil(batches / t.grad_accum)
-        if t.max_steps_per_epoch > 0:
-            self.steps_per_epoch = min(self.steps_per_epoch, t.max_steps_per_epoch)
-
+    def _build_optimisation(self, t) -> None:
+        """EMA, the network the step calls, the loader, loss, optimizer, schedule and AMP scaler."""
         from ..losses import build_loss
+        from .auto_recipe import steps_per_epoch
+
+        self.ema = build_ema(self.model, t.ema_decay)
+        self.net: nn.Module = build_network(self.model, self.dist, self.device, t.compile)
+        self.sampler, self.train_samples, self.loader = build_train_loader(self.train_set, self.recipe,
+                                                                           self.dist, self.device)
+        self.steps_per_epoch = steps_per_epoch(len(self.sampler), t.batch_size, t.grad_accum, t.max_steps_per_epoch)
         self.criterion = build_loss(t.loss, **t.loss_args)
-        groups, max_lr = self._parameter_groups(t)
-        self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas),
-                                           weight_decay=t.weight_decay,
-                                           fused=self.device.type == "cuda")  # one kernel per step
+        self.optimizer, max_lr = build_optimizer(self.model, t, self.device)
         # cosine: its horizon in optimizer steps (train.epochs' steps; with a time budget, the steps
         # that fit in it: estimated after the first epoch, fixed after the second, kept in last.pt)
         self.horizon_steps = t.epochs * self.steps_per_epoch
-        if t.schedule == "cosine":   # peaks: the groups' lr (lr, and lr x backbone_lr_scale)
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._cosine_factor(step))
-        else:
-            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                self.optimizer, max_lr=max_lr, total_steps=t.epochs * self.steps_per_epoch,
-                pct_start=t.pct_start, cycle_momentum=t.cycle_momentum)
+        self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch, max_lr, self._cosine_factor)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
-        # Position: `epoch` is the epoch in progress; `batches_done` counts its micro-batches up
-        # to the last optimizer step (a resume starts right after them).
+    def _start_position(self) -> None:
+        """A new run's position, history and clocks (a resume then restores them from last.pt)."""
+        # `epoch` is the epoch in progress; `batches_done` counts its micro-batches up to the last
+        # optimizer step (a resume starts right after them).
         self.epoch, self.batches_done, self.global_step = 0, 0, 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"mAP": -1.0}
@@ -216,25 +303,6 @@ class Trainer:
         self._elapsed_before, self._clock = 0.0, time.perf_counter()
         self.epoch_ends: list[float] = []
         self.validation_s = 0.0   # the latest epoch's validation (a shortened last epoch still has one)
-        if state is not None:
-            self._restore(state)
-        elif self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            header = "".join(f"# {line}\n" for line in notes.splitlines())
-            atomic_write_bytes(self.out_dir / "recipe.yaml", (header + recipe.to_yaml()).encode())
-        self._snapshot_rng()
-
-    def _parameter_groups(self, t) -> tuple[list[dict[str, Any]], list[float] | float]:
-        """AdamW's parameter groups and their one-cycle maxima: one group at lr, or with
-        backbone_lr_scale != 1 the backbone at lr x scale and the rest at lr (two groups only
-        then, so runs without it keep the optimizer state layout of older checkpoints)."""
-        if t.backbone_lr_scale == 1.0:
-            return [{"params": list(self.model.parameters())}], t.lr
-        backbone = list(self.model.backbone.parameters())
-        ids = {id(p) for p in backbone}
-        head = [p for p in self.model.parameters() if id(p) not in ids]
-        return ([{"params": backbone, "lr": t.lr * t.backbone_lr_scale}, {"params": head, "lr": t.lr}],
-                [t.lr * t.backbone_lr_scale, t.lr])
 
     def _cosine_factor(self, step: int) -> float:
         """train.schedule cosine: the learning rate's share of its peak after `step` optimizer steps."""
@@ -330,7 +398,7 @@ class Trainer:
         """Train until the stop rule (train.epochs; train.patience, train.time_budget when set),
         then test best.pt once (returns that result). A resumed run that had stopped trains no
         further. Ctrl-C (SIGINT) finishes the optimizer step in flight, saves
-        last.pt and raises Interrupted; a second Ctrl-C aborts at once, leaving the last.pt of
+        last.pt and raises TrainingInterrupted; a second Ctrl-C aborts at once, leaving the last.pt of
         the previous save intact (it is only ever replaced atomically)."""
         t = self.recipe.train
         progress = self._progress()
@@ -344,14 +412,16 @@ class Trainer:
                     train_stats = self._train_epoch(progress)
                     if train_stats is None:  # stop requested mid-epoch, at a step boundary
                         self.save_last()
-                        raise Interrupted(
+                        raise TrainingInterrupted(
                             f"interrupted: state saved to {self.out_dir / 'last.pt'} (epoch "
-                            f"{self.epoch + 1}, step {self.global_step}); continue with --resume")
+                            f"{self.epoch + 1}, step {self.global_step}); continue with --resume",
+                            self.out_dir, self.epoch + 1, self.global_step)
                     self._end_epoch(train_stats, progress)
                 result = self._final_test(progress)
         except KeyboardInterrupt:
-            raise Interrupted(f"aborted; {self.out_dir / 'last.pt'} holds the last saved state "
-                              f"(continue with --resume)") from None
+            raise TrainingInterrupted(f"aborted; {self.out_dir / 'last.pt'} holds the last saved state "
+                                      f"(continue with --resume)", self.out_dir, self.epoch + 1,
+                                      self.global_step) from None
         finally:
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
@@ -387,81 +457,101 @@ class Trainer:
         return progress_bar()
 
     def _train_epoch(self, progress) -> dict[str, float] | None:
+        """One epoch (or what is left of it after a resume) of optimizer steps; its loss and pace,
+        or None when Ctrl-C asked to stop (at a step boundary, before the epoch's end)."""
+        t = self.recipe.train
+        step_in_epoch, task = self._start_epoch(progress)
+        tally = EpochTally()
+        micro, batches_left = 0, len(self.loader)
+        for batch_i, (_, images, targets, n_skipped) in enumerate(self.loader):
+            if step_in_epoch >= self.steps_per_epoch:
+                break
+            tally.skipped += n_skipped
+            last_of_step = (micro + 1 == t.grad_accum) or (batch_i + 1 == batches_left)
+            if images is not None:
+                tally.add(self._forward_backward(images, targets, last_of_step), images.shape[0])
+            micro += 1
+            if not last_of_step:
+                continue
+            self._optimizer_step()
+            step_in_epoch, self.batches_done, micro = step_in_epoch + 1, self.batches_done + micro, 0
+            if task is not None:
+                progress.update(task, advance=1, info=f"loss {tally.loss:.4f} lr {self.scheduler.get_last_lr()[0]:.2e} "
+                                                      f"{tally.rate(self.dist.world_size):.1f} img/s")
+            if step_in_epoch < self.steps_per_epoch and self._should_stop():
+                if task is not None:
+                    progress.remove_task(task)
+                return None
+            if step_in_epoch < self.steps_per_epoch and self._cut_short(step_in_epoch):
+                break
+        if task is not None:
+            progress.remove_task(task)
+        return self._epoch_stats(tally)
+
+    def _start_epoch(self, progress) -> tuple[int, Any]:
+        """Position the sampler and augmentation at the epoch (after a resume: its batches done);
+        (optimizer steps already done in it, its progress task)."""
         t = self.recipe.train
         self.net.train()
         self.sampler.set_epoch(self.epoch, skip_samples=self.batches_done * t.batch_size)
         self.train_samples.set_epoch(self.epoch)
-        steps_done_at_start = math.ceil(self.batches_done / t.grad_accum)
+        steps_done = math.ceil(self.batches_done / t.grad_accum)
         task = None
         if progress is not None:
             task = progress.add_task(f"epoch {self.epoch + 1}/{t.epochs}", total=self.steps_per_epoch,
-                                     completed=steps_done_at_start, info="")
-        loss_sum, n_images, skipped, t0 = 0.0, 0, 0, time.perf_counter()
-        step_in_epoch = steps_done_at_start
-        micro = 0
-        batches_left = len(self.loader)
-        for batch_i, (_, images, targets, n_skipped) in enumerate(self.loader):
-            if step_in_epoch >= self.steps_per_epoch:
-                break
-            skipped += n_skipped
-            last_of_step = (micro + 1 == t.grad_accum) or (batch_i + 1 == batches_left)
-            if images is not None:
-                images = images.to(self.device, non_blocking=True)
-                if t.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                targets = targets.to(self.device, non_blocking=True)
-                sync = self.net.no_sync() if (self.dist.enabled and not last_of_step) else nullcontext()
-                with sync, autocast_context(self.device, self.amp_dtype):
-                    logits = self.net(images)
-                    loss = self.criterion(logits.float(), targets)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise TrainingError(
-                        f"loss became {loss_value} at epoch {self.epoch + 1}, step {self.global_step + 1}; "
-                        f"stopped. The last good checkpoint is {self.out_dir / 'last.pt'} "
-                        f"(lower train.lr or try amp=off)")
-                self.scaler.scale(loss / t.grad_accum).backward()
-                loss_sum += loss_value * images.shape[0]
-                n_images += images.shape[0]
-            micro += 1
-            if last_of_step:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
-                if self.ema is not None:
-                    self.ema.update(self.model, step=self.global_step)
-                self.global_step += 1
-                self._snapshot_rng()
-                step_in_epoch += 1
-                self.batches_done += micro
-                micro = 0
-                if task is not None:
-                    rate = n_images * self.dist.world_size / max(time.perf_counter() - t0, 1e-9)
-                    progress.update(task, advance=1, info=f"loss {loss_sum / max(n_images, 1):.4f} "
-                                    f"lr {self.scheduler.get_last_lr()[0]:.2e} {rate:.1f} img/s")
-                if self._should_stop() and step_in_epoch < self.steps_per_epoch:
-                    if task is not None:
-                        progress.remove_task(task)
-                    return None
-                # a shorter last epoch: validated as the last; the stop rule then says why
-                if step_in_epoch < self.steps_per_epoch and self._cosine_ended():
-                    log.info("the learning rate's cosine, sized to the time budget, ended in epoch %d: "
-                             "ending it after step %d of %d", self.epoch + 1, step_in_epoch, self.steps_per_epoch)
-                    break
-                if step_in_epoch < self.steps_per_epoch and self._over_budget():
-                    log.warning("time budget (%g min) spent in epoch %d: ending it after step %d of %d",
-                                t.time_budget, self.epoch + 1, step_in_epoch, self.steps_per_epoch)
-                    break
-        if task is not None:
-            progress.remove_task(task)
-        elapsed = time.perf_counter() - t0
-        self.skipped_total += skipped
-        if skipped:
-            log.warning("epoch %d: skipped %d unreadable image(s) (see warnings above)", self.epoch + 1, skipped)
-        return {"train_loss": loss_sum / max(n_images, 1),
-                "images_per_s": n_images * self.dist.world_size / max(elapsed, 1e-9),
-                "skipped_images": skipped, "lr": self.scheduler.get_last_lr()[0]}
+                                     completed=steps_done, info="")
+        return steps_done, task
+
+    def _forward_backward(self, images: torch.Tensor, targets: torch.Tensor, last_of_step: bool) -> float:
+        """One micro-batch's loss, its gradients accumulated (DDP syncs them on a step's last one)."""
+        t = self.recipe.train
+        images = images.to(self.device, non_blocking=True)
+        if t.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = targets.to(self.device, non_blocking=True)
+        sync = self.net.no_sync() if (self.dist.enabled and not last_of_step) else nullcontext()
+        with sync, autocast_context(self.device, self.amp_dtype):
+            logits = self.net(images)
+            loss = self.criterion(logits.float(), targets)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise TrainingError(
+                f"loss became {loss_value} at epoch {self.epoch + 1}, step {self.global_step + 1}; "
+                f"stopped. The last good checkpoint is {self.out_dir / 'last.pt'} "
+                f"(lower train.lr or try amp=off)")
+        self.scaler.scale(loss / t.grad_accum).backward()
+        return loss_value
+
+    def _optimizer_step(self) -> None:
+        """The step, the schedule, the EMA, and the RNG state a resume restarts from."""
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+        self.global_step += 1
+        self._snapshot_rng()
+
+    def _cut_short(self, step_in_epoch: int) -> bool:
+        """Whether the epoch ends early: the cosine sized to the time budget ended, or the budget is
+        spent. The shorter epoch is validated as the last; the stop rule then says why."""
+        if self._cosine_ended():
+            log.info("the learning rate's cosine, sized to the time budget, ended in epoch %d: "
+                     "ending it after step %d of %d", self.epoch + 1, step_in_epoch, self.steps_per_epoch)
+            return True
+        if self._over_budget():
+            log.warning("time budget (%g min) spent in epoch %d: ending it after step %d of %d",
+                        self.recipe.train.time_budget, self.epoch + 1, step_in_epoch, self.steps_per_epoch)
+            return True
+        return False
+
+    def _epoch_stats(self, tally: "EpochTally") -> dict[str, float]:
+        self.skipped_total += tally.skipped
+        if tally.skipped:
+            log.warning("epoch %d: skipped %d unreadable image(s) (see warnings above)", self.epoch + 1, tally.skipped)
+        return {"train_loss": tally.loss, "images_per_s": tally.rate(self.dist.world_size),
+                "skipped_images": tally.skipped, "lr": self.scheduler.get_last_lr()[0]}
 
     def _scores(self, model: nn.Module, dataset, progress) -> tuple[np.ndarray, np.ndarray, int]:
         t = self.recipe.train
@@ -615,8 +705,7 @@ class Trainer:
     def _epoch_seconds(self) -> float:
         """What the next epoch will take: the latest epoch's seconds (training + validation). The
         first epoch's only while there is no other: it also pays for start-up (workers, caches,
-        first-call allocations): the rule before, which kept reading it, ended the cosine with
-        about 2.5 of 8 minutes left on a 1,000-image digits run."""
+        first-call allocations), so reading it longer would end the cosine with budget unused."""
         ends = self.epoch_ends
         return ends[-1] - (ends[-2] if len(ends) > 1 else 0.0)
 
@@ -645,8 +734,8 @@ class Trainer:
         the budget at the latest epoch's pace: whole epochs (training + validation), then the steps
         of a shorter last epoch that leave time for its validation; the run ends where the cosine
         does. Estimated after the first epoch, fixed after the second (the learning rate moves
-        once, early). Whole epochs alone left up to an epoch of the budget unused, or trained one
-        more at a learning rate of 0 when the stop rule and the horizon read the pace differently."""
+        once, early). The shorter last epoch uses the budget whole epochs would leave, and the stop
+        rule reads the same horizon, so no epoch trains at a learning rate of 0."""
         t = self.recipe.train
         # fixed once read from two epochs: the one that just ended is the third
         if t.schedule != "cosine" or t.time_budget <= 0 or len(self.epoch_ends) > 2:
