@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from importlib import resources
 from pathlib import Path
 
 from seeded_variants import PAPER_VARIANTS, pick_variants, print_summary, summarise, train_variants
@@ -40,7 +39,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="PNG of the deltas with their seed spread")
     args = parser.parse_args()
 
-    base = Recipe.load(resources.files("mlic_edge") / "resources" / "quickstart.yaml")
+    base = Recipe.load("quickstart")
     base = base.with_values({"train.epochs": args.epochs, "train.max_steps_per_epoch": args.steps})
     seeds = [int(s) for s in args.seeds.split(",")]
     started = time.perf_counter()

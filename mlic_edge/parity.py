@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .core.callable_module import make_callable
 from .core.capabilities import model_format, parity_limits, precision_family
 from .core.errors import DatasetError, ModelFileError
 from .metrics import sigmoid
@@ -363,3 +364,7 @@ def run_layerwise(reference_ckpt: str | os.PathLike, model_paths: Sequence[str |
             fp32_graph = export_onnx(reference_ckpt, Path(tmp) / "fp32.onnx",
                                      batch=batch if isinstance(batch, int) else None).path
         return [compare_layers(fp32_graph, path, images) for path in candidates]
+
+
+# `mlic_edge.parity(...)` runs `run_parity(...)`.
+make_callable(__name__, "mlic_edge.parity:run_parity")

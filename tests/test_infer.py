@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_model import ANIMALS as CLASSES
+from tiny_model import SIZE, run_cli, save_tiny_checkpoint
 from torchless import TORCH_BLOCKER
 
 REPO = Path(__file__).resolve().parents[1]
-SIZE = 64
-CLASSES = ["cat", "dog", "car"]
 GOOD = ["good0.jpg", "good1.png", "good2.jpg", "one.png"]  # one.png is 1x1: a valid image
 BAD = ["trunc.jpg", "text.jpg"]
 
@@ -34,27 +34,9 @@ def cli_without_torch(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlic_edge", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    import torch
-
-    from mlic_edge.checkpoint import save_checkpoint
-    from mlic_edge.config import ModelConfig
-    from mlic_edge.model import build_model
-
-    cfg = ModelConfig(num_classes=len(CLASSES), backbone="test_resnet", pretrained="none", image_size=SIZE,
-                      d_model=32, nhead=4, dim_feedforward=64)
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "classes": CLASSES,
-                           "preprocess": model.data_config(), "thresholds": [0.5, 0.4, 0.6]})
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")
@@ -156,16 +138,16 @@ def test_infer_exit_codes(tmp_path, onnx_model, image_dir):
     for name in BAD:
         (bad_only / name).write_bytes((image_dir / name).read_bytes())
     out = tmp_path / "bad.csv"
-    result = cli("infer", str(bad_only), "--model", str(onnx_model), "--out", str(out), "--no-progress")
+    result = run_cli("infer", str(bad_only), "--model", str(onnx_model), "--out", str(out), "--no-progress")
     assert result.returncode == 1                               # nothing could be processed
     assert len(read_csv(out)) == 2 and "no image could be processed" in result.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = cli("infer", str(empty), "--model", str(onnx_model))
+    result = run_cli("infer", str(empty), "--model", str(onnx_model))
     assert result.returncode == 2 and "no images" in result.stderr
-    result = cli("infer", str(image_dir), "--model", str(onnx_model), "--out", str(tmp_path / "x.txt"))
+    result = run_cli("infer", str(image_dir), "--model", str(onnx_model), "--out", str(tmp_path / "x.txt"))
     assert result.returncode == 2 and ".csv or .jsonl" in result.stderr
-    help_text = cli("infer", "--help")
+    help_text = run_cli("infer", "--help")
     assert help_text.returncode == 0, help_text.stderr            # the whole help renders
     assert "Exit code" in help_text.stdout and "[/name]" in help_text.stdout
 
@@ -179,7 +161,7 @@ def _device_command(command: str, model: Path, image_dir: Path, device: str) -> 
 @pytest.mark.parametrize("command", ["infer", "bench"])
 @pytest.mark.parametrize("device", ["gpu", "cuda:x"])
 def test_malformed_device_is_one_line(onnx_model, image_dir, command, device):
-    result = cli(*_device_command(command, onnx_model, image_dir, device))
+    result = run_cli(*_device_command(command, onnx_model, image_dir, device))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"error: --device {device!r}: unknown device; expected auto, cpu, cuda, cuda:N or tensorrt"]
@@ -192,7 +174,7 @@ def test_cuda_device_without_a_gpu_is_one_line(onnx_model, image_dir, command):
     from mlic_edge.core.gpu import cuda_device_count
     if cuda_device_count():
         pytest.skip("a GPU is visible")
-    result = cli(*_device_command(command, onnx_model, image_dir, "cuda:0"))
+    result = run_cli(*_device_command(command, onnx_model, image_dir, "cuda:0"))
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
@@ -202,16 +184,16 @@ def test_cuda_device_without_a_gpu_is_one_line(onnx_model, image_dir, command):
 
 def test_renamed_batch_flags_keep_their_old_spelling(onnx_model, image_dir):
     image = str(image_dir / "good0.jpg")
-    result = cli("infer", image, "--model", str(onnx_model), "--no-progress", "--device", "cpu", "--batch", "2")
+    result = run_cli("infer", image, "--model", str(onnx_model), "--no-progress", "--device", "cpu", "--batch", "2")
     assert result.returncode == 0, result.stderr
     assert "--batch is deprecated" in result.stderr and "use --batch-size" in result.stderr
-    result = cli("infer", image, "--model", str(onnx_model), "--batch", "2", "--batch-size", "3")
+    result = run_cli("infer", image, "--model", str(onnx_model), "--batch", "2", "--batch-size", "3")
     assert result.returncode == 2 and "disagree" in result.stderr
-    result = cli("bench", "--model", str(onnx_model), "--no-baseline", "--warmup", "0", "--repeats", "1",
+    result = run_cli("bench", "--model", str(onnx_model), "--no-baseline", "--warmup", "0", "--repeats", "1",
                  "--device", "cpu", "--batch", "1,2")
     assert result.returncode == 0, result.stderr
     assert "use --batch-sizes" in result.stderr
-    help_text = cli("infer", "--help")
+    help_text = run_cli("infer", "--help")
     assert help_text.returncode == 0 and "--batch-size" in help_text.stdout
     assert "--batch " not in help_text.stdout.replace("--batch-size", "")
 

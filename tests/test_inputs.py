@@ -18,6 +18,7 @@ from PIL import Image
 
 from mlic_edge.config import Recipe, TrainConfig, coerce, parse_override
 from mlic_edge.core.errors import ConfigError, DatasetError
+from tiny_model import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 HAS_GPU = torch.cuda.is_available()
@@ -55,13 +56,6 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
             "latin1": write_folder_dataset(base / "latin1", classes_txt="dog\nchat\xe9\n".encode("latin-1")),
             "recipe": base / "recipe.yaml", "good": good, "list_config": base / "list_config.pt",
             "unknown_backbone": base / "unknown_backbone.pt"}
-
-
-def run_cli(args: list[str], **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if k != "MLIC_EDGE_VERBOSE"}
-    environ["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "mlic_edge", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=180, env={**environ, **env})
 
 
 # ----------------------------------------------------------------------------------- CLI cases
@@ -109,7 +103,7 @@ if not HAS_GPU:
 @pytest.mark.parametrize("command,words", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(inputs, tmp_path, command, words):
     out = tmp_path / "out"
-    proc = run_cli(command(inputs, out))
+    proc = run_cli(*command(inputs, out))
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -138,14 +132,14 @@ def test_malformed_device_is_one_line_before_torch_is_imported(tmp_path, verb, d
 
 
 def test_verbose_env_shows_the_traceback_of_a_one_line_error(tmp_path):
-    proc = run_cli(["train", "--set", "train.epochs=abc", "--out", str(tmp_path / "out")], MLIC_EDGE_VERBOSE="1")
+    proc = run_cli("train", "--set", "train.epochs=abc", "--out", str(tmp_path / "out"), MLIC_EDGE_VERBOSE="1")
     assert proc.returncode == 2
     assert "Traceback" in proc.stderr and "ConfigError" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "error: --set train.epochs=abc: expected an integer"
 
 
 def test_help_documents_the_verbose_env():
-    assert "MLIC_EDGE_VERBOSE" in run_cli(["--help"]).stdout
+    assert "MLIC_EDGE_VERBOSE" in run_cli("--help").stdout
 
 
 # ----------------------------------------------------------------------------------- coercion
@@ -244,7 +238,7 @@ def test_replace_checks_types_too():
         TrainConfig().replace(epochs="many")
 
 
-RECIPES = sorted(REPO.glob("mlic_edge/configs/**/*.yaml")) + [REPO / "mlic_edge/resources/quickstart.yaml"]
+RECIPES = sorted(REPO.glob("mlic_edge/configs/**/*.yaml"))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from test_train import make_folder_dataset, tiny_recipe
+from tiny_model import make_folder_dataset, run, tiny_recipe
 from tiny_model import one_thread
 
 from mlic_edge.config import Recipe
@@ -319,7 +319,6 @@ def test_f1_optimal_thresholds_beat_the_global_one_on_held_out_data():
 def test_training_picks_thresholds_on_held_out_images(tmp_path):
     """threshold_holdout: the held-out images leave the training split, best.pt carries per-class
     thresholds, and the best metrics hold CF1 at both thresholds."""
-    from test_train import run
 
     from mlic_edge.checkpoint import load_checkpoint
 

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from mlic_edge.core.errors import BackendUnavailable, ConfigError, ModelFileError
+from tiny_model import ANIMALS as CLASSES
+from tiny_model import SIZE, save_tiny_checkpoint
 from torchless import TORCH_BLOCKER, blocker
 from mlic_edge.runtime import ModelMetadata, open_backend, read_model_metadata
 from mlic_edge.tensorrt.sidecar import (EngineInfo, check_engine_compatible, read_engine_info, same_build,
                                            sidecar_path, write_engine_info)
 
 REPO = Path(__file__).resolve().parents[1]
-SIZE = 64
-CLASSES = ["cat", "dog", "car"]
 
 
 
@@ -70,22 +70,6 @@ def make_onnx(path: Path, *, batch: int | None = None, attention: bool = True, p
     return path
 
 
-def make_checkpoint(path: Path) -> Path:
-    import torch
-
-    from mlic_edge.checkpoint import save_checkpoint
-    from mlic_edge.config import ModelConfig
-    from mlic_edge.model import build_model
-
-    cfg = ModelConfig(num_classes=len(CLASSES), backbone="test_resnet", pretrained="none", image_size=SIZE,
-                      d_model=32, nhead=4, dim_feedforward=64)
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "classes": CLASSES,
-                           "preprocess": model.data_config(), "thresholds": [0.5, 0.4, 0.6]})
-    return path
-
-
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory) -> Path:
     return make_onnx(tmp_path_factory.mktemp("onnx") / "tiny.onnx")
@@ -93,7 +77,7 @@ def onnx_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 def images(n: int, seed: int = 0) -> np.ndarray:

@@ -19,8 +19,8 @@ from PIL import Image, ImageDraw
 pytestmark = pytest.mark.gpu
 needs_tensorrt = pytest.mark.tensorrt   # the tests on engines (workdir/engines: skipped, with the reason, without it)
 
-SIZE = 64
-CLASSES = ["cat", "dog", "car"]
+from tiny_model import ANIMALS as CLASSES  # noqa: E402
+from tiny_model import SIZE  # noqa: E402
 # |delta mAP| limits (mAP points) of an engine vs ONNX Runtime on the very graph it was built from,
 # and max |delta logit| relative to the logits' scale (fp16 rounding; int8 Q/DQ emulation on the CPU
 # vs fused INT8 kernels).

@@ -14,57 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from mlic_edge.checkpoint import load_checkpoint, load_model
 from mlic_edge.config import Recipe
 from mlic_edge.core.errors import CheckpointError
+from tiny_model import FOLDER_CLASSES as CLASSES
+from tiny_model import make_folder_dataset, run, tiny_recipe
 
-CLASSES = ["red", "green", "blue"]
-
-
-def make_folder_dataset(root: Path, n_train: int = 24, n_test: int = 12, seed: int = 0, n_val: int = 0) -> Path:
-    """Images with coloured squares; the labels are the colours present (learnable, tiny)."""
-    rng = np.random.default_rng(seed)
-    colours = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
-    (root / "img").mkdir(parents=True, exist_ok=True)
-    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    for split, n in (("train", n_train), ("test", n_test), ("val", n_val)):
-        if n == 0:
-            continue
-        rows = ["image,labels"]
-        for i in range(n):
-            canvas = np.full((48, 48, 3), 128, np.uint8)
-            labels = [c for c in CLASSES if rng.random() < 0.5] or [CLASSES[i % 3]]
-            for c in labels:
-                y, x = rng.integers(0, 32, size=2)
-                canvas[y:y + 16, x:x + 16] = colours[c]
-            name = f"img/{split}{i:03d}.png"
-            Image.fromarray(canvas).save(root / name)
-            rows.append(f"{name},{';'.join(labels)}")
-        (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
-    return root
-
-
-def tiny_recipe(data_root: Path, **train) -> Recipe:
-    return Recipe.from_dict({
-        "model": {"backbone": "test_resnet", "pretrained": "none", "image_size": 64, "d_model": 32,
-                  "nhead": 4, "dim_feedforward": 64, "num_classes": 3},
-        "data": {"name": "folder", "root": str(data_root), "workers": 0},
-        "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "ema_decay": 0.9, "device": "cpu",
-                  "randaugment": "rand-m9-mstd0.5-inc1", "cutout": True, **train},
-    })
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     return make_folder_dataset(tmp_path_factory.mktemp("colours"))
-
-
-def run(recipe: Recipe, out: Path, resume: bool = False):
-    from mlic_edge.train.trainer import Trainer
-    trainer = Trainer(recipe, out, resume=resume, show_progress=False)
-    return trainer, trainer.fit()
 
 
 def test_training_writes_checkpoints_metrics_and_plot(data_root, tmp_path):

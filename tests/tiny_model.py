@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from mlic_edge.checkpoint import save_checkpoint
-from mlic_edge.config import ModelConfig
+from mlic_edge.config import ModelConfig, Recipe
 from mlic_edge.export import export_onnx
 from mlic_edge.model import build_model
 
+REPO = Path(__file__).resolve().parents[1]
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLASSES = ["red_top", "green_top", "blue_top", "red_bottom", "green_bottom", "blue_bottom"]
 COLOURS = np.array([(200, 60, 60), (60, 170, 60), (70, 80, 210)], np.float32)
@@ -158,3 +160,73 @@ def _build_trained_fixture(base: Path, manifest: Path) -> dict:
     return paths
 
 
+# ----------------------------------------------------------------------------------- a folder data set
+FOLDER_CLASSES = ["red", "green", "blue"]
+
+
+def make_folder_dataset(root: Path, n_train: int = 24, n_test: int = 12, seed: int = 0, n_val: int = 0) -> Path:
+    """Images with coloured squares; the labels are the colours present (learnable, tiny)."""
+    rng = np.random.default_rng(seed)
+    colours = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("\n".join(FOLDER_CLASSES) + "\n")
+    for split, n in (("train", n_train), ("test", n_test), ("val", n_val)):
+        if n == 0:
+            continue
+        rows = ["image,labels"]
+        for i in range(n):
+            canvas = np.full((48, 48, 3), 128, np.uint8)
+            labels = [c for c in FOLDER_CLASSES if rng.random() < 0.5] or [FOLDER_CLASSES[i % 3]]
+            for c in labels:
+                y, x = rng.integers(0, 32, size=2)
+                canvas[y:y + 16, x:x + 16] = colours[c]
+            name = f"img/{split}{i:03d}.png"
+            Image.fromarray(canvas).save(root / name)
+            rows.append(f"{name},{';'.join(labels)}")
+        (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def tiny_recipe(data_root: Path, **train) -> Recipe:
+    return Recipe.from_dict({
+        "model": {"backbone": "test_resnet", "pretrained": "none", "image_size": 64, "d_model": 32,
+                  "nhead": 4, "dim_feedforward": 64, "num_classes": 3},
+        "data": {"name": "folder", "root": str(data_root), "workers": 0},
+        "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "ema_decay": 0.9, "device": "cpu",
+                  "randaugment": "rand-m9-mstd0.5-inc1", "cutout": True, **train},
+    })
+
+
+def run(recipe: Recipe, out: Path, resume: bool = False):
+    from mlic_edge.train.trainer import Trainer
+    trainer = Trainer(recipe, out, resume=resume, show_progress=False)
+    return trainer, trainer.fit()
+
+
+# ----------------------------------------------------------------------------------- a 3-class checkpoint
+SIZE = 64
+ANIMALS = ["cat", "dog", "car"]
+
+
+def save_tiny_checkpoint(path: Path) -> Path:
+    """An untrained 3-class test_resnet model at 64 px with per-class thresholds 0.5 / 0.4 / 0.6."""
+    cfg = ModelConfig(num_classes=len(ANIMALS), backbone="test_resnet", pretrained="none", image_size=SIZE,
+                      d_model=32, nhead=4, dim_feedforward=64)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "classes": ANIMALS,
+                           "preprocess": model.data_config(), "thresholds": [0.5, 0.4, 0.6]})
+    return path
+
+
+# ----------------------------------------------------------------------------------- the CLI
+def run_cli(*args: str, timeout: float = 180, **env: str):
+    """`python -m mlic_edge ARGS` from the repository, as a user's shell runs it (this tree's
+    package; MLIC_EDGE_VERBOSE unset unless given in `env`)."""
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if k != "MLIC_EDGE_VERBOSE"}
+    environ["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-m", "mlic_edge", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**environ, **env})

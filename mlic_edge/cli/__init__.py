@@ -12,23 +12,7 @@ from typing import List, Optional
 
 import typer
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Multi-label image classification (iRPE Transformer + APL) from training to the edge.",
-    epilog="A problem with your input (an option, a --set value, a file) is one red line, exit code 2, "
-           "nothing written; MLIC_EDGE_VERBOSE=1 shows its traceback too.",
-)
-
-
-@app.callback()
-def _root() -> None:
-    """Multi-label image classification (iRPE Transformer + APL) from training to the edge.
-
-    Typical flow: quickstart | train -> eval -> export -> parity -> build-engine -> infer / bench.
-    """
-
+from .app import app
 
 # One module per stage; each registers its verbs. Nothing heavy is imported until a command runs.
 from . import bench, build_engine, doctor, export, infer, parity, quickstart, serve, train  # noqa: E402

@@ -16,7 +16,7 @@ from typing import Any
 def _command(verb: str):
     import typer
 
-    from . import app
+    from .app import app
 
     group = typer.main.get_command(app)
     return group.commands[verb]
@@ -54,3 +54,15 @@ def parse(line: str) -> dict[str, Any]:
     command = _command(words[1])
     with command.make_context(words[1], words[2:], resilient_parsing=True) as context:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in context.params.items()}
+
+
+def run_line(line: str) -> int:
+    """Run `line` ('mlic-edge VERB ...') in this process, exactly as the shell would; its exit code.
+    An MLICError propagates (the caller prints it as one line)."""
+    import typer
+
+    from .app import app
+
+    words = shlex.split(line)
+    code = typer.main.get_command(app).main(args=words[1:], prog_name=words[0], standalone_mode=False)
+    return code if isinstance(code, int) else 0

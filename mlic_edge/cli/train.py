@@ -9,7 +9,7 @@ from typing_extensions import Annotated
 
 from ..data.registry import dataset_help
 from ..model.presets import preset_help
-from .options import Data, DataRoot, TrainDevice
+from .options import Data, DataRoot, TrainDevice, renamed
 
 
 # ----------------------------------------------------------------------------------- model-info
@@ -26,8 +26,10 @@ def model_info(
     dim_feedforward: Optional[int] = typer.Option(None, "--dim-feedforward", help="FFN width."),
     encoder: Optional[str] = typer.Option(None, help="Encoder: irpe | standard | none."),
     decoder_self_attn: Optional[str] = typer.Option(None, "--decoder-self-attn", help="Decoder self-attention: none | all | second."),
-    batch: int = typer.Option(1, help="Batch size of the forward pass whose FLOPs are counted."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=preset_help()),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", help="Batch size of the forward pass whose FLOPs are counted."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help=preset_help()),
+    batch_alias: Optional[int] = typer.Option(None, "--batch", hidden=True),
+    preset_alias: Optional[str] = typer.Option(None, "--model", "-m", hidden=True),
     list_: bool = typer.Option(False, "--list", help="List the model presets: parameters, GFLOPs, measured CPU images/s."),
 ) -> None:
     """Parameter count per part, GFLOPs of one forward pass, feature grid and iRPE buckets."""
@@ -38,7 +40,9 @@ def model_info(
     overrides = dict(backbone=backbone, image_size=image_size, num_classes=num_classes,
                      d_model=d_model, nhead=nhead, dim_feedforward=dim_feedforward,
                      encoder=encoder, decoder_self_attn=decoder_self_attn)
-    model_info_table(model_config(config, preset=model, **overrides), batch=batch)
+    batch_size = renamed(batch_size, batch_alias, new="--batch-size", old="--batch", default=1)
+    preset = renamed(preset, preset_alias, new="--preset", old="--model")
+    model_info_table(model_config(config, preset=preset, **overrides), batch=batch_size)
 
 
 # ----------------------------------------------------------------------------------- train
@@ -47,7 +51,8 @@ def train(
     config: Optional[str] = typer.Option(None, "--config", "-c", help=f"Recipe: {RECIPE_HELP}; command-line options override it."),
     data: Data = None,
     data_root: DataRoot = None,
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=preset_help() + " Without --config the training settings are derived from it and the data (printed; written to recipe.yaml)."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help=preset_help() + " Without --config the training settings are derived from it and the data (printed; written to recipe.yaml)."),
+    preset_alias: Optional[str] = typer.Option(None, "--model", "-m", hidden=True),
     backbone: Optional[str] = typer.Option(None, help="timm backbone, e.g. resnet101.tv_in1k, tresnet_l, tf_efficientnet_lite0."),
     pretrained: Optional[str] = typer.Option(None, help="Backbone weights: auto | timm | offline | none."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input size (448 in the paper)."),
@@ -86,7 +91,7 @@ def train(
     # bring its own copy of click's ParameterSource
     given_device = None if ctx.get_parameter_source("device").name == "DEFAULT" else device
     try:
-        train_run(config, data=data, data_root=data_root, preset=model, out=out, resume=resume, workers=workers,
+        train_run(config, data=data, data_root=data_root, preset=renamed(preset, preset_alias, new="--preset", old="--model"), out=out, resume=resume, workers=workers,
                   set_items=list(set_), verbose=verbose, backbone=backbone, pretrained=pretrained,
                   image_size=image_size, encoder=encoder, decoder_self_attn=decoder_self_attn, epochs=epochs,
                   time_budget=time_budget, batch_size=batch_size, lr=lr, loss=loss, device=given_device,

@@ -5,6 +5,8 @@ Importable without torch.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class MLICError(Exception):
     """Base of every error caused by the user's input or files."""
@@ -50,6 +52,29 @@ class CalibrationError(DatasetError):
 
 class MissingDependencyError(ExportError):
     """An optional export dependency (nvidia-modelopt, onnx-graphsurgeon, ...) is not installed."""
+
+
+# The training stage's errors.
+
+
+class TrainingError(MLICError):
+    """A run that cannot go on: a non-finite loss, splits that disagree, no memory for one image."""
+
+
+class TrainingInterrupted(MLICError):
+    """Ctrl-C during training. `last_checkpoint` holds the state to resume from (None when the run
+    was aborted before its first save); `epoch` and `step` say where it stopped; `train(...,
+    resume=True)` on `out_dir` continues exactly there."""
+
+    def __init__(self, message: str, out_dir: Path, epoch: int, step: int):
+        super().__init__(message)
+        self.out_dir = Path(out_dir)
+        self.epoch, self.step = epoch, step
+
+    @property
+    def last_checkpoint(self) -> Path | None:
+        path = self.out_dir / "last.pt"
+        return path if path.is_file() else None
 
 
 def one_line(error: BaseException, limit: int | None = None) -> str:

@@ -5,7 +5,7 @@ and ONNX graph -> TensorRT engine + JSON sidecar (`build_engine`; tensorrt impor
     result = export_model("best.pt", "model.onnx", precision="int8", calib="calib_images/")
     engine = build_engine(result.path, batch="1:8:32")
 
-Both are a sequence of small steps over an options object (`ExportOptions` / EXPORT_STEPS in
+Calling this package, `mlic_edge.export(...)`, runs `export_model(...)`. Both are a sequence of small steps over an options object (`ExportOptions` / EXPORT_STEPS in
 onnx_export.py, `EngineOptions` / ENGINE_STEPS in engine.py) that can be run one by one.
 
 Importing this package is cheap (no torch, no onnx); the heavy modules load on first use.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.callable_module import make_callable
 from ..core.errors import (
     CalibrationError,
     ExportError,
@@ -48,3 +49,6 @@ def __getattr__(name: str) -> Any:
         module = importlib.import_module(_LAZY[name])
         return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+make_callable(__name__, "mlic_edge.export.onnx_export:export_model")

@@ -131,7 +131,7 @@ def presets_table() -> list[dict[str, Any]]:
     from rich.table import Table
 
     rows, machine = preset_rows()
-    table = Table(title="model presets (mlic-edge train --model NAME); 20 classes; images/s from the "
+    table = Table(title="model presets (mlic-edge train --preset NAME); 20 classes; images/s from the "
                         "machine named below")
     for column in ("name", "backbone @ px", "head", "params", "GFLOPs", "train img/s", "infer img/s"):
         table.add_column(column, justify="left" if column in ("name", "backbone @ px", "head") else "right",

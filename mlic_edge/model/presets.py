@@ -1,4 +1,4 @@
-"""Named model sizes: `mlic-edge train --model NAME`, `mlic-edge model-info --model NAME`.
+"""Named model sizes: `mlic-edge train --preset NAME`, `mlic-edge model-info --preset NAME`.
 
 Each preset is a complete architecture (backbone, input size, Transformer width, heads, FFN,
 layers); the rest of ModelConfig keeps the paper's defaults (iRPE encoder, decoder without

@@ -1,13 +1,17 @@
 """Training and evaluation: trainer (AdamW + one-cycle, AMP, EMA, DDP, exact resume) and eval.
-The library's entry points are in `api` (train, evaluate; cheap to import). They are not
-re-exported here: `evaluate` is also this package's submodule, whose import would replace it."""
+The library's entry points are in `api` (train, evaluate; cheap to import). Calling this package,
+`mlic_edge.train(...)`, runs `api.train(...)`; `evaluate` is not re-exported here, since it is
+also this package's submodule, whose import would replace it."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
 from ..config import Recipe
+from ..core.callable_module import make_callable
 from .api import TrainingInterrupted, train_recipe
+
+make_callable(__name__, "mlic_edge.train.api:train")
 
 
 def run_training(recipe: Recipe, out_dir: str | Path, resume: bool = False,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Recipe
-from .errors import TrainingError, TrainingInterrupted
+from ..core.errors import TrainingError, TrainingInterrupted
 from .results import EvalResult, TrainResult
 
 __all__ = ["train", "train_recipe", "evaluate", "TrainResult", "EvalResult", "TrainingError", "TrainingInterrupted"]

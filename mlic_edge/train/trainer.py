@@ -45,7 +45,7 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import Recipe
 from ..core.files import atomic_write_bytes
 from ..model import build_model
-from .errors import TrainingError, TrainingInterrupted
+from ..core.errors import TrainingError, TrainingInterrupted
 from .distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
 from .evaluate import autocast_context, predict, score
 from .loader import IndexedSamples, ResumableSampler, collate_indexed
@@ -326,7 +326,7 @@ class Trainer:
         plan = plan_memory(self.model, size, t.batch_size, t.grad_accum, self.device,
                            ema=t.ema_decay > 0, channels_last=t.channels_last)
         if plan.batch_size == 0:
-            smaller = "--model lite0-224" if recipe.model.backbone != "tf_efficientnet_lite0" else f"--image-size {size // 2}"
+            smaller = "--preset lite0-224" if recipe.model.backbone != "tf_efficientnet_lite0" else f"--image-size {size // 2}"
             raise TrainingError(
                 f"{recipe.model.backbone} @{size}px needs ~{gib(plan.needed(1))} to train on even one image, "
                 f"{gib(plan.available)} available on {self.device}: use a smaller model or input ({smaller})")
