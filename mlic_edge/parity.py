@@ -30,6 +30,7 @@ import numpy as np
 from .core.callable_module import make_callable
 from .core.capabilities import model_format, parity_limits, precision_family
 from .core.errors import DatasetError, ModelFileError
+from .core.preprocess import Preprocessing
 from .metrics import sigmoid
 
 IN_MEMORY_LIMIT = 2 * 1024 ** 3  # preprocessed images kept in memory below this; streamed above
@@ -159,7 +160,7 @@ def _dataset_batches(name: str, root: str | os.PathLike | None, split: str, prep
     def load():
         yield from dataset_batches(dataset, batch_size, indices=indices, workers=workers)
 
-    return ImageBatches(load, count, int(preprocess["image_size"]), batch_size)
+    return ImageBatches(load, count, Preprocessing.from_dict(preprocess).image_size, batch_size)
 
 
 def _folder_batches(folder: str | os.PathLike, preprocess: dict, batch_size: int,
@@ -180,7 +181,7 @@ def _folder_batches(folder: str | os.PathLike, preprocess: dict, batch_size: int
             if len(batch.images):
                 yield batch.images, None
 
-    return ImageBatches(load, len(files), int(preprocess["image_size"]), batch_size)
+    return ImageBatches(load, len(files), Preprocessing.from_dict(preprocess).image_size, batch_size)
 
 
 # ----------------------------------------------------------------------------------- backends
@@ -215,9 +216,9 @@ def _model_precision(path: Path, num_classes: int, preprocess: dict, reference_s
     meta = read_model_metadata(path)  # ONNX metadata_props, or the engine's JSON sidecar
     if len(meta.classes) != num_classes:
         raise ModelFileError(f"{path}: {len(meta.classes)} classes, the reference has {num_classes}")
-    if int(meta.preprocess.get("image_size", -1)) != int(preprocess["image_size"]):
-        raise ModelFileError(f"{path}: input size {meta.preprocess.get('image_size')} differs from the "
-                             f"reference's {preprocess['image_size']}")
+    theirs, ours = meta.preprocessing(str(path)), Preprocessing.from_dict(preprocess, "reference", ModelFileError)
+    if theirs != ours:   # the same images must reach both: size, normalisation and resampling
+        raise ModelFileError(f"{path}: preprocessing {theirs.to_dict()} differs from the reference's {ours.to_dict()}")
     return meta.precision, meta.source_sha256 == reference_sha
 
 

@@ -113,3 +113,21 @@ def test_parity_cli_exit_1_on_failure(trained, capsys):
               "--reference", str(trained["ckpt"]), str(trained["int8_cpu"]), "--max-delta", "int8=-1"])
     assert exit_info.value.code == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_a_model_with_other_preprocessing_is_refused(trained, tmp_path):
+    """The same images must reach the reference and the model: a graph whose normalisation
+    differs from the checkpoint's is one ModelFileError, before any image is run."""
+    import onnx
+
+    from mlic_edge.core.errors import ModelFileError
+    from mlic_edge.core.onnx_metadata import read_metadata, set_metadata
+
+    model = onnx.load(str(trained["fp32"]))
+    meta = read_metadata(trained["fp32"])
+    meta.preprocess = {**meta.preprocess, "mean": [0.5, 0.5, 0.5]}
+    set_metadata(model, meta)
+    other = tmp_path / "other_mean.onnx"
+    onnx.save(model, str(other))
+    with pytest.raises(ModelFileError, match="other_mean.onnx: preprocessing .* differs from the reference"):
+        run_parity(trained["ckpt"], [other], data="folder", data_root=trained["data_root"], split="test")

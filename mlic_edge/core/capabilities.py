@@ -91,14 +91,16 @@ class EngineRuntime:
     runs_on: tuple[str, ...] | None     # compute capabilities; None: the GPU it was built on
     portable_default: tuple[str, ...]   # what a build targets unless told otherwise
     takes_plugins: bool                 # whether the IRPEAttention plugin builds here
+    packages: tuple[str, ...]           # the pip distributions that bring it
 
 
 ENGINE_RUNTIMES: dict[str, EngineRuntime] = {r.name: r for r in (
     EngineRuntime("tensorrt", "tensorrt", "TensorRT", "pip install 'mlic-edge[trt]' (JetPack: NVIDIA's TensorRT)",
-                  False, None, (), True),
+                  False, None, (), True, ("tensorrt", "tensorrt-cu13", "tensorrt-cu12")),
     # Targets from TensorRT for RTX's documentation: 7.5 on request, 12.1 is GB10.
     EngineRuntime("tensorrt-rtx", "tensorrt_rtx", "TensorRT for RTX", "pip install 'mlic-edge[rtx]'",
-                  True, ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1"), ("8.0", "8.6", "8.9", "12.0"), False),
+                  True, ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1"), ("8.0", "8.6", "8.9", "12.0"), False,
+                  ("tensorrt-rtx-cu13", "tensorrt-rtx-cu12", "tensorrt-rtx")),
 )}
 RUNTIME_CHOICES = ("auto",) + tuple(ENGINE_RUNTIMES)
 

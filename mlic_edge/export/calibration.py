@@ -27,6 +27,7 @@ import numpy as np
 from ..core.files import cache_dir
 from ..core.images import IMAGE_SUFFIXES, iter_batches
 from ..core.errors import CalibrationError
+from ..core.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def calibration_from_folder(folder: str | os.PathLike, preprocess: dict[str, Any
     stats = [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in chosen]
     key = _hash({"format": CACHE_FORMAT, "source": f"folder:{folder}", "files": stats,
                  "n": num_images, "preprocess": preprocess, "seed": seed})
-    size = int(preprocess["image_size"])
+    size = Preprocessing.from_dict(preprocess).image_size
 
     def images() -> Iterator[np.ndarray]:
         with progress(len(chosen), "preprocessing calibration images") as bar:
@@ -208,7 +209,7 @@ def calibration_from_dataset(source: DatasetSource, preprocess: dict[str, Any], 
                 yield from batch
                 bar.update(len(batch))
 
-    size = int(preprocess["image_size"])
+    size = Preprocessing.from_dict(preprocess).image_size
     try:
         return _cached(key, _cache_dir(cache_dir), images(), (3, size, size))
     except CalibrationError:
@@ -248,7 +249,7 @@ def collect_calibration(calib: Any, preprocess: dict[str, Any], num_images: int 
     a DatasetSource (or a dict {"data"/"name", "root", "split"}); or an iterable of batches
     (arrays/tensors, or (images, targets) tuples, e.g. a DataLoader).
     """
-    size = int(preprocess["image_size"])
+    size = Preprocessing.from_dict(preprocess).image_size
     if calib is None:
         raise CalibrationError("int8 needs calibration images: pass a folder (--calib DIR) or a "
                                "dataset (--calib-data NAME --calib-root PATH)")

@@ -486,7 +486,7 @@ def build_network(options: EngineOptions, state: EngineState) -> None:
                 f"capability {', '.join(info.compute_capabilities)} (minutes for large models)...")
     profile = tuple(info.profile[k] for k in ("min", "opt", "max")) if info.profile else None
     state.data, facts = build_serialized_engine(
-        runtime, state.onnx, state.meta.input_name, int(state.meta.preprocess["image_size"]), profile,
+        runtime, state.onnx, state.meta.input_name, state.meta.preprocessing(str(state.onnx)).image_size, profile,
         workspace_gb=options.workspace_gb, timing_cache=cache_file, optimization_level=options.optimization_level,
         verbose=options.verbose, targets=parse_targets(options.compute_capability) if runtime.is_rtx else None,
         irpe_plugin=bool(state.meta.extra.get("irpe_plugin")))

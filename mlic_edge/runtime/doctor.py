@@ -63,15 +63,11 @@ def _guarded(probe, *args) -> Any:
         return f"{type(e).__name__}: {e}"[:200]
 
 
-_RUNTIME_PACKAGES = {"tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
-                     "tensorrt-rtx": ("tensorrt-rtx-cu13", "tensorrt-rtx-cu12", "tensorrt-rtx")}
-
-
 def _probe_tensorrt(name: str) -> dict[str, Any]:
     """One TensorRT runtime: version, or the import error; and whether it takes the iRPE plugin."""
     from ..tensorrt.runtimes import import_runtime
 
-    info: dict[str, Any] = {"version": package_version(*_RUNTIME_PACKAGES[name])}
+    info: dict[str, Any] = {"version": package_version(*ENGINE_RUNTIMES[name].packages)}
     try:
         runtime = import_runtime(name)
     except Exception as e:
