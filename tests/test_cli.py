@@ -65,3 +65,30 @@ def test_a_rendered_line_reads_back_as_the_options_it_came_from():
 def test_render_refuses_an_option_the_command_lacks():
     with pytest.raises(KeyError, match="with_attention"):
         render("export", "best.pt", with_attention=True)
+
+
+DEVICE_VERBS = sorted(verb for verb, command in COMMANDS.items()
+                      if any("--device" in p.opts for p in command.params))
+
+
+def placeholders(command) -> list[str]:
+    """Values for the command's required arguments and options, so that parsing reaches --device."""
+    words = []
+    for param in command.params:
+        if param.required:
+            words += ["placeholder"] if param.param_type_name == "argument" else [param.opts[0], "placeholder"]
+    return words
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x"])
+@pytest.mark.parametrize("verb", DEVICE_VERBS)
+def test_a_malformed_device_is_one_line_on_every_command(verb, device, capsys):
+    from mlic_edge.cli import main
+
+    assert {"train", "eval", "infer", "bench", "serve"} <= set(DEVICE_VERBS)
+    with pytest.raises(SystemExit) as done:
+        main([verb, *placeholders(COMMANDS[verb]), "--device", device])
+    err = capsys.readouterr().err
+    assert done.value.code == 2
+    assert err.splitlines() == [f"error: --device {device!r}: unknown device; expected "
+                                + err.split("expected ", 1)[1].strip()]
