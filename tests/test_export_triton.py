@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
-                                       reason="needs tritonclient (the serve extra) for Triton's config schema")
+from tritonclient.grpc import model_config_pb2  # noqa: E402  (Triton's config schema; the serve extra)
 
 
 def _parse(path: Path):

@@ -2,8 +2,8 @@
 
 The server runs as a subprocess on free loopback ports; every request and wait is bounded and the
 fixture kills the server (and its tritonserver child, via the process group) whatever happens.
-Skipped where PyTriton is missing, or where numpy is 2.x (PyTriton 0.7's backend stub needs 1.x):
-run them with `bash scripts/serve_tests.sh` (it makes .venv-serve: PyTriton with numpy 1.x beside .venv).
+They run in the project's one environment (`pip install -e ".[dev]"` includes the serve extra) and
+never skip there: a missing PyTriton is an error, not a skip.
 """
 from __future__ import annotations
 
@@ -20,10 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("pytriton", reason="needs PyTriton: bash scripts/serve_tests.sh runs these in .venv-serve")
-if int(np.__version__.split(".")[0]) >= 2:
-    pytest.skip(f"PyTriton 0.7's Python backend stub needs numpy < 2 (numpy {np.__version__} here); "
-                f"run from a virtualenv with the serve extra", allow_module_level=True)
+import pytriton  # noqa: F401,E402  (the serve extra; part of dev)
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120

@@ -35,10 +35,10 @@ def serve_command(
     workers: int = typer.Option(4, "--workers", help="Decoding threads per model instance (images are decoded on the server)."),
     verbose: bool = typer.Option(False, "--verbose", help="Triton's verbose log."),
 ) -> None:
-    """Serve a model with NVIDIA Triton Inference Server (PyTriton, with numpy 1.x).
+    """Serve a model with NVIDIA Triton Inference Server (PyTriton).
 
-    In the serving environment: pip install "mlic-edge\\[serve]" "numpy<2" (PyTriton's Python
-    backend needs numpy < 2).
+    Needs the serve extra: pip install "mlic-edge\\[serve]" (it also pins numpy < 2, which
+    PyTriton's Python backend needs).
 
     The model <name> takes encoded image files (input "image", BYTES, one file per row) and returns
     "scores" (FP32 [K], after the sigmoid), "labels" (BYTES, the classes at or above the model's

@@ -51,7 +51,7 @@ from ..runtime.base import Backend
 from ..runtime.model import LoadedModel
 
 DEFAULT_MAX_BATCH = 8
-SERVE_INSTALL = 'pip install "mlic-edge[serve]" "numpy<2"'
+SERVE_INSTALL = 'pip install "mlic-edge[serve]"'   # the extra also pins numpy < 2 for PyTriton
 # Backends whose one open model serves every instance (ONNX Runtime sessions and torch modules
 # are thread-safe); a TensorRT engine gets an execution context per instance.
 SHARED_BACKENDS = tuple(f.backend for f in MODEL_FORMATS.values() if f.backend != MODEL_FORMATS["engine"].backend)
@@ -117,8 +117,8 @@ def _check_numpy() -> None:
     if major >= 2:
         raise BackendUnavailable(
             f"mlic-edge serve: PyTriton's Python backend stub needs numpy < 2 (this environment has "
-            f"numpy {np.__version__}, with which it returns empty tensors); in the serving environment: "
-            f"{SERVE_INSTALL}")
+            f"numpy {np.__version__}, with which it returns empty tensors): {SERVE_INSTALL} installs "
+            f"a numpy it works with")
 
 
 class _Runner:
@@ -243,8 +243,7 @@ def _import_pytriton() -> dict[str, Any]:
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
     except ImportError:
-        raise BackendUnavailable(f"mlic-edge serve needs PyTriton (with numpy 1.x); in the serving "
-                                 f"environment: {SERVE_INSTALL}") from None
+        raise BackendUnavailable(f"mlic-edge serve needs PyTriton: {SERVE_INSTALL}") from None
     return {"batch": batch, "DynamicBatcher": DynamicBatcher, "ModelConfig": ModelConfig, "Tensor": Tensor,
             "DEFAULT_PROTECTED_ENDPOINTS": DEFAULT_PROTECTED_ENDPOINTS, "Triton": Triton,
             "TritonConfig": TritonConfig, "TritonSecurityConfig": TritonSecurityConfig}
