@@ -8,18 +8,25 @@ and `parse` reads a line back into the keyword arguments it stands for.
 """
 from __future__ import annotations
 
+import functools
 import shlex
 from pathlib import Path
 from typing import Any
 
 
-def _command(verb: str):
+@functools.cache
+def _group():
+    """The click group of the whole CLI, built once (every stage has registered by then:
+    importing this module imports the `cli` package first)."""
     import typer
 
     from .app import app
 
-    group = typer.main.get_command(app)
-    return group.commands[verb]
+    return typer.main.get_command(app)
+
+
+def _command(verb: str):
+    return _group().commands[verb]
 
 
 def _option_words(param, value: Any) -> list[str]:
@@ -59,10 +66,6 @@ def parse(line: str) -> dict[str, Any]:
 def run_line(line: str) -> int:
     """Run `line` ('mlic-edge VERB ...') in this process, exactly as the shell would; its exit code.
     An MLICError propagates (the caller prints it as one line)."""
-    import typer
-
-    from .app import app
-
     words = shlex.split(line)
-    code = typer.main.get_command(app).main(args=words[1:], prog_name=words[0], standalone_mode=False)
+    code = _group().main(args=words[1:], prog_name=words[0], standalone_mode=False)
     return code if isinstance(code, int) else 0

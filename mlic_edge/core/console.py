@@ -6,9 +6,8 @@ a line is printed whole: logs are grepped, and a message broken at column 80 no 
 from __future__ import annotations
 
 import logging
-import sys
 
-# Wide enough that no table or message is cut, narrow enough that a Rule() stays readable.
+# Wide enough that no table or message is cut (a Rule() would span it: give it its own width).
 UNWRAPPED_WIDTH = 400
 
 
@@ -17,11 +16,11 @@ def make_console(*, stderr: bool = False, width: int | None = None):
     `width` fixes the width on a terminal too (a wide table)."""
     from rich.console import Console
 
-    stream = sys.stderr if stderr else sys.stdout
-    on_terminal = Console(file=stream).is_terminal
-    if on_terminal:
-        return Console(stderr=stderr, width=width)
-    return Console(stderr=stderr, width=max(width or 0, UNWRAPPED_WIDTH), soft_wrap=True)
+    console = Console(stderr=stderr, width=width)
+    if not console.is_terminal:
+        console.soft_wrap = True
+        console.width = max(width or 0, UNWRAPPED_WIDTH)
+    return console
 
 
 _verbose = False

@@ -18,6 +18,7 @@ Imports numpy only; the model's runtime (ONNX Runtime, TensorRT, torch) is impor
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -46,7 +47,7 @@ def check_options(batch_size: int, threshold: float | None) -> None:
     check_threshold(threshold)
 
 
-class BaseTagger:
+class BaseTagger(ABC):
     """What every tagger shares, over the `LoadedModel` it labels with: classes, thresholds and
     preprocessing, the threshold of a call, `predict` over `iter_predict`, and its lifetime.
     `Tagger` runs the model here; `RemoteTagger` (remote.py) asks a Triton server."""
@@ -90,10 +91,10 @@ class BaseTagger:
             inputs = [inputs]
         return list(self.iter_predict(inputs, threshold, batch_size=batch_size, with_attention=with_attention))
 
+    @abstractmethod
     def iter_predict(self, inputs: Iterable, threshold: float | None = None, *, batch_size: int | None = None,
                      with_attention: bool = False, keep_images: bool = False) -> Iterator[Prediction]:
         """The Predictions of `inputs` in input order, as they come (each kind of tagger its own way)."""
-        raise NotImplementedError
 
     # ---------------------------------------------------------------- lifetime
     def close(self) -> None:

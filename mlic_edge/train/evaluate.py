@@ -171,8 +171,3 @@ def evaluate_checkpoint(checkpoint: Path, data: str, data_root: str | None, spli
     plot_per_class_ap(classes, [0.0 if math.isnan(a) else a for a in metrics["per_class_ap"]],
                       result.plot_path, title=f"per-class AP, {data}/{split}: mAP {metrics['mAP']:.2f}")
     return result
-
-
-def run_eval(checkpoint: Path, data: str, data_root: str | None, split: str | None, **options) -> dict[str, Any]:
-    """`evaluate_checkpoint`'s metrics (the quickstart's call; keyword options as there)."""
-    return evaluate_checkpoint(Path(checkpoint), data, data_root, split, **options).metrics
