@@ -16,7 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlic_edge.config import Recipe
-from mlic_edge.train import run_training
+from mlic_edge.core.console import setup_logging
+from mlic_edge.core.errors import TrainingInterrupted
+from mlic_edge.train.api import train_recipe
 
 # The paper's ablations (Tables IV-VI): one change each to its model (iRPE encoder, no decoder
 # self-attention, APL). PAPER_DELTAS: that change's mAP difference on COCO, ResNet101 @448
@@ -57,6 +59,7 @@ def train_variants(base: Recipe, variants: dict[str, dict], seeds: list[int],
     """{variant: [test mAP per seed]}; each run starts from `base` with the variant's values
     (recipe_for(base, values) when a change needs more than with_values) and `train.seed`."""
     scores: dict[str, list[float]] = {}
+    setup_logging()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mlic-variants-") as tmp:
         for name, values in variants.items():
@@ -64,8 +67,10 @@ def train_variants(base: Recipe, variants: dict[str, dict], seeds: list[int],
                 recipe = recipe_for(base, values) if recipe_for else base.with_values(values)
                 recipe = recipe.with_values({"train.seed": seed})
                 out = Path(tmp) / "".join(c if c.isalnum() else "-" for c in f"{name}-{seed}")
-                if run_training(recipe, out, show_progress=False) != 0:
-                    raise SystemExit(f"{name} seed {seed}: training stopped")
+                try:
+                    train_recipe(recipe, out, show_progress=False)
+                except TrainingInterrupted:
+                    raise SystemExit(f"{name} seed {seed}: training stopped") from None
                 scores.setdefault(name, []).append(final_test_map(out))
                 print(f"{name:26s} seed {seed}: mAP {scores[name][-1]:.2f}  ({time.perf_counter() - started:.0f} s)",
                       flush=True)

@@ -24,13 +24,13 @@ def _device(value: str) -> str:
     return str(parse_device(value))
 
 
-def _train_device(value: str) -> str:
-    return str(parse_device(value, kinds=TRAIN_DEVICE_KINDS))
+def _train_device(value: Optional[str]) -> Optional[str]:
+    return value if value is None else str(parse_device(value, kinds=TRAIN_DEVICE_KINDS))
 
 
 # A malformed value ('gpu', 'cuda:x') is a ConfigError: one line, exit 2, before anything runs.
 Device = Annotated[str, typer.Option("--device", callback=_device, help=f"{expected()} (tensorrt: ONNX Runtime's TensorRT provider, .onnx only).")]
-TrainDevice = Annotated[str, typer.Option("--device", callback=_train_device, help=f"{expected(TRAIN_DEVICE_KINDS)}.")]
+TrainDevice = Annotated[Optional[str], typer.Option("--device", callback=_train_device, help=f"{expected(TRAIN_DEVICE_KINDS)} (default: the recipe's train.device, auto).")]
 
 # ---------------------------------------------------------------------------------------- precision
 def precision_callback(value: Optional[str]) -> Optional[str]:

@@ -47,7 +47,6 @@ def model_info(
 
 # ----------------------------------------------------------------------------------- train
 def train(
-    ctx: typer.Context,
     config: Optional[str] = typer.Option(None, "--config", "-c", help=f"Recipe: {RECIPE_HELP}; command-line options override it."),
     data: Data = None,
     data_root: DataRoot = None,
@@ -63,7 +62,7 @@ def train(
     loss: Optional[str] = typer.Option(None, help="Loss: apl | asl | focal | bce."),
     encoder: Optional[str] = typer.Option(None, help="Encoder: irpe | standard | none."),
     decoder_self_attn: Optional[str] = typer.Option(None, "--decoder-self-attn", help="Decoder self-attention: none | all | second."),
-    device: TrainDevice = "auto",
+    device: TrainDevice = None,
     workers: Optional[int] = typer.Option(None, help="Data-loading worker processes per GPU/process."),
     amp: Optional[str] = typer.Option(None, help="Mixed precision on CUDA: auto | bf16 | fp16 | off."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model (CUDA only)."),
@@ -85,16 +84,15 @@ def train(
     """
     import logging
 
+    from ..core.console import setup_logging
     from ..train.api import TrainingInterrupted, train as train_run
 
-    # --device not given: the recipe's train.device (its default is auto); by name, as typer may
-    # bring its own copy of click's ParameterSource
-    given_device = None if ctx.get_parameter_source("device").name == "DEFAULT" else device
+    setup_logging(verbose)
     try:
         train_run(config, data=data, data_root=data_root, preset=renamed(preset, preset_alias, new="--preset", old="--model"), out=out, resume=resume, workers=workers,
-                  set_items=list(set_), verbose=verbose, backbone=backbone, pretrained=pretrained,
+                  set_items=list(set_), backbone=backbone, pretrained=pretrained,
                   image_size=image_size, encoder=encoder, decoder_self_attn=decoder_self_attn, epochs=epochs,
-                  time_budget=time_budget, batch_size=batch_size, lr=lr, loss=loss, device=given_device,
+                  time_budget=time_budget, batch_size=batch_size, lr=lr, loss=loss, device=device,
                   amp=amp, compile=compile, seed=seed)
     except TrainingInterrupted as e:
         logging.getLogger("mlic_edge").warning(str(e))
@@ -117,8 +115,10 @@ def eval_(
     voc12_submission: Optional[Path] = typer.Option(None, "--voc12-submission", help="Write VOC2012 test-server files comp1_cls_test_<class>.txt into this folder."),
 ) -> None:
     """Evaluate a checkpoint: mAP, CP, CR, CF1, OP, OR, OF1 (+ top-3) and per-class AP."""
+    from ..core.console import setup_logging
     from ..train.api import evaluate
 
+    setup_logging()
     evaluate(checkpoint, data=data, data_root=data_root, split=split, batch_size=batch_size, device=device,
              workers=workers, threshold=threshold, ap_mode=ap_mode, json_out=json_out, plot=plot,
              voc12_submission=voc12_submission)

@@ -24,17 +24,23 @@ def make_console(*, stderr: bool = False, width: int | None = None):
 
 
 _verbose = False
+_handler: logging.Handler | None = None
 
 
 def setup_logging(verbose: bool | None = None) -> None:
     """mlic-edge's own INFO messages on the console; the libraries underneath (ONNX exporter and
     optimizers, timm, ...) only from WARNING, unless `verbose` (the CLI's --verbose). None keeps
-    the last choice, so library calls inside a verbose command stay verbose."""
+    the last choice, so library calls inside a verbose command stay verbose. Only the handler
+    this function added before is replaced: handlers others put on the root logger stay."""
     from rich.logging import RichHandler
 
-    global _verbose
+    global _verbose, _handler
     _verbose = _verbose if verbose is None else verbose
-    handler = RichHandler(console=make_console(), show_path=False, rich_tracebacks=False)
-    logging.basicConfig(level=logging.INFO if _verbose else logging.WARNING, format="%(message)s", datefmt="[%X]",
-                        handlers=[handler], force=True)
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    _handler = RichHandler(console=make_console(), show_path=False, rich_tracebacks=False)
+    _handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+    root.addHandler(_handler)
+    root.setLevel(logging.INFO if _verbose else logging.WARNING)
     logging.getLogger("mlic_edge").setLevel(logging.INFO)

@@ -46,7 +46,7 @@ def count_flops(model: MLICModel, batch: int = 1) -> int:
 def model_config(config=None, preset: str | None = None, **overrides: Any) -> ModelConfig:
     """The network `model-info` describes: a preset's model, then a config's (a recipe file or a
     shipped recipe's name: its `model:` section; a file of model fields alone), then the
-    overrides given (None: not given). No weights: counting needs none."""
+    overrides given (None: not given)."""
     from ..config import load_recipe_dict
 
     data: dict[str, Any] = {}
@@ -57,7 +57,6 @@ def model_config(config=None, preset: str | None = None, **overrides: Any) -> Mo
         raw = load_recipe_dict(config)
         data.update(raw.get("model", raw))
     data.update({k: v for k, v in overrides.items() if v is not None})
-    data["pretrained"] = "none"
     return ModelConfig.from_dict(data)
 
 

@@ -6,7 +6,7 @@ carries where the run stopped and the checkpoint to resume from. Importing this 
 (no torch until a function runs).
 
     train(config=None, *, data=None, data_root=None, preset=None, out="runs/train", resume=False,
-          workers=None, set_items=(), show_progress=True, verbose=False,
+          workers=None, set_items=(), show_progress=True,
           backbone=, pretrained=, image_size=, encoder=, decoder_self_attn=, epochs=, time_budget=,
           batch_size=, lr=, loss=, device=, amp=, compile=, seed=) -> TrainResult
     evaluate(checkpoint, *, data, data_root=None, split=None, batch_size=32, device="auto",
@@ -29,17 +29,15 @@ __all__ = ["train", "train_recipe", "evaluate", "TrainResult", "EvalResult", "Tr
 def train(config: str | Path | None = None, *, data: str | None = None, data_root: str | Path | None = None,
           preset: str | None = None, out: str | Path = "runs/train", resume: bool = False,
           workers: int | None = None, set_items: Iterable[str] = (), show_progress: bool = True,
-          verbose: bool = False, **options: Any) -> TrainResult:
+          **options: Any) -> TrainResult:
     """Train a model: the recipe from `train.recipes.resolve_recipe` (a file or shipped recipe
     name, a preset and the data, the keyword options), then the run in `out` (recipe.yaml, last.pt,
     best.pt, metrics.jsonl, curves.png). A derived recipe is printed first; the final metrics last."""
-    from ..core.console import setup_logging
     from .recipes import resolve_recipe
 
     if options.get("device") is not None:   # before any data is read: a GPU that is not there fails now
         from .distributed import check_device_available
         check_device_available(options["device"], "--device")
-    setup_logging(verbose)
     resolved = resolve_recipe(config, data=data, data_root=data_root, preset=preset, workers=workers,
                               set_items=set_items, resume=resume, **options)
     if resolved.notes:

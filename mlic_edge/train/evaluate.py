@@ -137,14 +137,12 @@ def evaluate_checkpoint(checkpoint: Path, data: str, data_root: str | None, spli
                         batch_size: int, device: str, workers: int, threshold: float, ap_mode: str,
                         json_out: Path | None, plot: Path | None, voc12_submission: Path | None):
     """`mlic_edge.train.api.evaluate`: score, print, write; returns an EvalResult."""
-    from ..core.console import setup_logging
     from ..plots import plot_per_class_ap
     from .results import EvalResult
     from .distributed import resolve_device
     from .report import print_metrics
 
     check_ap_mode(ap_mode)
-    setup_logging()
     dev = resolve_device(device, "--device")
     split = split or default_splits(data)[1]
     model, ckpt, dataset = load_eval_split(checkpoint, data, data_root, split, dev)

@@ -11,20 +11,16 @@ then the values the caller set (keyword options and `section.key=value` items) w
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import Recipe, parse_override
+from ..config import ModelConfig, Recipe, TrainConfig, parse_override
 
-# The keyword options of `resolve_recipe` / `mlic_edge.train` and the recipe field each one sets.
-OPTION_FIELDS: dict[str, str] = {
-    "backbone": "model.backbone", "pretrained": "model.pretrained", "image_size": "model.image_size",
-    "encoder": "model.encoder", "decoder_self_attn": "model.decoder_self_attn",
-    "epochs": "train.epochs", "time_budget": "train.time_budget", "batch_size": "train.batch_size",
-    "lr": "train.lr", "loss": "train.loss", "device": "train.device", "amp": "train.amp",
-    "compile": "train.compile", "seed": "train.seed",
-}
+# The keyword options of `resolve_recipe` / `mlic_edge.train`: any model or train field by its name
+# (the two sections share no field name).
+OPTION_FIELDS: dict[str, str] = {**{f.name: f"model.{f.name}" for f in fields(ModelConfig)},
+                                 **{f.name: f"train.{f.name}" for f in fields(TrainConfig)}}
 
 
 @dataclass
