@@ -221,8 +221,8 @@ def test_engine_matches_onnxruntime_on_the_same_graph(engines, workdir, precisio
         targets = (sigmoid(reference) >= np.median(sigmoid(reference), axis=0)).astype(np.float32)
     row = compare_logits(ort_logits, trt_logits, targets, precision, MAP_LIMITS)
     scale = max(1.0, float(np.abs(ort_logits).max()))
-    assert abs(row["delta_mAP"]) <= MAP_LIMITS[precision], row
-    assert row["max_abs_logit_err"] <= LOGIT_LIMITS[precision] * scale, row
+    assert abs(row.delta_map) <= MAP_LIMITS[precision], row
+    assert row.max_abs_logit_error <= LOGIT_LIMITS[precision] * scale, row
 
 
 @needs_tensorrt

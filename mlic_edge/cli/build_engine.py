@@ -6,9 +6,8 @@ from typing import Optional
 
 import typer
 
-from ..core.capabilities import ENGINE_RUNTIMES, RUNTIME_CHOICES
+from ..core.capabilities import DEFAULT_BATCH_PROFILE, ENGINE_RUNTIMES, RUNTIME_CHOICES
 from ..core.errors import ConfigError
-from ..export.engine import DEFAULT_PROFILE
 from .options import (
     PRECISION_HELP,
     Calib,
@@ -34,7 +33,7 @@ def build_engine_command(
     calib_root: CalibRoot = None,
     calib_split: CalibSplit = "train",
     calib_images: CalibImages = 500,
-    batch_profile: str = typer.Option(DEFAULT_PROFILE, "--batch-profile", help="Optimization profile MIN:OPT:MAX batch (or one size for a static engine)."),
+    batch_profile: str = typer.Option(DEFAULT_BATCH_PROFILE, "--batch-profile", help="Optimization profile MIN:OPT:MAX batch (or one size for a static engine)."),
     batch_alias: Optional[str] = typer.Option(None, "--batch", hidden=True, help="Deprecated spelling of --batch-profile."),
     workspace: Optional[float] = typer.Option(None, "--workspace", help="Builder workspace limit in GiB (default: TensorRT's, the GPU's memory)."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file, read and updated (default: ~/.cache/mlic-edge/tensorrt/timing-<trt>-<gpu>.cache)."),
@@ -64,7 +63,7 @@ def build_engine_command(
         raise ConfigError("give --precision fp16 or --precision int8, not both")
     alias = "fp16" if fp16 else "int8" if int8 else None
     precision = renamed(precision, alias, new="--precision", old=f"--{alias}")
-    batch = renamed(batch_profile, batch_alias, new="--batch-profile", old="--batch", default=DEFAULT_PROFILE)
+    batch = renamed(batch_profile, batch_alias, new="--batch-profile", old="--batch", default=DEFAULT_BATCH_PROFILE)
     source_calib = calib_source(precision, calib, calib_data, calib_root, calib_split)
     console = make_console()
     with console.status("building...") as status:

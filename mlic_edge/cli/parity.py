@@ -20,9 +20,10 @@ def _parse_thresholds(values: Optional[List[str]]) -> dict[str, float]:
     for value in values or []:
         name, _, number = value.partition("=")
         try:
-            thresholds[check_precision(name.strip(), "--max-delta precision").name] = float(number)
+            limit = float(number)
         except ValueError:
             raise ConfigError(f"--max-delta expects PRECISION=VALUE (e.g. int8=0.5), got {value!r}") from None
+        thresholds[check_precision(name.strip(), "--max-delta precision").name] = limit
     return thresholds
 
 

@@ -103,6 +103,7 @@ ENGINE_RUNTIMES: dict[str, EngineRuntime] = {r.name: r for r in (
                   ("tensorrt-rtx-cu13", "tensorrt-rtx-cu12", "tensorrt-rtx")),
 )}
 RUNTIME_CHOICES = ("auto",) + tuple(ENGINE_RUNTIMES)
+DEFAULT_BATCH_PROFILE = "1:8:32"   # an engine's MIN:OPT:MAX batch unless told otherwise
 
 
 @dataclass(frozen=True)

@@ -7,4 +7,3 @@ runtimes exist is `capabilities`' table.
 from __future__ import annotations
 
 INPUT_NAME = "images"
-LOGITS, ATTENTION = "logits", "attention"

@@ -43,9 +43,9 @@ def expected(kinds=None) -> str:
 def parse_device(spec, what: str = "--device", kinds=None) -> Device:
     """Device from 'auto', 'cpu', 'cuda', 'cuda:N' or 'tensorrt' (a Device passes through);
     `kinds` narrows the accepted kinds (training takes no 'tensorrt'). One-line ConfigError else."""
-    if isinstance(spec, Device):
-        spec = str(spec)
     allowed = tuple(kinds or DEVICE_KINDS)
+    if isinstance(spec, Device) and spec.kind in allowed:
+        return spec
     text = str(spec).strip().lower()
     name, sep, index = text.partition(":")
     kind = DEVICE_KINDS.get(name)

@@ -1,6 +1,6 @@
 """Checkpoint or ONNX -> precision ONNX graph -> TensorRT engine (+ `<engine>.json` sidecar).
 
-    from . import build_engine
+    from mlic_edge.export import build_engine
     result = build_engine("best.pt", "best.fp16.engine", precision="fp16", batch="1:8:32")
 
 Two runtimes (`tensorrt.runtimes`): TensorRT 10/11 builds on the GPU that will run the
@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core.capabilities import PRECISIONS, check_precision, check_target, model_format, precision_family, precision_tag
+from ..core.capabilities import (DEFAULT_BATCH_PROFILE, PRECISIONS, check_precision, check_target, model_format,
+                                 precision_family, precision_tag)
 from ..tensorrt.sidecar import (
     EngineInfo,
     read_engine_info,
@@ -49,7 +50,6 @@ from ..tensorrt.runtimes import TensorRTRuntime, choose_runtime, parse_targets
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROFILE = "1:8:32"
 _PRECISION_SUFFIX = re.compile(rf"\.({'|'.join(PRECISIONS)})$")   # best.fp16.onnx -> best
 
 
@@ -167,7 +167,7 @@ def prepare_onnx(source: Path, precision: str | None, out_onnx: Path, *, calib: 
             if meta is not None:
                 notes.append(f"reused {out_onnx} (same checkpoint sha256 and options; --force re-exports)")
                 return out_onnx, meta, source, True, notes
-        from . import export_onnx
+        from .onnx_export import export_onnx
         result = export_onnx(source, out_onnx, precision=precision, batch=None, target="tensorrt",
                              calib=calib, with_attention=with_attention, calib_images=calib_images,
                              calib_method=calib_method, irpe_plugin=irpe_plugin)
@@ -339,7 +339,7 @@ def _profile_for(meta: ModelMetadata, requested: tuple[int, int, int], batch: An
     fixed = _static_batch(meta)
     if fixed is None:
         return requested
-    if requested != parse_batch_profile(DEFAULT_PROFILE) and requested != (fixed,) * 3:
+    if requested != parse_batch_profile(DEFAULT_BATCH_PROFILE) and requested != (fixed,) * 3:
         raise ConfigError(f"{onnx_path}: the graph has a fixed batch of {fixed}; --batch-profile {batch} "
                           f"does not fit (export with --batch-dim dynamic)")
     return None
@@ -370,7 +370,7 @@ class EngineOptions:
     out: str | os.PathLike | None = None
     precision: str | None = None
     calib: Any = None
-    batch: str | tuple = DEFAULT_PROFILE
+    batch: str | tuple = DEFAULT_BATCH_PROFILE
     workspace_gb: float | None = None
     timing_cache: str | os.PathLike | None = None
     optimization_level: int | None = None

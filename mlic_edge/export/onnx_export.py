@@ -491,7 +491,6 @@ def trace(options: ExportOptions, state: ExportState) -> None:
         state.model = None
     release_memory()
     state.graph = cleanup_graph(proto, base_dir=state.workdir, out_path=state.workdir / "fp32.onnx")
-    state.proto = None
 
 
 def check_against_torch(options: ExportOptions, state: ExportState) -> None:
@@ -553,6 +552,7 @@ def check_converted(options: ExportOptions, state: ExportState) -> None:
         onnx.save(state.proto, str(checked), save_as_external_data=True, all_tensors_to_one_file=True,
                   location="final.onnx.data", size_threshold=4096)
         state.graph, state.proto = checked, None
+        release_memory()                 # the converted graph's heap, before ONNX Runtime loads it
     state.final_error = compare_with_reference(checked, state.references[1],
                                                disabled_optimizers=state.ort_disabled)["logits"]
     if not np.isfinite(state.final_error):

@@ -162,7 +162,11 @@ def _format_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                      "written_by": fmt.written_by, "ok": ok,
                      "note": "" if ok else why if "pip install" in why else f"{why} ({fmt.install})"})
     plugin = report["packages"].get("onnxruntime-extensions") is not None and "error" not in ort
-    rows[0]["irpe_plugin_graphs"] = plugin
+    onnx_row = next(row for row in rows if row["format"] == "onnx")
+    onnx_row["irpe_plugin_graphs"] = plugin
+    if not plugin:   # graphs exported with --irpe-plugin need the reference op
+        onnx_row["note"] = "; ".join(filter(None, [onnx_row["note"], "IRPEAttention plugin graphs: "
+                                                   "pip install 'mlic-edge[plugin]'"]))
     return rows
 
 

@@ -54,8 +54,7 @@ class BaseTagger(ABC):
 
     def __init__(self, model: LoadedModel, *, batch_size: int = 8, workers: int = 2,
                  threshold: float | None = None):
-        check_options(batch_size, threshold)
-        self.model = model
+        self.model = model                 # the options were checked by the subclass, before it opened anything
         self.batch_size, self.workers = batch_size, max(int(workers), 1)
         self.default_threshold = threshold
 

@@ -70,7 +70,7 @@ def check_trt_ops(model: Any) -> list[str]:
     custom: Counter[str] = Counter()
     unsupported: Counter[str] = Counter()
     for node in _iter_nodes(model.graph):
-        if is_irpe_plugin_node(node):  # registered by mlic-edge before parsing (kernels/irpe_plugin.py)
+        if is_irpe_plugin_node(node):  # registered by mlic-edge before parsing (tensorrt/plugin.py)
             continue
         if node.domain not in DEFAULT_DOMAINS:
             custom[f"{node.domain}::{node.op_type}"] += 1

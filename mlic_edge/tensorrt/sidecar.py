@@ -10,7 +10,7 @@ from) plus what the engine is tied to, so that
   rebuilding it (minutes on large models), and
 * the runtime can refuse a foreign engine with a clear message before TensorRT fails cryptically.
 
-Two runtimes write engines (see `core.tensorrt`): TensorRT 10/11 builds on and for one GPU
+Two runtimes write engines (see `tensorrt.runtimes`): TensorRT 10/11 builds on and for one GPU
 (`gpu`, `compute_capabilities` = its one); TensorRT for RTX builds without a GPU (`gpu` None) for
 a list of compute capabilities.
 """
@@ -129,7 +129,7 @@ def check_engine_compatible(info: EngineInfo, engine_path: str | os.PathLike,
     here = f"{gpu.get('name')} (compute capability {here_cc})"
     if info.runtime_version != runtime_version:
         raise BackendUnavailable(f"{engine_path}: built with {built_on}; this machine has "
-                                 f"{info.runtime_label.rsplit(' ', 1)[0]} {runtime_version}; {rebuild}")
+                                 f"{ENGINE_RUNTIMES[info.runtime].label} {runtime_version}; {rebuild}")
     if here_cc not in info.compute_capabilities:
         runs_on = ENGINE_RUNTIMES[info.runtime].runs_on
         if runs_on is not None:
