@@ -193,11 +193,11 @@ def serve(model: str | os.PathLike, options: ServeOptions, *, on_ready=None) -> 
     """Run the server until SIGTERM/SIGINT; returns the exit code (0 after a clean stop)."""
     path = Path(model)
     name, max_batch = _check_request(path, options)
-    loaded = LoadedModel.from_metadata(read_model_metadata(path), str(path))   # ModelFileError on a foreign file
     pytriton = _import_pytriton()
     _check_numpy()
     _prepare_environment()
-    shared, runners = _open_runners(path, loaded, options)
+    shared, runners = _open_runners(path, options)
+    loaded = runners[0].model
     described = {**runners[0]._backend().describe(), "served_as": name}
     info = json.dumps({"metadata": json.loads(loaded.metadata.to_json()), "backend": described}).encode()
     stop = threading.Event()
@@ -249,10 +249,14 @@ def _import_pytriton() -> dict[str, Any]:
             "TritonConfig": TritonConfig, "TritonSecurityConfig": TritonSecurityConfig}
 
 
-def _open_runners(path: Path, loaded: LoadedModel, options: ServeOptions) -> tuple[Backend | None, list[_Runner]]:
+def _open_runners(path: Path, options: ServeOptions) -> tuple[Backend | None, list[_Runner]]:
     """(the shared backend or None, one runner per instance), the model opened now so that a
-    problem is reported before the server starts, not on the first request."""
+    problem is reported before the server starts, not on the first request. The model's metadata
+    is read once: from the shared backend (a checkpoint is loaded and hashed once), or from the
+    engine's sidecar."""
     shared = open_backend(path, device=options.device) if model_format(path).backend in SHARED_BACKENDS else None
+    loaded = shared.loaded_model if shared is not None else \
+        LoadedModel.from_metadata(read_model_metadata(path), str(path))   # ModelFileError on a foreign file
     runners = [_Runner(path, loaded, options.device, options.workers, shared) for _ in range(options.instances)]
     if shared is None:
         runners[0]._backend()
