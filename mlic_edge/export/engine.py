@@ -383,12 +383,14 @@ class EngineOptions:
     irpe_plugin: bool = False
     runtime: str = "auto"
     compute_capability: str | None = None
+    profile: tuple[int, int, int] = field(init=False)          # `batch`, parsed once
+    targets: tuple[str, ...] | None = field(init=False)       # `compute_capability`, parsed once
 
     def __post_init__(self) -> None:
         if self.precision is not None:
             check_precision(self.precision, "precision")
-        parse_batch_profile(self.batch)
-        parse_targets(self.compute_capability)
+        object.__setattr__(self, "profile", parse_batch_profile(self.batch))
+        object.__setattr__(self, "targets", parse_targets(self.compute_capability))
 
     def say(self, message: str) -> None:
         if self.status is not None:
@@ -458,11 +460,10 @@ def prepare_graph(options: EngineOptions, state: EngineState) -> None:
 def reuse_engine(options: EngineOptions, state: EngineState) -> None:
     """The build's key (the sidecar it will have); an existing engine with the same key is the
     result (unless `force`)."""
-    profile = _profile_for(state.meta, parse_batch_profile(options.batch), options.batch, state.onnx)
+    profile = _profile_for(state.meta, options.profile, options.batch, state.onnx)
     state.info = EngineInfo(
         metadata=state.meta, runtime=state.runtime.name, runtime_version=state.runtime.version,
-        compute_capabilities=_target_capabilities(state.runtime, parse_targets(options.compute_capability),
-                                                  state.gpu),
+        compute_capabilities=_target_capabilities(state.runtime, options.targets, state.gpu),
         gpu=state.gpu, onnx_sha256=file_sha256(state.onnx), precision=state.meta.precision,
         profile=dict(zip(("min", "opt", "max"), profile)) if profile else None, onnx_path=str(state.onnx),
         checkpoint=str(state.checkpoint.resolve()) if state.checkpoint else None)
@@ -488,7 +489,7 @@ def build_network(options: EngineOptions, state: EngineState) -> None:
     state.data, facts = build_serialized_engine(
         runtime, state.onnx, state.meta.input_name, state.meta.preprocessing(str(state.onnx)).image_size, profile,
         workspace_gb=options.workspace_gb, timing_cache=cache_file, optimization_level=options.optimization_level,
-        verbose=options.verbose, targets=parse_targets(options.compute_capability) if runtime.is_rtx else None,
+        verbose=options.verbose, targets=options.targets if runtime.is_rtx else None,
         irpe_plugin=bool(state.meta.extra.get("irpe_plugin")))
     from .._version import __version__
     info.build = {**facts, "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
