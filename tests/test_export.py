@@ -374,21 +374,21 @@ def test_export_steps_run_alone(tmp_path):
 
 def test_export_options_are_checked_before_any_work(tmp_path):
     from mlic_edge.core.errors import ConfigError, ExportError
-    from mlic_edge.export.onnx_export import ExportOptions, export_model
+    from mlic_edge.export.onnx_export import ExportOptions, export_onnx
 
     with pytest.raises(ConfigError, match="precision 'int4'"):
         ExportOptions(precision="int4")
     with pytest.raises(ConfigError, match="target 'tpu'"):
-        export_model(tmp_path / "missing.pt", target="tpu")
+        export_onnx(tmp_path / "missing.pt", target="tpu")
     with pytest.raises(ExportError, match="opset"):
         ExportOptions(opset=16)
     assert not list(tmp_path.iterdir())
 
 
-def test_export_model_writes_beside_the_checkpoint_by_default(tmp_path):
-    from mlic_edge.export.onnx_export import default_onnx_path, export_model
+def test_export_onnx_writes_beside_the_checkpoint_by_default(tmp_path):
+    from mlic_edge.export.onnx_export import default_onnx_path, export_onnx
 
     ckpt = save_random_checkpoint(tmp_path / "best.pt", tiny_config(encoder="standard"))
     assert default_onnx_path(ckpt, "int8", "cpu") == tmp_path / "best.int8-cpu.onnx"
-    result = export_model(ckpt, check=False)
+    result = export_onnx(ckpt, check=False)
     assert result.path == tmp_path / "best.fp32.onnx" and result.path.is_file()

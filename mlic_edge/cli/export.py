@@ -78,13 +78,13 @@ def export_command(
     """
     from ..core.console import make_console
 
-    from ..export.onnx_export import export_model
+    from ..export.onnx_export import export_onnx
 
     batch = _parse_batch_dim(renamed(batch_dim, batch_alias, new="--batch-dim", old="--batch", default="dynamic"))
     source = calib_source(precision, calib, calib_data, calib_root, calib_split)
     console = make_console()
     with console.status(f"exporting {checkpoint} ({precision}, {target})..."):
-        result = export_model(checkpoint, out, precision=precision, batch=batch, opset=opset,
+        result = export_onnx(checkpoint, out, precision=precision, batch=batch, opset=opset,
                              target=target, calib=source, with_attention=attention,
                              calib_images=calib_images, calib_method=calib_method, calib_batch=calib_batch,
                              high_precision=high_precision, exporter=exporter, irpe_plugin=irpe_plugin)

@@ -1,11 +1,11 @@
 """Export: PyTorch checkpoint -> ONNX graph (fp32 / fp16 / int8) for TensorRT 10/11 or ONNX Runtime,
 and ONNX graph -> TensorRT engine + JSON sidecar (`build_engine`; tensorrt imported only then).
 
-    from mlic_edge.export import build_engine, export_model
-    result = export_model("best.pt", "model.onnx", precision="int8", calib="calib_images/")
+    from mlic_edge.export import build_engine, export_onnx
+    result = export_onnx("best.pt", "model.onnx", precision="int8", calib="calib_images/")
     engine = build_engine(result.path, batch="1:8:32")
 
-Calling this package, `mlic_edge.export(...)`, runs `export_model(...)`. Both are a sequence of small steps over an options object (`ExportOptions` / EXPORT_STEPS in
+Calling this package, `mlic_edge.export(...)`, runs `export_onnx(...)`. Both are a sequence of small steps over an options object (`ExportOptions` / EXPORT_STEPS in
 onnx_export.py, `EngineOptions` / ENGINE_STEPS in engine.py) that can be run one by one.
 
 Importing this package is cheap (no torch, no onnx); the heavy modules load on first use.
@@ -26,11 +26,10 @@ from ..core.errors import (
 
 __all__ = ["BuildResult", "CalibrationError", "EngineOptions", "ExportError", "ExportOptions", "ExportParityError",
            "ExportResult", "MissingDependencyError", "UnsupportedOpsError", "check_trt_ops", "collect_calibration",
-           "build_engine", "export_model", "export_onnx", "load_trt_ops", "parse_batch_profile"]
+           "build_engine", "export_onnx", "load_trt_ops", "parse_batch_profile"]
 
 _LAZY = {
     "export_onnx": "mlic_edge.export.onnx_export",
-    "export_model": "mlic_edge.export.onnx_export",
     "ExportOptions": "mlic_edge.export.onnx_export",
     "ExportResult": "mlic_edge.export.onnx_export",
     "check_trt_ops": "mlic_edge.tensorrt.onnx_ops",
@@ -51,4 +50,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-make_callable(__name__, "mlic_edge.export.onnx_export:export_model")
+make_callable(__name__, "mlic_edge.export.onnx_export:export_onnx")

@@ -613,32 +613,25 @@ EXPORT_STEPS: tuple[Callable[[ExportOptions, ExportState], None], ...] = (
 
 
 # ----------------------------------------------------------------------------------- entry points
-def run_export(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike, options: ExportOptions,
-               steps: Sequence[Callable[[ExportOptions, ExportState], None]] = EXPORT_STEPS) -> ExportResult:
-    """Run `steps` (default: all of them, in order) on a fresh state; the last one must write."""
+def export_onnx(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike | None = None, *,
+                steps: Sequence[Callable[[ExportOptions, ExportState], None]] = EXPORT_STEPS,
+                **options: Any) -> ExportResult:
+    """`mlic-edge export` as one call: export a checkpoint to one ONNX file with the `ExportOptions`
+    given as keywords, by running `steps` (default: all of them, in order; the last one must write)
+    on a fresh state. The output goes beside the checkpoint by default (`default_onnx_path`).
+    Raises MLICError subclasses with one-line messages."""
+    export_options = ExportOptions(**options)
+    if out_path is None:
+        out_path = default_onnx_path(checkpoint_path, export_options.precision, export_options.target)
     with export_state(checkpoint_path, out_path) as state:
         for step in steps:
-            step(options, state)
+            step(export_options, state)
     if state.result is None:
         raise ExportError(f"{out_path}: the export steps ended without writing the graph (add write_onnx)")
     return state.result
-
-
-def export_onnx(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike, **options: Any) -> ExportResult:
-    """Export a checkpoint to one ONNX file with the `ExportOptions` given as keywords (the module
-    docstring lists the steps). Raises MLICError subclasses with one-line messages."""
-    return run_export(checkpoint_path, out_path, ExportOptions(**options))
 
 
 def default_onnx_path(checkpoint_path: str | os.PathLike, precision: str = "fp32", target: str = "tensorrt") -> Path:
     """best.pt -> best.fp16.onnx (beside the checkpoint); int8 for CPUs: best.int8-cpu.onnx."""
     checkpoint_path = Path(checkpoint_path)
     return checkpoint_path.with_name(f"{checkpoint_path.stem}.{precision_tag(precision, target)}.onnx")
-
-
-def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, **options: Any) -> ExportResult:
-    """`mlic-edge export` as one call: the CLI's options as keywords (`ExportOptions`), the output
-    beside the checkpoint by default (`default_onnx_path`)."""
-    if out is None:
-        out = default_onnx_path(checkpoint, options.get("precision", "fp32"), options.get("target", "tensorrt"))
-    return export_onnx(checkpoint, out, **options)
