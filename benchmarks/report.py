@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables  # noqa: E402  (registers the renderers)
 from result_files import REPO, describe_machine, read_result  # noqa: E402
 
-BLOCK = re.compile(r"(<!-- result (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end result -->)", re.S)
+# markers start their line: an indented example of the syntax is not a block
+BLOCK = re.compile(r"^(<!-- result (?P<spec>[^>\n]*?) -->\n)(?P<body>.*?)^(<!-- end result -->)", re.S | re.M)
 REQUIRED = ("command", "commit", "date", "machine", "runs")
 
 
