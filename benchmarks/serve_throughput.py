@@ -48,6 +48,25 @@ def server_counters(port: int) -> dict[str, float]:
     return found
 
 
+def group_cpu_s(group: int) -> float:
+    """CPU seconds (user + system) of the live processes of a process group: the server, its
+    tritonserver and the Python backend stubs."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:                   # pgrp; utime and stime follow at 11, 12
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def start_server(model: Path, port: int, batch: int, log: Path) -> subprocess.Popen:
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", "mlic_edge", "serve", str(model), "--name", SERVED,
@@ -65,16 +84,19 @@ def stop_server(server: subprocess.Popen) -> None:
         server.wait(timeout=30)
 
 
-def timed(listing: Path, tagger, out: Path, batch: int) -> float:
-    """images/s of one `run_inference` over the listing (every image must be tagged)."""
+def timed(listing: Path, tagger, out: Path, batch: int, server: int) -> dict:
+    """One `run_inference` over the listing (every image must be tagged): images/s, and the CPU
+    seconds per image of this process (the client, or local infer) and of the server's processes."""
     from mlic_edge.runtime.infer import run_inference
 
-    started = time.perf_counter()
+    cpu, server_cpu, started = own_cpu_s(), group_cpu_s(server), time.perf_counter()
     summary = run_inference(listing, tagger, out, batch_size=batch, progress=False)
     seconds = time.perf_counter() - started
     if summary.failed:
         raise RuntimeError(f"{summary.failed} images failed")
-    return summary.processed / seconds
+    n = summary.processed
+    return {"images_per_s": n / seconds, "cpu_ms_per_image": 1e3 * (own_cpu_s() - cpu) / n,
+            "server_cpu_ms_per_image": 1e3 * (group_cpu_s(server) - server_cpu) / n}
 
 
 def measure(label: str, model: Path, listing: Path, work: Path, args: argparse.Namespace) -> list[dict]:
@@ -91,19 +113,21 @@ def measure(label: str, model: Path, listing: Path, work: Path, args: argparse.N
         urls = {"http": f"http://127.0.0.1:{port}/{SERVED}", "grpc": f"grpc://127.0.0.1:{port + 1}/{SERVED}"}
         for transport in args.transport:
             taggers[transport] = mlic_edge.load(urls[transport], batch_size=args.batch, concurrency=args.in_flight)
-        for path, tagger in taggers.items():                        # warm-up: sessions, connections, caches
-            timed(listing, tagger, work / "warm.csv", args.batch)
+        warm = work / "warm.txt"                                    # sessions, connections, caches
+        warm.write_text("".join(listing.read_text().splitlines(keepends=True)[:4 * args.batch]))
+        for path, tagger in taggers.items():
+            timed(warm, tagger, work / "warm.csv", args.batch, server.pid)
         runs = []
         for round_ in range(args.repeats):
             for path, tagger in taggers.items():
-                before = server_counters(port + 2) if path != "local" else None
-                rate = timed(listing, tagger, work / f"{path}.csv", args.batch)
-                run = {"model": label, "round": round_, "path": path, "images_per_s": rate}
-                if before is not None:
-                    after = server_counters(port + 2)
-                    run.update({key.removeprefix("nv_inference_"): after[key] - before[key] for key in COUNTERS})
+                before = server_counters(port + 2)
+                run = {"model": label, "round": round_, "path": path,
+                       **timed(listing, tagger, work / f"{path}.csv", args.batch, server.pid)}
+                after = server_counters(port + 2)
+                run.update({key.removeprefix("nv_inference_"): after[key] - before[key] for key in COUNTERS})
                 runs.append(run)
-                print(f"  {label} round {round_} {path:5s} {rate:8.1f} images/s", flush=True)
+                print(f"  {label} round {round_} {path:5s} {run['images_per_s']:8.1f} images/s, CPU ms/image "
+                      f"{run['cpu_ms_per_image']:.1f} here + {run['server_cpu_ms_per_image']:.1f} server", flush=True)
         return runs
     finally:
         for tagger in taggers.values():
@@ -118,7 +142,9 @@ def summarise(runs: list[dict], transports: list[str]) -> dict:
     for label in dict.fromkeys(run["model"] for run in runs):
         mine = [run for run in runs if run["model"] == label]
         local = {run["round"]: run["images_per_s"] for run in mine if run["path"] == "local"}
-        entry = {"local_images_per_s": statistics.median(local.values())}
+        entry = {"local_images_per_s": statistics.median(local.values()),
+                 "local_cpu_ms_per_image": statistics.median(run["cpu_ms_per_image"] for run in mine
+                                                             if run["path"] == "local")}
         for transport in transports:
             served = [run for run in mine if run["path"] == transport]
             requests = sum(run["request_success"] for run in served)
@@ -127,6 +153,8 @@ def summarise(runs: list[dict], transports: list[str]) -> dict:
             entry[transport] = {
                 "served_images_per_s": statistics.median(run["images_per_s"] for run in served),
                 "ratio": statistics.median(run["images_per_s"] / local[run["round"]] for run in served),
+                "client_cpu_ms_per_image": statistics.median(run["cpu_ms_per_image"] for run in served),
+                "server_cpu_ms_per_image": statistics.median(run["server_cpu_ms_per_image"] for run in served),
                 "requests": requests, "executions": executions, "images": images,
                 "images_per_request": images / requests if requests else None,
                 "images_per_execution": images / executions if executions else None}
@@ -177,7 +205,9 @@ def main() -> None:
             t = entry[transport]
             print(f"{label} {transport}: local {entry['local_images_per_s']:.1f}, served "
                   f"{t['served_images_per_s']:.1f} images/s, median ratio {t['ratio']:.2f}, "
-                  f"{t['images_per_execution']:.1f} images per execution")
+                  f"{t['images_per_execution']:.1f} images per execution; CPU ms/image local "
+                  f"{entry['local_cpu_ms_per_image']:.1f}, served {t['client_cpu_ms_per_image']:.1f} client + "
+                  f"{t['server_cpu_ms_per_image']:.1f} server")
     out = args.json or result_dir("serve-throughput") / "serve_throughput.json"
     print(f"wrote {write_result(out, result)}")
 

@@ -42,3 +42,22 @@ def mean_sd(values: list[float], digits: int = 2) -> str:
         return "-"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.{digits}f} +- {sd:.{digits}f}"
+
+
+@table("serve_throughput")
+def render_serve_throughput(result: dict, **_options) -> str:
+    """benchmarks/serve_throughput.py: per model and transport, local `infer` and served images/s
+    (medians of the interleaved rounds), the median of the rounds' served/local ratios, how the
+    server batched (images per request and per model execution) and the CPU each path spent."""
+    settings, rows = result["settings"], []
+    for model, entry in result["summary"].items():
+        for transport in settings["transports"]:
+            served = entry[transport]
+            rows.append([model, transport, num(entry["local_images_per_s"], 1), num(served["served_images_per_s"], 1),
+                         num(served["ratio"]), num(served["images_per_request"], 1),
+                         num(served["images_per_execution"], 1), num(entry["local_cpu_ms_per_image"], 1),
+                         f"{num(served['client_cpu_ms_per_image'], 1)} + {num(served['server_cpu_ms_per_image'], 1)}"])
+    header = ["model", "transport", "local images/s", "served images/s",
+              f"served / local (median of {settings['repeats']} rounds)", "images / request",
+              "images / model execution", "CPU ms/image local", "CPU ms/image served (client + server)"]
+    return markdown_table(header, rows)
