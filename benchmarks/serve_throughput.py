@@ -6,13 +6,15 @@ model, images and machine: images/s end to end (list, read, decode, model, rows 
     python benchmarks/serve_throughput.py --arch quickstart --transport http --repeats 3
     python benchmarks/serve_throughput.py --model best.onnx --folder images/ --json out.json
 
-Per model: a server on loopback (a subprocess, stopped at the end whatever happens), one local
-`Tagger` and one `RemoteTagger` per transport, each opened once and warmed up untimed; then
---repeats rounds, each timing `run_inference` locally and through every transport in turn
-(local, http, grpc, local, http, grpc, ...), so that the load of a shared machine falls on both
-sides alike. Summary: the median of the rounds' served / local ratios, and the server's batching
-counters (requests, model executions, images per execution) over the timed runs, from its
-Prometheus endpoint. Without --model, a randomly initialised model of the architecture is exported
+Per model: a server on loopback (a subprocess, stopped at the end whatever happens), local
+`Tagger`s and one `RemoteTagger` per transport, each opened once and warmed up untimed; then
+--repeats rounds, each timing `run_inference` on every path in turn (local, local-no-spin, http,
+grpc, local, ...), so that the load of a shared machine falls on all of them alike. The server
+runs ONNX Runtime without busy-waiting threads (`serve`'s setting); local `infer` is timed as
+shipped (ONNX Runtime's default: spinning) and with the server's setting ("local-no-spin"), so the
+ratio to the latter is the cost of serving alone. Summary: the medians of the rounds' served /
+local ratios, the CPU time per image of each path, and the server's batching counters (requests,
+model executions, images per execution) over the timed runs, from its Prometheus endpoint. Without --model, a randomly initialised model of the architecture is exported
 to ONNX fp32 (speed does not depend on the weights); without --folder, --images JPEGs cut from
 scikit-image's photos (benchmarks/infer_throughput.py makes both).
 """
@@ -110,6 +112,8 @@ def measure(label: str, model: Path, listing: Path, work: Path, args: argparse.N
     try:
         wait_ready(f"http://127.0.0.1:{port}", timeout_s=180)
         taggers["local"] = mlic_edge.load(model, device="cpu", batch_size=args.batch)
+        if model.suffix == ".onnx":                                 # the server's ONNX Runtime setting
+            taggers["local-no-spin"] = mlic_edge.load(model, device="cpu", batch_size=args.batch, spin=False)
         urls = {"http": f"http://127.0.0.1:{port}/{SERVED}", "grpc": f"grpc://127.0.0.1:{port + 1}/{SERVED}"}
         for transport in args.transport:
             taggers[transport] = mlic_edge.load(urls[transport], batch_size=args.batch, concurrency=args.in_flight)
@@ -142,9 +146,12 @@ def summarise(runs: list[dict], transports: list[str]) -> dict:
     for label in dict.fromkeys(run["model"] for run in runs):
         mine = [run for run in runs if run["model"] == label]
         local = {run["round"]: run["images_per_s"] for run in mine if run["path"] == "local"}
+        same = {run["round"]: run["images_per_s"] for run in mine if run["path"] == "local-no-spin"}
         entry = {"local_images_per_s": statistics.median(local.values()),
-                 "local_cpu_ms_per_image": statistics.median(run["cpu_ms_per_image"] for run in mine
-                                                             if run["path"] == "local")}
+                 "local_no_spin_images_per_s": statistics.median(same.values()) if same else None}
+        for path, key in (("local", "local_cpu_ms_per_image"), ("local-no-spin", "local_no_spin_cpu_ms_per_image")):
+            cpu = [run["cpu_ms_per_image"] for run in mine if run["path"] == path]
+            entry[key] = statistics.median(cpu) if cpu else None
         for transport in transports:
             served = [run for run in mine if run["path"] == transport]
             requests = sum(run["request_success"] for run in served)
@@ -153,6 +160,8 @@ def summarise(runs: list[dict], transports: list[str]) -> dict:
             entry[transport] = {
                 "served_images_per_s": statistics.median(run["images_per_s"] for run in served),
                 "ratio": statistics.median(run["images_per_s"] / local[run["round"]] for run in served),
+                "ratio_no_spin": statistics.median(run["images_per_s"] / same[run["round"]] for run in served)
+                if same else None,
                 "client_cpu_ms_per_image": statistics.median(run["cpu_ms_per_image"] for run in served),
                 "server_cpu_ms_per_image": statistics.median(run["server_cpu_ms_per_image"] for run in served),
                 "requests": requests, "executions": executions, "images": images,
@@ -195,7 +204,8 @@ def main() -> None:
                     "folder": str(args.folder) if args.folder else None, "batch": args.batch,
                     "server_max_batch": args.batch, "transports": args.transport,
                     "in_flight": args.in_flight or DEFAULT_IN_FLIGHT, "repeats": args.repeats,
-                    "local_workers": 2, "order": "interleaved: local, " + ", ".join(args.transport) + " per round"}
+                    "local_workers": 2, "server_ort_spinning": False,
+                    "order": "interleaved: local, local-no-spin, " + ", ".join(args.transport) + " per round"}
         result = new_result("serve_throughput", settings)
         for label, model in models.items():
             result["runs"] += measure(label, model, listing, work, args)
@@ -203,8 +213,9 @@ def main() -> None:
     for label, entry in result["summary"].items():
         for transport in args.transport:
             t = entry[transport]
-            print(f"{label} {transport}: local {entry['local_images_per_s']:.1f}, served "
-                  f"{t['served_images_per_s']:.1f} images/s, median ratio {t['ratio']:.2f}, "
+            print(f"{label} {transport}: local {entry['local_images_per_s']:.1f} (no spin "
+                  f"{entry['local_no_spin_images_per_s'] or 0:.1f}), served {t['served_images_per_s']:.1f} "
+                  f"images/s, median ratio {t['ratio']:.2f} (to no spin {t['ratio_no_spin'] or 0:.2f}), "
                   f"{t['images_per_execution']:.1f} images per execution; CPU ms/image local "
                   f"{entry['local_cpu_ms_per_image']:.1f}, served {t['client_cpu_ms_per_image']:.1f} client + "
                   f"{t['server_cpu_ms_per_image']:.1f} server")

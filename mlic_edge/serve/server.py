@@ -256,13 +256,20 @@ def _open_runners(path: Path, options: ServeOptions) -> tuple[Backend | None, li
     problem is reported before the server starts, not on the first request. The model's metadata
     is read once: from the shared backend (a checkpoint is loaded and hashed once), or from the
     engine's sidecar."""
-    shared = open_backend(path, device=options.device) if model_format(path).backend in SHARED_BACKENDS else None
+    shared = open_backend(path, device=options.device, **_runtime_options(path)) \
+        if model_format(path).backend in SHARED_BACKENDS else None
     loaded = shared.loaded_model if shared is not None else \
         LoadedModel.from_metadata(read_model_metadata(path), str(path))   # ModelFileError on a foreign file
     runners = [_Runner(path, loaded, options.device, options.workers, shared) for _ in range(options.instances)]
     if shared is None:
         runners[0]._backend()
     return shared, runners
+
+
+def _runtime_options(path: Path) -> dict[str, Any]:
+    """ONNX Runtime without busy-waiting threads: between two model calls the server decodes the
+    next batch on the same cores, and spinning threads would hold them (`make_session`)."""
+    return {"spin": False} if model_format(path).backend == MODEL_FORMATS["onnx"].backend else {}
 
 
 def _start(pytriton: dict[str, Any], options: ServeOptions, name: str, max_batch: int, runners: list[_Runner],
