@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import BackendUnavailable, ConfigError, ModelFileError, one_line
+from ..core.images import batched
 from ..core.metadata import ModelMetadata
 from ..core.preprocess import image_from_array, pil
 from .model import LoadedModel, Prediction
@@ -247,7 +248,7 @@ class RemoteTagger(BaseTagger):
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="mlic-remote") as pool:
             pending: deque[tuple[list[str], Future]] = deque()
             try:
-                for chunk in _chunks(iter(inputs), self.max_batch):
+                for chunk in batched(enumerate(inputs), self.max_batch):      # (index, input) pairs
                     sources = [_describe(item, index) for index, item in chunk]
                     pending.append((sources, pool.submit(self._request, [item for _, item in chunk])))
                     if len(pending) > self.concurrency:
@@ -350,18 +351,6 @@ def _metadata(info: dict[str, Any], url: str) -> ModelMetadata:
         return ModelMetadata(**info["metadata"])
     except (KeyError, TypeError) as e:
         raise ModelFileError(f"{url}: malformed metadata ({one_line(e)})") from None
-
-
-def _chunks(items: Iterator, size: int) -> Iterator[list[tuple[int, Any]]]:
-    """(index, item) lists of up to `size`, in order."""
-    chunk: list[tuple[int, Any]] = []
-    for pair in enumerate(items):
-        chunk.append(pair)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def _read(item: Any) -> tuple[bytes, str | None]:
