@@ -60,12 +60,12 @@ def random_model(folder: Path, arch: str = "quickstart") -> Path:
     import torch
 
     from mlic_edge.checkpoint import save_checkpoint
-    from mlic_edge.cli.quickstart import quickstart_recipe
+    from mlic_edge.config import Recipe
     from mlic_edge.export import export_onnx
     from mlic_edge.model import build_model
     from mlic_edge.model.presets import get_preset
 
-    cfg = quickstart_recipe().model
+    cfg = Recipe.load("quickstart").model             # mlic_edge/configs/quickstart.yaml
     if arch != "quickstart":
         cfg = cfg.replace(**get_preset(arch).model)
     cfg = cfg.replace(pretrained="none", num_classes=10)

@@ -42,3 +42,26 @@ def mean_sd(values: list[float], digits: int = 2) -> str:
         return "-"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.{digits}f} +- {sd:.{digits}f}"
+
+
+@table("serve_throughput")
+def render_serve_throughput(result: dict, **_options) -> str:
+    """benchmarks/serve_throughput.py: per model and transport, local `infer` (as shipped, and with
+    the server's ONNX Runtime setting: no spinning) and served images/s (medians of the interleaved
+    rounds), the medians of the rounds' served/local ratios, how the server batched and the CPU
+    time each path spent per image."""
+    settings, rows = result["settings"], []
+    for model, entry in result["summary"].items():
+        for transport in settings["transports"]:
+            served = entry[transport]
+            rows.append([model, transport, num(entry["local_images_per_s"], 1),
+                         num(entry["local_no_spin_images_per_s"], 1), num(served["served_images_per_s"], 1),
+                         num(served["ratio"]), num(served["ratio_no_spin"]), num(served["images_per_request"], 1),
+                         num(served["images_per_execution"], 1),
+                         f"{num(entry['local_cpu_ms_per_image'], 1)} / {num(entry['local_no_spin_cpu_ms_per_image'], 1)}",
+                         f"{num(served['client_cpu_ms_per_image'], 1)} + {num(served['server_cpu_ms_per_image'], 1)}"])
+    header = ["model", "transport", "local images/s", "local, no spin", "served images/s",
+              "served / local", "served / local, no spin", "images / request", "images / model execution",
+              "CPU ms/image local / no spin", "CPU ms/image served (client + server)"]
+    return markdown_table(header, rows) + (f"\n\nRatios: medians over {settings['repeats']} interleaved "
+                                           f"rounds of each round's ratio.")

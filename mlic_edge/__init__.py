@@ -45,7 +45,8 @@ def load(model: Any, device: str = "auto", **options: Any) -> "Tagger":
     threshold (one for every class instead of the model's per-class thresholds), and the
     backend's own (ONNX Runtime: threads=N; TensorRT: cuda_graph=True). See `mlic_edge.runtime.tagger`.
     A server URL (http://host:8000/name or grpc://host:8001/name, from `mlic-edge serve`) gives a
-    `RemoteTagger` (runtime/remote.py) with the same predict()."""
+    `RemoteTagger` (runtime/remote.py) with the same predict(); its options: concurrency (requests
+    in flight), timeout_s, wait_s (how long to wait for the server and model to be ready)."""
     from .runtime.api import load as load_tagger
 
     return load_tagger(model, device=device, **options)

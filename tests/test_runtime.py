@@ -156,6 +156,18 @@ def test_onnxruntime_backend_dynamic_batch(onnx_model):
             backend.predict(np.zeros((1, 3, 32, 32), np.float32))
 
 
+def test_onnxruntime_spinning_is_an_option(onnx_model):
+    """spin=False (what `serve` opens ONNX models with) turns ONNX Runtime's busy-waiting off and
+    gives the same scores; the default leaves its setting alone."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with open_backend(onnx_model, device="cpu", spin=False) as quiet, open_backend(onnx_model, device="cpu") as default:
+        entry = "session.intra_op.allow_spinning"
+        assert quiet.session.get_session_options().get_session_config_entry(entry) == "0"
+        with pytest.raises(RuntimeError, match="does not have configuration"):
+            default.session.get_session_options().get_session_config_entry(entry)
+        np.testing.assert_array_equal(quiet.predict(x)["logits"], default.predict(x)["logits"])
+
+
 def test_static_batch_graph_is_padded_and_split(tmp_path, onnx_model):
     static = make_onnx(tmp_path / "static.onnx", batch=2)
     x = images(5, seed=1)

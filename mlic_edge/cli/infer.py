@@ -27,6 +27,8 @@ INFER_EPILOG = """
       mlic-edge infer rtsp://camera/stream -m best.engine --fps 2 -o live.jsonl
 
       mlic-edge infer images/ --server localhost:8000 -o preds.csv   # a running `mlic-edge serve`
+
+      mlic-edge infer images/ --server grpc://localhost:8001 --wait 60 -o preds.csv   # one starting
 """
 
 
@@ -34,7 +36,8 @@ def infer_command(
     path: str = typer.Argument(..., help="An image, a folder of images, a .txt file listing image paths (one per line, relative to the list), a video file (.mp4 .mkv .avi .mov .webm ...), a stream URL (rtsp://, http://...) or a camera (/dev/video0)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model file: .onnx (ONNX Runtime), .engine/.plan (TensorRT), .pt (PyTorch checkpoint). With --server: the served model's name (not needed when the server serves one model)."),
     server: Optional[str] = typer.Option(None, "--server", help="Send the images to a Triton server instead of running a model here (`mlic-edge serve`, or an export-triton repository): localhost:8000 or http://host:8000\\[/name] (HTTP), grpc://host:8001\\[/name] (gRPC). Images only; rows as with a local model."),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="With --server: requests in flight (one image each), so the server's dynamic batcher fills its batches. Default: 2 x --batch-size."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="With --server: requests in flight, each of up to the server's max batch of images (its model config), so the server's model never waits for the next batch. Default: 3."),
+    wait: Optional[float] = typer.Option(None, "--wait", help="With --server: wait up to SECONDS for the server and the model to be ready (a server still starting), instead of failing at once."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the rows to preds.csv or preds.jsonl. They go to <out>.partial as they are produced (a killed job keeps them) and the file is renamed to <out> when the job ends. Default: JSON lines on stdout."),
     resume: bool = typer.Option(False, "--resume", help="Continue a folder/list job that was killed (Ctrl-C, OOM, power): the rows in <out>.partial are kept, their images are not run again, and the final file equals an uninterrupted run's. Needs the same inputs, model, --batch-size and --threshold."),
     threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="One score threshold for every class. Default: the model's per-class thresholds (from its metadata)."),
@@ -67,7 +70,7 @@ def infer_command(
 
     batch_size = renamed(batch_size, batch_alias, new="--batch-size", old="--batch", default=8)
     console = make_console(stderr=True)
-    target = _target(model, server, concurrency, batch_size, workers)
+    target = _target(model, server, concurrency, wait, batch_size, workers)
     options = {"smoothing": smoothing, "alpha": alpha, "window": window, "hysteresis": hysteresis,
                "min_frames": min_frames}
     try:
@@ -84,16 +87,19 @@ def infer_command(
 infer_command.__doc__ = (infer_command.__doc__ or "") + INFER_EPILOG
 
 
-def _target(model: Optional[str], server: Optional[str], concurrency: Optional[int], batch_size: int, workers: int):
+def _target(model: Optional[str], server: Optional[str], concurrency: Optional[int], wait: Optional[float],
+            batch_size: int, workers: int):
     """The model file, or a RemoteTagger for --server."""
     if server is not None:
         from ..runtime.remote import RemoteTagger
 
-        return RemoteTagger(server, model, batch_size=batch_size, workers=workers, concurrency=concurrency)
+        return RemoteTagger(server, model, batch_size=batch_size, workers=workers, concurrency=concurrency,
+                            wait_s=wait or 0.0)
     if model is None:
         raise ConfigError("give the model: --model FILE (or --server URL for a Triton server)")
-    if concurrency is not None:
-        raise ConfigError("--concurrency is for --server")
+    for flag, value in (("--concurrency", concurrency), ("--wait", wait)):
+        if value is not None:
+            raise ConfigError(f"{flag} is for --server")
     return model
 
 

@@ -44,7 +44,8 @@ def serve_command(
     "scores" (FP32 [K], after the sigmoid), "labels" (BYTES, the classes at or above the model's
     per-class thresholds, ';'-joined) and "error" ("" or why that row's image could not be decoded;
     the other rows and requests are unaffected). Requests from all clients are merged into batches
-    by Triton's dynamic batcher. SIGTERM or Ctrl-C stops it (exit 0).
+    by Triton's dynamic batcher. /v2/health/ready answers 200, and the "serving ..." line is
+    printed, once every served model is loaded. SIGTERM or Ctrl-C stops it (exit 0).
     """
     from ..core.console import make_console
 

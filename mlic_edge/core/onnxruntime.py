@@ -84,7 +84,7 @@ def _check_gpu(device: Device) -> None:
 
 def make_session(model, providers: list, *, threads: int | None = None,
                  disabled_optimizers: list[str] | None = None, arena: bool = True,
-                 prepare: Callable[[Any, Any], bytes] | None = None):
+                 prepare: Callable[[Any, Any], bytes] | None = None, spin: bool = True):
     """InferenceSession from a path or a ModelProto, the one place mlic-edge opens ONNX Runtime.
 
     threads: intra-op threads (default: $MLIC_EDGE_ORT_THREADS, else ONNX Runtime's choice).
@@ -94,6 +94,9 @@ def make_session(model, providers: list, *, threads: int | None = None,
     disabled_optimizers: exporter-recorded ORT bugs to avoid (e.g. NchwcTransformer on FP16 Q/DQ).
     arena: ONNX Runtime's CPU memory arena (fast repeated runs); off for one-off checks of large
     models, whose activations then go back to the system after each run.
+    spin: the intra-op threads busy-wait between parallel sections (ONNX Runtime's default: the
+    lowest latency where they have the cores to themselves); off where other threads need those
+    cores between model calls (a server decoding the next batch), which the spinning would take.
     """
     ort = import_ort()
     options = ort.SessionOptions()
@@ -102,6 +105,8 @@ def make_session(model, providers: list, *, threads: int | None = None,
     threads = threads or int(os.environ.get("MLIC_EDGE_ORT_THREADS", "0") or 0)
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if hasattr(model, "SerializeToString"):
         model = prepare(model, options) if prepare is not None else model.SerializeToString()
     else:

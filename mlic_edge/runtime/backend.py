@@ -29,7 +29,7 @@ def open_backend(model_path: str | os.PathLike, device: str | Device = "auto", *
     tensorrt (ONNX Runtime's TensorRT execution provider; .onnx only): `capabilities.DEVICE_KINDS`
     says which apply to which format.
     options: backend-specific (TensorRT: cuda_graph=True, io="auto"|"torch"|"cudart";
-    ONNX Runtime: threads=N). Raises ConfigError (malformed device), ModelFileError
+    ONNX Runtime: threads=N, spin=False). Raises ConfigError (malformed device), ModelFileError
     (missing/unreadable file) or BackendUnavailable (runtime or GPU missing) with one-line messages.
     """
     path = Path(model_path)

@@ -22,7 +22,8 @@ from .base import Backend
 class OnnxRuntimeBackend(Backend):
     kind = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike, device: str | Device = "auto", threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, device: str | Device = "auto", threads: int | None = None,
+                 spin: bool = True):
         ort = import_ort()
         path, device = Path(path), parse_device(device)
         metadata = read_metadata(path)  # ModelFileError without mlic-edge metadata
@@ -38,7 +39,7 @@ class OnnxRuntimeBackend(Backend):
             from ..kernels.irpe_reference import ort_session_inputs as prepare
             model = load_model_proto(path)
         try:
-            self.session = make_session(model, providers, threads=threads, prepare=prepare,
+            self.session = make_session(model, providers, threads=threads, prepare=prepare, spin=spin,
                                         disabled_optimizers=metadata.extra.get("ort_disabled_optimizers"))
         except Exception as e:
             raise ModelFileError(f"{path}: ONNX Runtime cannot load it ({one_line(e, 200)})") from None

@@ -241,12 +241,14 @@ def _import_pytriton() -> dict[str, Any]:
     try:
         from pytriton.decorators import batch
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-        from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
+        from pytriton.triton import (DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonLifecyclePolicy,
+                                     TritonSecurityConfig)
     except ImportError:
         raise BackendUnavailable(f"mlic-edge serve needs PyTriton: {SERVE_INSTALL}") from None
     return {"batch": batch, "DynamicBatcher": DynamicBatcher, "ModelConfig": ModelConfig, "Tensor": Tensor,
             "DEFAULT_PROTECTED_ENDPOINTS": DEFAULT_PROTECTED_ENDPOINTS, "Triton": Triton,
-            "TritonConfig": TritonConfig, "TritonSecurityConfig": TritonSecurityConfig}
+            "TritonConfig": TritonConfig, "TritonLifecyclePolicy": TritonLifecyclePolicy,
+            "TritonSecurityConfig": TritonSecurityConfig}
 
 
 def _open_runners(path: Path, options: ServeOptions) -> tuple[Backend | None, list[_Runner]]:
@@ -254,13 +256,20 @@ def _open_runners(path: Path, options: ServeOptions) -> tuple[Backend | None, li
     problem is reported before the server starts, not on the first request. The model's metadata
     is read once: from the shared backend (a checkpoint is loaded and hashed once), or from the
     engine's sidecar."""
-    shared = open_backend(path, device=options.device) if model_format(path).backend in SHARED_BACKENDS else None
+    shared = open_backend(path, device=options.device, **_runtime_options(path)) \
+        if model_format(path).backend in SHARED_BACKENDS else None
     loaded = shared.loaded_model if shared is not None else \
         LoadedModel.from_metadata(read_model_metadata(path), str(path))   # ModelFileError on a foreign file
     runners = [_Runner(path, loaded, options.device, options.workers, shared) for _ in range(options.instances)]
     if shared is None:
         runners[0]._backend()
     return shared, runners
+
+
+def _runtime_options(path: Path) -> dict[str, Any]:
+    """ONNX Runtime without busy-waiting threads: between two model calls the server decodes the
+    next batch on the same cores, and spinning threads would hold them (`make_session`)."""
+    return {"spin": False} if model_format(path).backend == MODEL_FORMATS["onnx"].backend else {}
 
 
 def _start(pytriton: dict[str, Any], options: ServeOptions, name: str, max_batch: int, runners: list[_Runner],
@@ -275,7 +284,13 @@ def _start(pytriton: dict[str, Any], options: ServeOptions, name: str, max_batch
     # the served model's name, and how many batches ran) stays open, the others stay guarded.
     security = p["TritonSecurityConfig"](
         restricted_endpoints=[e for e in p["DEFAULT_PROTECTED_ENDPOINTS"] if e != "statistics"])
-    triton = p["Triton"](config=config, security_config=security)
+    # Ready means every model is loaded: with a local model store, `bind` writes each model's
+    # config into the repository and tritonserver loads them all (--load-model=*) before it opens
+    # its endpoints. PyTriton's default loads them one by one through the API after the server
+    # answers, so /v2/health/ready said 200 while the companions were still missing. A request
+    # arriving before PyTriton has connected a model's handler waits in its queue (ZeroMQ).
+    policy = p["TritonLifecyclePolicy"](launch_triton_on_startup=False, local_model_store=True)
+    triton = p["Triton"](config=config, security_config=security, triton_lifecycle_policy=policy)
     try:
         _bind(p, triton, name, max_batch, options.max_queue_delay_us, runners, info)
         triton.run()
