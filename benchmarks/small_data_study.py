@@ -3,8 +3,8 @@
 
     python benchmarks/small_data_study.py                       # 1,000-image digits set, 2 seeds
     python benchmarks/small_data_study.py --seeds 0,1,2 --json study.json --plot study.png
-    python benchmarks/small_data_study.py --from-logs part1.log part2.log --plot study.png   # summarise parts
-    python benchmarks/small_data_study.py --variants "base,encoder none,encoder standard,decoder self-attn all,loss asl,loss bce"
+    python benchmarks/small_data_study.py --from-results part1.json part2.json --json study.json   # summarise parts
+    python benchmarks/small_data_study.py --variant base --variant "encoder none" --variant "loss bce"
     python benchmarks/small_data_study.py --image-size 128        # the README's base: 128 px, 12 epochs
     bash benchmarks/gpu_study.sh OUT                              # the README's tables, on a GPU, in parallel
 
@@ -26,19 +26,27 @@ tested once (the README's table was measured before #21, on the best test mAP ov
 
 A larger set, for a GPU's budget (the derived recipe scales its epochs to the set):
 --train-images 5000 --test-images 1000 --canvas 224 --seeds 0,1,2.
+
+--json writes the study's result file (benchmarks/result_files.py): the settings, the variants
+and seeds that ran, and every run (its recipe, test mAP and CF1, the validation mAP it was
+selected on, epochs, wall time).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
+from result_files import write_result
 from seeded_variants import (
     PAPER_VARIANTS,
+    add_variant_options,
     pick_variants,
     print_summary,
-    scores_from_logs,
+    runs_from_logs,
+    runs_from_results,
+    scores_of,
+    study_result,
     summarise,
     train_variants,
 )
@@ -50,7 +58,6 @@ from mlic_edge.model.presets import DEFAULT_PRESET, get_preset
 from mlic_edge.plots import plot_deltas
 from mlic_edge.train.auto_recipe import derive_for_dataset
 
-# (names without commas: --variants is a comma-separated list of them)
 VARIANTS = {
     "base": {},
     "backbone lr x0.1": {"train.backbone_lr_scale": 0.1},
@@ -82,7 +89,7 @@ VARIANTS = {
     # the paper's ablations (Tables IV-VI, as in ablation_trends.py) at this budget
     **PAPER_VARIANTS,
 }
-# What #13 asks about; the rest run on request (--variants) -- each costs 2 runs of ~5 min.
+# What #13 asks about; the rest run on request (--variant) -- each costs 2 runs of ~5 min.
 DEFAULT_VARIANTS = ["base", "backbone lr x0.1", "label smoothing 0.1", "input 128 px for 12 epochs",
                     "input 224 px for 4 epochs", "no augmentation", "RandAugment m9 + Cutout", "no EMA",
                     "iRPE ratio 3 (exact offsets)"]
@@ -97,23 +104,30 @@ def with_variant(base: Recipe, values: dict) -> Recipe:
     return base.with_values(values)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", default="0,1")
+    add_variant_options(parser, VARIANTS, DEFAULT_VARIANTS)
     parser.add_argument("--train-images", type=int, default=1000)
     parser.add_argument("--test-images", type=int, default=500)
     parser.add_argument("--canvas", type=int, default=128)
     parser.add_argument("--data-seed", type=int, default=11, help="digits set seed (not the README's 7)")
     parser.add_argument("--cache", type=Path, default=Path("runs/study-data"))
-    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"of: {', '.join(VARIANTS)}")
     parser.add_argument("--image-size", type=int, help="derive the base for this input size, as train --image-size")
     parser.add_argument("--set", dest="set_", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a recipe field for every run (as train --set), e.g. train.amp=off (repeatable)")
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, help="the study's result file")
     parser.add_argument("--plot", type=Path, help="PNG of the deltas with their seed spread")
-    parser.add_argument("--from-logs", type=Path, nargs="+", help="no training: summarise the scores these runs printed")
-    args = parser.parse_args()
+    parts = parser.add_mutually_exclusive_group()
+    parts.add_argument("--from-results", type=Path, nargs="+", help="no training: summarise these result files' runs")
+    parts.add_argument("--from-logs", type=Path, nargs="+",
+                       help="no training: summarise the test mAPs printed in logs of runs without result files")
+    parts.add_argument("--data-only", action="store_true",
+                       help="build (or find) the data set and check the --variant names, then stop")
+    return parser.parse_args(argv)
 
+
+def base_recipe(args: argparse.Namespace):
+    """(the derived recipe, the base every variant starts from: it with the --set items)."""
     root = build_digits_dataset(args.cache, seed=args.data_seed, n_train=args.train_images,
                                 n_test=args.test_images, canvas=args.canvas)
     recipe = Recipe().with_values({"data.name": "folder", "data.root": str(root)})
@@ -123,26 +137,39 @@ def main() -> None:
     # own-data stop rule (patience, time budget) that `train` uses without --epochs
     derived = derive_for_dataset(recipe.with_splits(*default_splits("folder")), get_preset(DEFAULT_PRESET),
                                  args.image_size, given={"train.epochs": derived.planned_epochs})
-    print(derived.describe() + "".join(f"\n  --set {item}  (every run)" for item in args.set_), flush=True)
-    base = derived.recipe.with_overrides(args.set_)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    started = time.perf_counter()
-    if args.from_logs:
-        scores = scores_from_logs(args.from_logs)
-    else:
-        scores = train_variants(base, pick_variants(VARIANTS, args.variants), seeds,
-                                recipe_for=with_variant)
-    if "base" not in scores:
-        print("\nno base in this run: summarise it with the base's run, --from-logs BASE.log THIS.log")
+    return derived, derived.recipe.with_overrides(args.set_)
+
+
+def main() -> None:
+    args = parse_args()
+    derived, base = base_recipe(args)
+    if args.data_only:
+        if args.variants:            # names a later run will be given, checked now
+            pick_variants(VARIANTS, args.variants)
         return
-    rows = summarise(scores)
+    print(derived.describe() + "".join(f"\n  --set {item}  (every run)" for item in args.set_), flush=True)
+    started = time.perf_counter()
+    if args.from_results or args.from_logs:
+        runs = runs_from_results(args.from_results) if args.from_results else runs_from_logs(args.from_logs)
+        # each run keeps its own recipe and command: this process's options did not make them
+        settings = {"summarised": [str(path) for path in args.from_results or args.from_logs]}
+    else:
+        runs = train_variants(base, pick_variants(VARIANTS, args.variants, args.default_variants), args.seeds,
+                              recipe_for=with_variant)
+        settings = {"train_images": args.train_images, "test_images": args.test_images, "canvas": args.canvas,
+                    "data_seed": args.data_seed, "image_size": args.image_size, "set": args.set_,
+                    "base_recipe": base.to_dict(), "derived": derived.describe()}
+    scores = scores_of(runs)
+    rows = summarise(scores) if "base" in scores else []
+    if args.json:
+        write_result(args.json, study_result("small_data_study", settings, runs, rows))
+    if not rows:
+        print("\nno base in this run: summarise it with the base's run, --from-results BASE.json THIS.json")
+        return
     n_seeds = max(len(values) for values in scores.values())
     print_summary(rows)
     print(f"\n{n_seeds} seeds, base {base.model.image_size} px for {base.train.epochs} epochs on {args.train_images} images"
-          + ("" if args.from_logs else f"; {time.perf_counter() - started:.0f} s in all"))
-    if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "recipe": derived.describe(), "rows": rows}, indent=2))
+          + ("" if args.from_results or args.from_logs else f"; {time.perf_counter() - started:.0f} s in all"))
     if args.plot:
         plot_deltas(rows, args.plot, f"small-data study: {args.train_images} images, {n_seeds} seeds")
 

@@ -12,10 +12,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from seeded_variants import (
     PAPER_DELTAS,
+    add_variant_options,
     pick_variants,
     print_summary,
-    scores_from_logs,
+    runs_from_logs,
+    runs_from_results,
+    scores_of,
+    study_result,
     summarise,
+    train_variants,
 )
 
 
@@ -89,11 +94,67 @@ def test_scores_from_logs_later_log_wins(tmp_path):
                      "iRPE ratio 3 (exact offsets) seed 1: mAP 96.06  (2433 s)\n")
     second.write_text("base                       seed 1: mAP 96.67  (786 s)\n"
                       "base                       seed 0: mAP 96.00  (100 s)\n")
-    assert scores_from_logs([first, second]) == {"base": [96.00, 96.67], "iRPE ratio 3 (exact offsets)": [96.06]}
+    assert scores_of(runs_from_logs([first, second])) == {"base": [96.00, 96.67],
+                                                           "iRPE ratio 3 (exact offsets)": [96.06]}
 
 
-def test_pick_variants_names_the_unknown_ones():
-    table = {"base": {}, "loss bce": {"train.loss": "bce"}}
-    assert pick_variants(table, "base, loss bce") == table
-    with pytest.raises(SystemExit, match="unknown '8 epochs'; known: base, loss bce"):
-        pick_variants(table, "base,8 epochs")
+COMMA = "input 128 px for 4 epochs, no augmentation"
+TABLE = {"base": {}, "input 128 px for 4 epochs": {"model.image_size": 128, "train.epochs": 4},
+         COMMA: {"model.image_size": 128, "train.epochs": 4, "train.randaugment": ""}, "loss bce": {"train.loss": "bce"}}
+
+
+def parse(argv: list[str]):
+    import argparse
+    parser = argparse.ArgumentParser()
+    add_variant_options(parser, TABLE, ["base", "loss bce"])
+    return parser.parse_args(argv)
+
+
+def test_variants_are_a_list_a_name_with_a_comma_survives_and_duplicates_are_refused():
+    args = parse(["--variant", COMMA, "--variant", "base", "--seeds", "0,1,2"])
+    assert list(pick_variants(TABLE, args.variants, args.default_variants)) == [COMMA, "base"]
+    assert pick_variants(TABLE, args.variants)[COMMA] is TABLE[COMMA] and args.seeds == [0, 1, 2]
+    args = parse([])
+    assert list(pick_variants(TABLE, args.variants, args.default_variants)) == ["base", "loss bce"]
+    assert args.seeds == [0, 1]
+    twice = parse(["--variant", "input 128 px for 4 epochs", "--variant", "input 128 px for 4 epochs"])
+    with pytest.raises(SystemExit, match="'input 128 px for 4 epochs' given twice"):
+        pick_variants(TABLE, twice.variants)
+    with pytest.raises(SystemExit, match="unknown '8 epochs'; known: base; input 128 px for 4 epochs; "):
+        pick_variants(TABLE, parse(["--variant", "8 epochs"]).variants)
+    with pytest.raises(SystemExit):                     # argparse: a seed given twice
+        parse(["--seeds", "0,0"])
+
+
+def test_the_study_record_holds_each_run_as_it_ran(tmp_path, monkeypatch):
+    """train_variants with a stand-in for training: each run's record names its variant (commas
+    kept), seed and resolved recipe, with the figures of its metrics.jsonl; parts merge once."""
+    import json
+
+    import seeded_variants
+    from result_files import read_result, write_result
+
+    from mlic_edge.config import Recipe
+
+    def fake_training(recipe, out, show_progress):
+        seed = recipe.train.seed
+        rows = [{"epoch": 1, "split": "hold-out"}, {"epoch": 2, "split": "hold-out"},
+                {"split": "test", "mAP": 90.0 + seed, "CF1": 80.0 + seed, "selection_mAP": 70.0 + seed,
+                 "selected_on": "hold-out", "epoch": 2, "stopped": "epochs"}]
+        out.mkdir(parents=True)
+        (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(seeded_variants, "train_recipe", fake_training)
+    runs = train_variants(Recipe(), pick_variants(TABLE, ["base", COMMA]), [0, 2])
+    assert [(r["variant"], r["seed"]) for r in runs] == [("base", 0), ("base", 2), (COMMA, 0), (COMMA, 2)]
+    comma = runs[3]
+    assert comma["values"] == TABLE[COMMA] and comma["recipe"]["train"]["seed"] == 2
+    assert (comma["recipe"]["model"]["image_size"], comma["recipe"]["train"]["randaugment"]) == (128, "")
+    assert (comma["test_mAP"], comma["test_CF1"], comma["selection_mAP"], comma["epochs_run"]) == (92.0, 82.0, 72.0, 2)
+    assert comma["wall_s"] >= 0 and runs[0]["recipe"]["model"]["image_size"] == Recipe().model.image_size
+    result = study_result("study", {"canvas": 128}, runs, summarise(scores_of(runs)))
+    assert result["settings"] == {"canvas": 128, "variants": ["base", COMMA], "seeds": [0, 2]}
+    write_result(tmp_path / "a.json", result)
+    assert scores_of(runs_from_results([tmp_path / "a.json"])) == {"base": [90.0, 92.0], COMMA: [90.0, 92.0]}
+    assert read_result(tmp_path / "a.json")["runs"][3]["variant"] == COMMA
+    with pytest.raises(SystemExit, match="seed 0 is also in"):
+        runs_from_results([tmp_path / "a.json", tmp_path / "a.json"])

@@ -360,8 +360,32 @@ def test_aot_plugin_engine_opens_without_the_plugin_api_and_on_the_asked_gpu(mon
     assert tensorrt_backend.needs_python_plugin(_engine_info({"plugin_impl": "jit"}))
 
 
-def test_gpu_selfcheck_installs_the_plugin_extra_and_fails_on_skips():
-    script = (REPO / "scripts" / "gpu_selfcheck.sh").read_text()
-    install = next(line for line in script.splitlines() if "pip install" in line and "-e" in line)
+def test_gpu_selfcheck_installs_the_plugin_extra_and_checks_its_pytest_log():
+    lines = (REPO / "scripts" / "gpu_selfcheck.sh").read_text().splitlines()
+    install = next(line for line in lines if "pip install" in line and "-e" in line)
     assert "plugin" in install and "rtx" in install
-    assert "no skips allowed" in script
+    tests = next(i for i, line in enumerate(lines) if "-m pytest" in line)
+    assert 'tee "$WORK/pytest.log"' in lines[tests]
+    assert lines[tests + 1] == 'scripts/fail_on_skips.sh "$WORK/pytest.log"'   # set -e: its exit stops the script
+
+
+def test_the_skip_check_fails_on_a_real_pytest_log_with_a_skip(tmp_path):
+    """scripts/fail_on_skips.sh on logs of real pytest runs: a skip (or no summary) exits 1."""
+    def pytest_log(name: str, body: str) -> Path:
+        (tmp_path / f"test_{name}.py").write_text(body)
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+                               f"test_{name}.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        (tmp_path / f"{name}.log").write_text(done.stdout)
+        return tmp_path / f"{name}.log"
+
+    def check(log: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(REPO / "scripts" / "fail_on_skips.sh"), str(log)],
+                              capture_output=True, text=True, timeout=60)
+
+    passing = "def test_a():\n    pass\n\ndef test_b():\n    pass\n"
+    skipping = "import pytest\n\ndef test_a():\n    pass\n\ndef test_b():\n    pytest.skip('no GPU')\n"
+    assert check(pytest_log("passing", passing)).returncode == 0
+    skipped = check(pytest_log("skipping", skipping))
+    assert skipped.returncode == 1 and "1 skipped" in skipped.stderr
+    (tmp_path / "empty.log").write_text("")
+    assert check(tmp_path / "empty.log").returncode == 1

@@ -241,6 +241,24 @@ def test_split_check_names_shared_images_and_empty_classes(tmp_path):
     assert len(empty) == 1 and "blue" in empty[0] and "green" in empty[0]
 
 
+def test_a_test_image_in_what_becomes_the_hold_out_is_flagged(tmp_path, caplog):
+    """The trainer checks the whole training split, before the hold-out is taken from it: a test
+    image copied into a training file that the seeded hold-out then takes is still named."""
+    from mlic_edge.train.trainer import Trainer, build_splits
+
+    root = make_folder_dataset(tmp_path / "d")
+    recipe = tiny_recipe(root, epochs=1)
+    _, _, _, holdout = build_splits(recipe)                   # the seeded draw, before any copy
+    held_out = holdout.samples[0][0]
+    shutil.copy(root / "img" / "test004.png", held_out)
+    caplog.set_level("WARNING")
+    trainer = Trainer(recipe, tmp_path / "run", show_progress=False)
+    assert held_out in [path for path, _ in trainer.holdout_set.samples]
+    assert held_out not in [path for path, _ in trainer.train_set.samples]
+    shared = [r.getMessage() for r in caplog.records if "also in the training split" in r.getMessage()]
+    assert len(shared) == 1 and f"{held_out.name} = test004.png" in shared[0]
+
+
 # ----------------------------------------------------------------------------------- memory check
 def test_batch_that_does_not_fit_is_split_with_accumulation(tmp_path, monkeypatch, caplog):
     from mlic_edge.model import build_model

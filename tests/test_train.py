@@ -28,7 +28,23 @@ def data_root(tmp_path_factory) -> Path:
     return make_folder_dataset(tmp_path_factory.mktemp("colours"))
 
 
-def test_training_writes_checkpoints_metrics_and_plot(data_root, tmp_path):
+def independent_test_map(checkpoint: Path, root: Path) -> float:
+    """best.pt's test mAP computed here, not by the trainer: its weights on every test image in
+    one forward pass, AP per class by scikit-learn, the mean over classes with a positive, in %."""
+    from sklearn.metrics import average_precision_score
+
+    from mlic_edge.data import build_dataset, build_transform
+    model, ckpt = load_model(checkpoint)
+    test_set = build_dataset("folder", root, "test", build_transform(ckpt["preprocess"], train=False))
+    with torch.no_grad():
+        scores = torch.sigmoid(model.eval()(torch.stack([image for image, _ in test_set]))).numpy()
+    targets = test_set.targets
+    return 100 * float(np.mean([average_precision_score(targets[:, k], scores[:, k])
+                                for k in range(targets.shape[1]) if targets[:, k].any()]))
+
+
+def test_training_writes_checkpoints_metrics_and_plot(data_root, tmp_path, monkeypatch):
+    ScriptedValidation(monkeypatch, [90, 50])        # epoch 1 is selected: best.pt is not the last weights
     trainer, best = run(tiny_recipe(data_root), tmp_path / "run")
     out = tmp_path / "run"
     for name in ("last.pt", "best.pt", "metrics.jsonl", "curves.png", "recipe.yaml"):
@@ -37,11 +53,13 @@ def test_training_writes_checkpoints_metrics_and_plot(data_root, tmp_path):
     *epochs, test = lines
     assert [r["epoch"] for r in epochs] == [1, 2] and all(r["split"].startswith("hold-out (2 of") for r in epochs)
     assert {"train_loss", "lr", "model_mAP", "ema_mAP", "images_per_s"} <= set(epochs[0])
-    assert test["split"] == "test" and test["mAP"] == pytest.approx(best["mAP"]) and "note" not in test
+    assert test["split"] == "test" and "note" not in test and test["epoch"] == 1
+    # the test row is best.pt's weights on the test split, recomputed here independently
+    assert test["mAP"] == pytest.approx(independent_test_map(out / "best.pt", data_root), abs=1e-4)
     ckpt = load_checkpoint(out / "best.pt")
     assert ckpt["classes"] == CLASSES and len(ckpt["thresholds"]) == 3
     assert ckpt["preprocess"]["image_size"] == 64 and "train_state" not in ckpt
-    assert ckpt["metrics"]["mAP"] == pytest.approx(best["mAP"])
+    assert ckpt["metrics"] == test and best == test          # what fit() returns is that row
     assert not list(out.glob(".*tmp"))  # no temp files left behind
     # The optimiser follows the paper: AdamW betas (0.9, 0.9999), not cycled by OneCycleLR.
     assert trainer.optimizer.param_groups[0]["betas"] == (0.9, 0.9999)
@@ -77,12 +95,8 @@ def test_selection_on_val_csv_and_the_test_split_once_at_the_end(tmp_path, monke
     chosen = max(rows[:3], key=lambda r: max(r["model_mAP"], r["ema_mAP"]))
     assert (result["epoch"], result["selection_mAP"]) == (chosen["epoch"], max(chosen["model_mAP"], chosen["ema_mAP"]))
     # the reported test figure is best.pt's, recomputed here independently of the trainer
-    from mlic_edge.data import build_dataset, build_transform
-    from mlic_edge.train.evaluate import predict, score
-    model, ckpt = load_model(tmp_path / "run" / "best.pt")
-    test_set = build_dataset("folder", root, "test", build_transform(ckpt["preprocess"], train=False))
-    _, scores, targets, _ = predict(model, test_set, torch.device("cpu"))
-    assert score(scores, targets)["mAP"] == pytest.approx(rows[-1]["mAP"], abs=1e-4)
+    assert independent_test_map(tmp_path / "run" / "best.pt", root) == pytest.approx(rows[-1]["mAP"], abs=1e-4)
+    ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
     assert ckpt["metrics"]["split"] == "test" and "val.csv" in ckpt["metrics"]["per_class_thresholds"]["fitted_on"]
 
 
@@ -322,6 +336,54 @@ def test_cosine_horizon_fills_the_time_budget_read_from_the_latest_epoch(data_ro
     assert stopped["reason"] == "time budget" and "cosine, sized to it, ended" in stopped["detail"]
 
 
+class ScriptedClock:
+    """The trainer's clock (time.perf_counter in trainer.py) made of scripted seconds: each
+    optimizer step takes `step_s`, each epoch's validation `validation_s`, nothing else."""
+
+    def __init__(self, monkeypatch, step_s: float, validation_s: float):
+        import types
+
+        import mlic_edge.train.trainer as trainer_module
+        from mlic_edge.train.trainer import Trainer
+        self.now = 0.0
+        monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: self.now))
+        step, score_epoch = Trainer._optimizer_step, Trainer._score_epoch
+
+        def timed_step(trainer):
+            step(trainer)
+            self.now += step_s
+
+        def timed_validation(trainer, progress):
+            self.now += validation_s
+            return score_epoch(trainer, progress)
+        monkeypatch.setattr(Trainer, "_optimizer_step", timed_step)
+        monkeypatch.setattr(Trainer, "_score_epoch", timed_validation)
+
+
+def test_the_last_epoch_is_cut_where_the_cosine_sized_to_the_budget_ends(data_root, tmp_path, monkeypatch, caplog):
+    """A 30 s budget, 5 steps of 1 s per epoch, 1.5 s of validation: epochs take 6.5 s. After
+    epoch 1 (6.5 s) 23.5 s are left: 3 whole epochs (19.5 s), then 23.5 - 19.5 - 1.5 = 2.5 s for
+    the training steps of a shorter last epoch: 2 steps -> horizon 5 + 15 + 2 = 22. After epoch 2
+    (13 s): 17 s left, 2 whole epochs, 2.5 s -> 2 steps -> 10 + 10 + 2 = 22 again. So epoch 5 is
+    cut after its 2nd step, at the cosine's end (learning rate 0), before the budget is spent."""
+    clock = ScriptedClock(monkeypatch, step_s=1.0, validation_s=1.5)
+    recipe = tiny_recipe(data_root, epochs=30, time_budget=0.5, schedule="cosine", warmup_steps=2, batch_size=4,
+                         max_steps_per_epoch=5, randaugment="", cutout=False)
+    caplog.set_level("INFO")
+    trainer, result = run(recipe, tmp_path / "run")
+    rows = metric_rows(tmp_path / "run")
+    epochs, test = rows[:-1], rows[-1]
+    assert trainer.steps_per_epoch == 5 and (trainer.horizon_steps, trainer.horizon_fixed) == (22, True)
+    assert [r["epoch"] for r in epochs] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in epochs] == [5, 10, 15, 20, 22]            # the last epoch: 2 of 5 steps
+    assert "ending it after step 2 of 5" in caplog.text
+    assert [r.get("stopped") for r in epochs] == [None] * 4 + ["time budget"]
+    assert "cosine, sized to it, ended" in epochs[-1]["stop_detail"] and result["stopped"] == "time budget"
+    assert test["epochs_run"] == 5 and trainer.global_step == 22
+    assert all(r["lr"] > 1e-5 for r in epochs[:-1]) and epochs[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert clock.now == pytest.approx(22 * 1.0 + 5 * 1.5) and clock.now < 30   # cut by the cosine, not a spent budget
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -355,15 +417,10 @@ def test_ddp_two_cpu_processes(data_root, tmp_path):
     # Each rank saw half of every epoch: 24 images / (2 ranks x 4) = 3 steps.
     assert load_checkpoint(tmp_path / "run" / "last.pt")["train_state"]["global_step"] == 3
 
-    from mlic_edge.data import build_dataset, build_transform
-    from mlic_edge.train.evaluate import predict, score
     # The test row: best.pt's weights on the whole test split, gathered over both ranks.
-    model, ckpt = load_model(tmp_path / "run" / "best.pt")
-    test_set = build_dataset("folder", data_root, "test", build_transform(ckpt["preprocess"], train=False))
-    _, scores, targets, _ = predict(model, test_set, torch.device("cpu"))
     test_row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert test_row["split"] == "test"
-    assert score(scores, targets)["mAP"] == pytest.approx(test_row["mAP"], abs=1e-4)
+    assert independent_test_map(tmp_path / "run" / "best.pt", data_root) == pytest.approx(test_row["mAP"], abs=1e-4)
 
 
 def test_eval_command_json_and_plot(data_root, tmp_path):

@@ -22,7 +22,7 @@ def bench_command(
     model: Path = typer.Option(..., "--model", "-m", help="Model file to time: .onnx | .engine | .pt."),
     batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", help="Comma-separated batch sizes."),
     batch_alias: Optional[str] = typer.Option(None, "--batch", "-b", hidden=True),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON. Keys: format, model, backend, device, precision, image_size, warmup, repeats, timer, baseline, results[] (batch, model{latency_ms{mean,p50,p90,p99,min,max}, throughput_ips}, baseline (same or null), speedup_p50, throughput_ratio), notes, environment."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON. Keys: format, model, backend, device, precision, image_size, warmup, repeats, timer, baseline, results[] (batch, model{latency_ms{mean,p50,p90,p99,min,max}, throughput_ips, samples_ms[]}, baseline (same or null), speedup_p50, throughput_ratio), notes, environment."),
     warmup: int = typer.Option(10, help="Untimed calls per batch size before timing (engine autotuning, caches, CUDA graph capture)."),
     repeats: int = typer.Option(50, help="Timed calls per batch size."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also time PyTorch eager (same process, same inputs) and print the ratios."),

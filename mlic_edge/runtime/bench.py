@@ -15,7 +15,8 @@ JSON written by --json (BENCH_JSON_KEYS; tests check them):
       "baseline": {"model": checkpoint, "backend": "torch", "device": str, "timer": str} | null,
       "results": [                                       # one per batch size
         {"batch": B,
-         "model":    {"latency_ms": {"mean", "p50", "p90", "p99", "min", "max"}, "throughput_ips": img/s},
+         "model":    {"latency_ms": {"mean", "p50", "p90", "p99", "min", "max"}, "throughput_ips": img/s,
+                      "samples_ms": [each timed call's ms, in order]},
          "baseline": same | null,
          "speedup_p50": baseline p50 / model p50 | null,      # > 1: the model is faster
          "throughput_ratio": model / baseline throughput | null}
@@ -42,7 +43,7 @@ BENCH_FORMAT = "mlic-edge-bench/1"
 BENCH_JSON_KEYS = ("format", "model", "backend", "device", "precision", "image_size", "warmup", "repeats",
                    "timer", "baseline", "results", "notes", "environment")
 RESULT_KEYS = ("batch", "model", "baseline", "speedup_p50", "throughput_ratio")
-STATS_KEYS = ("latency_ms", "throughput_ips")
+STATS_KEYS = ("latency_ms", "throughput_ips", "samples_ms")
 LATENCY_KEYS = ("mean", "p50", "p90", "p99", "min", "max")
 
 
@@ -57,7 +58,8 @@ def parse_batches(text: str) -> list[int]:
 
 
 def time_backend(backend: Backend, images: np.ndarray, warmup: int, repeats: int) -> dict[str, Any]:
-    """Stats of `repeats` timed predict() calls after `warmup` untimed ones."""
+    """Stats of `repeats` timed predict() calls after `warmup` untimed ones, and the calls' own
+    times (the raw numbers the stats come from)."""
     for _ in range(warmup):
         backend.predict(images)
     samples = []
@@ -70,7 +72,8 @@ def time_backend(backend: Backend, images: np.ndarray, warmup: int, repeats: int
     latency = {"mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)),
                "p90": float(np.percentile(ms, 90)), "p99": float(np.percentile(ms, 99)),
                "min": float(ms.min()), "max": float(ms.max())}
-    return {"latency_ms": latency, "throughput_ips": float(len(images) / (ms.mean() / 1e3))}
+    return {"latency_ms": latency, "throughput_ips": float(len(images) / (ms.mean() / 1e3)),
+            "samples_ms": ms.tolist()}
 
 
 def environment() -> dict[str, Any]:

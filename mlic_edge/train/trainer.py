@@ -87,10 +87,12 @@ def build_datasets(recipe: Recipe):
             build_dataset(d.name, root, d.test_split) if has_test_split(d.name, root, d.test_split) else None)
 
 
-def build_splits(recipe: Recipe):
+def build_splits(recipe: Recipe, check_overlaps: bool = False):
     """(train, validation, test, hold-out): `build_datasets`, checked to list the same classes, and
     without a validation split a seeded hold-out of the training images (train.threshold_holdout)
-    to select and fit thresholds on (None when that is 0)."""
+    to select and fit thresholds on (None when that is 0). `check_overlaps`: log the images the
+    whole training split shares with the test or validation split, before the hold-out is taken
+    from it (a test image in the hold-out would inflate the selection and thresholds too)."""
     train_set, val_set, test_set = build_datasets(recipe)
     for name, split in (("validation", val_set), ("test", test_set)):
         if split is not None and list(split.classes) != list(train_set.classes):
@@ -100,6 +102,8 @@ def build_splits(recipe: Recipe):
     if t.select_on == "test" and test_set is None:
         raise TrainingError(f"train.select_on test: {recipe.data.name} has no {recipe.data.test_split} split "
                             f"to select on (use select_on val)")
+    if check_overlaps:
+        warn_split_overlaps(train_set, val_set, test_set)
     holdout_set = (train_set.split_off(t.threshold_holdout, t.seed)
                    if val_set is None and t.threshold_holdout > 0 else None)
     return train_set, val_set, test_set, holdout_set
@@ -245,12 +249,13 @@ class Trainer:
         if state is not None:
             recipe = Recipe.from_dict(state["recipe"])  # the run continues as it was started
         self.device = preflight(recipe)
-        self.train_set, self.val_set, self.test_set, self.holdout_set = build_splits(recipe)
+        self.dist: DistInfo = init_distributed(self.device)
+        self.train_set, self.val_set, self.test_set, self.holdout_set = build_splits(
+            recipe, check_overlaps=state is None and self.dist.is_main)
         self.classes = list(self.train_set.classes)
         self.thresholds = [recipe.train.threshold] * len(self.classes)
         # The data defines the label set; a recipe's num_classes only documents it.
         self.recipe = recipe = recipe.with_values({"model.num_classes": len(self.classes)})
-        self.dist: DistInfo = init_distributed(self.device)
         torch.manual_seed(recipe.train.seed)  # same initial weights on every rank
         self.amp_dtype = resolve_amp(recipe.train.amp, self.device)
         self.model = build_train_model(recipe, self.device, resumed=state is not None)
@@ -258,8 +263,6 @@ class Trainer:
         set_transforms(self.train_set, (self.val_set, self.holdout_set, self.test_set), self.preprocess, recipe)
         if state is None:
             self.recipe = self._fit_in_memory(recipe)
-            if self.dist.is_main:
-                warn_split_overlaps(self.train_set, self.val_set, self.test_set)
         if self.dist.is_main:
             log.info(self._describe_protocol())
         self._build_optimisation(self.recipe.train)
