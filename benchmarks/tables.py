@@ -42,3 +42,15 @@ def mean_sd(values: list[float], digits: int = 2) -> str:
         return "-"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.{digits}f} +- {sd:.{digits}f}"
+
+
+@table("serve_load")
+def serve_load(result: dict, **options) -> str:
+    """benchmarks/serve_load.py: one row per client count (latency percentiles of every request,
+    the server's memory at the start, after warm-up, at the end and its peak)."""
+    rows = [[s["clients"], num(s["seconds"], 0), s["requests"], num(s["throughput_rps"], 1), num(s["p50_ms"], 1),
+             num(s["p90_ms"], 1), num(s["p99_ms"], 1), s["errors"], s["mismatches"], num(s["rss_start_mb"], 0),
+             num(s["rss_warm_mb"], 0), num(s["rss_end_mb"], 0), num(s["rss_peak_mb"], 0)]
+            for s in result["summary"]["runs"]]
+    return markdown_table(["clients", "s", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors",
+                           "label mismatches", "RSS start MB", "RSS warm MB", "RSS end MB", "RSS peak MB"], rows)
