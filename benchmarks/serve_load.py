@@ -56,7 +56,7 @@ def expected_labels(model: str | os.PathLike, files: list[Path]) -> dict[str, st
         return {Path(p.source).name: ";".join(p.labels) for p in tagger.predict(files)}
 
 
-def _client(address: str, files: list[Path], expected: dict[str, str], stop: threading.Event, origin: float,
+def _client(address: str, model: str, files: list[Path], expected: dict[str, str], stop: threading.Event, origin: float,
             start: int, record: dict) -> None:
     """One closed-loop client: a request, its answer, the next request."""
     import tritonclient.http as http
@@ -73,7 +73,7 @@ def _client(address: str, files: list[Path], expected: dict[str, str], stop: thr
             image.set_data_from_numpy(np.array([[data]], dtype=object), binary_data=True)
             sent = time.perf_counter()
             try:
-                result = client.infer(MODEL_NAME, [image], outputs=outputs)
+                result = client.infer(model, [image], outputs=outputs)
             except Exception as e:  # noqa: BLE001 -- counted, the run goes on
                 record["errors"].append(f"{sent - origin:.3f} s {name}: {' '.join(str(e).split())[:200]}")
                 continue
@@ -89,16 +89,16 @@ def _client(address: str, files: list[Path], expected: dict[str, str], stop: thr
         client.close()
 
 
-def run_load(address: str, files: list[Path], expected: dict[str, str], *, clients: int, seconds: float,
-             server_pid: int, sample_s: float = 1.0) -> dict:
-    """`clients` threads for `seconds` against the served model at `address` (host:port, HTTP).
+def run_load(address: str, model: str, files: list[Path], expected: dict[str, str], *, clients: int,
+             seconds: float, server_pid: int, sample_s: float = 1.0) -> dict:
+    """`clients` threads for `seconds` against the served `model` at `address` (host:port, HTTP).
     Returns the raw run: requests [[start s, latency ms]], errors, label mismatches and the server
     tree's RSS samples [[t s, bytes]]."""
     record: dict = {"clients": clients, "seconds": seconds, "requests": [], "errors": [], "mismatches": [],
                     "rss": []}
     stop = threading.Event()
     origin = time.perf_counter()
-    threads = [threading.Thread(target=_client, args=(address, files, expected, stop, origin, k, record),
+    threads = [threading.Thread(target=_client, args=(address, model, files, expected, stop, origin, k, record),
                                 daemon=True) for k in range(clients)]
     for thread in threads:
         thread.start()
@@ -223,7 +223,7 @@ def plot(result: dict, path: Path) -> None:
     latency.set_ylabel("latency per second (ms)")
     latency.set_xlabel("time in the run (s)")
     latency.legend(fontsize="small")
-    fig.suptitle(f"mlic-edge serve under load: {result['settings']['model_label']}")
+    fig.suptitle(f"mlic-edge serve under load: {result['settings']['model_short']}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -248,14 +248,15 @@ def main() -> None:
     files = sorted(p for p in Path(args.images).iterdir() if p.is_file()) if args.images else synthetic_jpegs(work)
     expected = expected_labels(model, files)
     out = Path(args.json) if args.json else result_dir("serve-load") / "serve_load.json"
+    short = Path(args.model).name if args.model else "quickstart architecture, random weights, ONNX fp32"
     label = args.model or "quickstart architecture (tf_efficientnet_lite0, 112 px, 10 classes), random weights, ONNX fp32"
-    result = new_result("serve_load", {"model_label": label, "images": args.images or "32 synthetic 320x240 JPEGs",
+    result = new_result("serve_load", {"model_label": label, "model_short": short, "images": args.images or "32 synthetic 320x240 JPEGs",
                                        "clients": args.clients, "seconds": args.seconds, "max_batch": 8,
                                        "protocol": "HTTP, binary tensors, one image per request, closed loop",
                                        "warm_up_fraction": WARM_UP_FRACTION})
     with served(model, args.http_port, "--max-batch", "8") as server:
         for clients in args.clients:
-            run = run_load(f"127.0.0.1:{args.http_port}", files, expected, clients=clients, seconds=args.seconds,
+            run = run_load(f"127.0.0.1:{args.http_port}", MODEL_NAME, files, expected, clients=clients, seconds=args.seconds,
                            server_pid=server.pid)
             result["runs"].append(run)
             summary = summarise(run)

@@ -64,7 +64,8 @@ def parse_server(server: str, model: str | None = None) -> tuple[str, str, str |
 
 class RemoteTagger(BaseTagger):
     """A tagger over a Triton server: `predict`, `iter_predict`, `classes`, `thresholds`,
-    `metadata`, `limits`, `describe` and `close` as for a local model (no attention, no video).
+    `metadata`, `limits`, `describe`, `stream` (video: the sampled frames are sent as images) and
+    `close` as for a local model (no attention).
 
     concurrency: requests in flight (default 2 x batch_size, so the server's batcher can fill a
     batch of batch_size while the previous one runs); timeout_s: per request and connection."""
@@ -238,9 +239,6 @@ class RemoteTagger(BaseTagger):
         return np.asarray(result.as_numpy("scores"), dtype=np.float64).reshape(-1), None
 
     # ---------------------------------------------------------------- lifetime
-    def stream(self, source: str | os.PathLike, **_options: Any) -> Iterator[Prediction]:
-        raise ConfigError(f"{source}: video is tagged with a local model; a server tags image files")
-
     def close(self) -> None:
         self._closed = True
         with self._clients_lock:
