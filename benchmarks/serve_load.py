@@ -6,6 +6,7 @@ the Python backend stubs) sampled over time.
 
     python benchmarks/serve_load.py [--model M.onnx] [--images DIR] --clients 4 16 --seconds 60 \\
         [--json FILE] [--plot FILE.png]
+    python benchmarks/serve_load.py --replot RESULT.json --plot docs/images/serve_load.png
 
 Without --model, the quickstart architecture (tf_efficientnet_lite0, 112 px, 10 classes) with
 random weights (seed 0) is exported to ONNX; without --images, 32 synthetic 320x240 JPEGs
@@ -238,10 +239,15 @@ def main() -> None:
     parser.add_argument("--http-port", type=int, default=18740, help="grpc = +1, metrics = +2")
     parser.add_argument("--json", help="result file (default: benchmarks/results/<date>-serve-load/serve_load.json)")
     parser.add_argument("--plot", help="PNG of memory and latency over time (default: beside the result file)")
+    parser.add_argument("--replot", metavar="RESULT", help="only draw --plot from the raw samples of a result file")
     args = parser.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from result_files import new_result, result_dir, write_result
+    from result_files import new_result, read_result, result_dir, write_result
+
+    if args.replot:
+        plot(read_result(args.replot), Path(args.plot or Path(args.replot).with_suffix(".png")))
+        return
 
     work = Path(tempfile.mkdtemp(prefix="mlic-serve-load-"))
     model = Path(args.model) if args.model else quickstart_onnx(work)
