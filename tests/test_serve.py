@@ -265,8 +265,8 @@ def test_oversized_request_is_refused_whole_and_alone():
 # ----------------------------------------------------------------------------------- load over time
 def test_clients_for_seconds_zero_errors_local_labels_flat_memory(server, trained):
     """4 clients for 4 s (closed loop, one image per request): no errors, every answer's labels
-    equal the local model's, and the server's memory after warm-up stays within a generous bound
-    of where it was when warm (a leak per request would exceed it over hundreds of requests)."""
+    equal the local model's, and the server's memory after warm-up (the first second) grows by
+    less than 32 MB: a generous bound that a leak of 1 MB per batch exceeds within the run."""
     from serve_load import expected_labels, run_load
 
     files = sorted((trained["data_root"] / "test").glob("*.png"))[:16]
@@ -276,7 +276,7 @@ def test_clients_for_seconds_zero_errors_local_labels_flat_memory(server, traine
     assert len(run["requests"]) >= 40, len(run["requests"])
     warm = [rss for t, rss in run["rss"] if t >= 1.0]
     assert len(warm) >= 8
-    assert max(warm) <= warm[0] * 1.25 + 64 * 2**20, [r // 2**20 for r in warm]
+    assert max(warm) <= warm[0] + 32 * 2**20, [r // 2**20 for r in warm]
 
 
 # ----------------------------------------------------------------------------------- video
