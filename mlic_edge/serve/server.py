@@ -332,11 +332,11 @@ def _bind(p: dict[str, Any], triton: Any, name: str, max_batch: int, options: Se
 
     def image_fn(runner: _Runner):
         @batch
-        def batched(image: np.ndarray, refused: np.ndarray) -> dict[str, np.ndarray]:
+        def decode_and_run(image: np.ndarray, refused: np.ndarray) -> dict[str, np.ndarray]:
             return runner.images(image, refused)
 
         def infer(requests: list) -> list[dict[str, np.ndarray]]:
-            return batched(refuse_oversized(requests, options.max_request_mb))     # before decoding
+            return decode_and_run(refuse_oversized(requests, options.max_request_mb))     # before decoding
         return infer
 
     def tensor_fn(runner: _Runner):
