@@ -65,3 +65,15 @@ def render_serve_throughput(result: dict, **_options) -> str:
               "CPU ms/image local / no spin", "CPU ms/image served (client + server)"]
     return markdown_table(header, rows) + (f"\n\nRatios: medians over {settings['repeats']} interleaved "
                                            f"rounds of each round's ratio.")
+
+
+@table("serve_load")
+def serve_load(result: dict, **options) -> str:
+    """benchmarks/serve_load.py: one row per client count (latency percentiles of every request,
+    the server's memory at the start, after warm-up, at the end and its peak)."""
+    rows = [[s["clients"], num(s["seconds"], 0), s["requests"], num(s["throughput_rps"], 1), num(s["p50_ms"], 1),
+             num(s["p90_ms"], 1), num(s["p99_ms"], 1), s["errors"], s["mismatches"], num(s["rss_start_mb"], 0),
+             num(s["rss_warm_mb"], 0), num(s["rss_end_mb"], 0), num(s["rss_peak_mb"], 0)]
+            for s in result["summary"]["runs"]]
+    return markdown_table(["clients", "s", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors",
+                           "label mismatches", "RSS start MB", "RSS warm MB", "RSS end MB", "RSS peak MB"], rows)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from mlic_edge.core.errors import BackendUnavailable, ConfigError, ModelFileError
+from mlic_edge.core.gpu import cuda_device_count
 from tiny_model import ANIMALS as CLASSES
 from tiny_model import SIZE, save_tiny_checkpoint
 from torchless import TORCH_BLOCKER, blocker
@@ -447,6 +448,41 @@ def test_doctor_reports_versions_and_the_capability_table(tmp_path):
         assert not row["runs"] and row["note"] == "no CUDA GPU; builds without one"
     assert report["formats"][0]["ok"]
     assert "onnxruntime" in result.stdout and "tensorrt" in result.stdout
+
+
+def test_doctor_names_why_the_cuda_provider_does_not_load_without_a_library_dump(tmp_path):
+    """Where ONNX Runtime's CUDA provider cannot run (here: no CUDA 12 libraries, no GPU), doctor's
+    row names the reason, and nothing comes before it: no ONNX Runtime error log on stderr, no
+    "Failed to load ..." lines of the CUDA library preloader on stdout."""
+    out = tmp_path / "doctor.json"
+    result = subprocess.run([sys.executable, "-m", "mlic_edge", "doctor", "--json", str(out)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = {row["provider"]: row for row in json.loads(out.read_text())["providers"]}
+    if "CUDAExecutionProvider" not in rows:
+        pytest.skip("this onnxruntime build has no CUDA provider (the CPU wheel)")
+    cuda = rows["CUDAExecutionProvider"]
+    if cuda["loads"]:
+        pytest.skip("the CUDA provider loads here (a GPU with its CUDA 12 libraries)")
+    named = ("libonnxruntime_providers_cuda.so does not load (lib", "no CUDA GPU is visible")
+    assert any(reason in cuda["why"] for reason in named), cuda
+    assert result.stderr == ""
+    assert result.stdout.splitlines()[0] == "mlic-edge doctor", result.stdout[:500]
+    assert "Failed to load" not in result.stdout and "onnxruntime.ai/docs/install" not in result.stdout
+
+
+@pytest.mark.skipif(not cuda_device_count(), reason="needs a CUDA GPU (and the export extra's CUDA 12 libraries)")
+def test_onnx_runtime_cuda_session_runs_on_the_gpu(tmp_path):
+    """With the export extra installed, ONNX Runtime's CUDA provider loads (its CUDA 12 libraries
+    preloaded beside torch's CUDA 13 ones) and a session runs on it, not on the CPU fallback."""
+    from mlic_edge.core.onnxruntime import CPU, CUDA, make_session, provider_problem, providers_for
+
+    assert provider_problem(CUDA) is None
+    model = make_onnx(tmp_path / "m.onnx")
+    session = make_session(model, providers_for("cuda:0", [CUDA, CPU]))
+    assert session.get_providers()[0] == CUDA
+    logits = session.run(["logits"], {"images": np.zeros((2, 3, SIZE, SIZE), np.float32)})[0]
+    assert logits.shape == (2, len(CLASSES)) and np.isfinite(logits).all()
 
 
 def test_serve_says_what_to_install_not_which_script_to_run(onnx_model):

@@ -7,14 +7,18 @@ never skip there: a missing PyTriton is an error, not a skip.
 """
 from __future__ import annotations
 
+import base64
 import csv
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +27,10 @@ import pytest
 import pytriton  # noqa: F401,E402  (the serve extra; part of dev)
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 30
+MAX_REQUEST_MB = 1          # the fixture server's --max-request-mb
 
 
 def _free_ports(count: int) -> list[int]:
@@ -56,7 +62,7 @@ def _start_server(model: Path, name: str, log: Path) -> tuple[subprocess.Popen, 
         process = subprocess.Popen(
             [sys.executable, "-m", "mlic_edge", "serve", str(model), "--name", name,
              "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-             "--max-batch", "8", "--max-queue-delay-us", "20000"],
+             "--max-batch", "8", "--max-queue-delay-us", "20000", "--max-request-mb", str(MAX_REQUEST_MB)],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return process, http, grpc, metrics
 
@@ -235,6 +241,168 @@ def test_wait_runs_out_with_one_line(tmp_path):
     assert f"http://127.0.0.1:{port}/tiny: model tiny not ready after 1.5 s" in lines[0]
     assert "no Triton server answers" in lines[0]
     assert time.monotonic() - started >= 1.5
+
+
+# ----------------------------------------------------------------------------------- bad requests
+def _post(port: int, model: str, body: bytes) -> tuple[int, dict]:
+    """A raw KServe v2 HTTP request: (status, the JSON answer)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/{model}/infer", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _images_request(*files: bytes) -> bytes:
+    """One request of several images, base64-encoded as KServe JSON carries BYTES (as curl sends)."""
+    return json.dumps({"inputs": [{"name": "image", "shape": [len(files), 1], "datatype": "BYTES",
+                                   "data": [base64.b64encode(f).decode() for f in files]}]}).encode()
+
+
+def _output(reply: dict, output: str) -> list:
+    return next(o["data"] for o in reply["outputs"] if o["name"] == output)
+
+
+@pytest.fixture(scope="module")
+def good_image(trained) -> tuple[bytes, str]:
+    """A test image's bytes and the labels a local model gives it (';'-joined)."""
+    from mlic_edge.runtime.tagger import Tagger
+
+    path = sorted((trained["data_root"] / "test").glob("*.png"))[0]
+    with Tagger(trained["fp32"], device="cpu") as local:
+        return path.read_bytes(), ";".join(local.predict([path])[0].labels)
+
+
+def _assert_serves(server, good_image) -> None:
+    """The next good request is answered with the local labels, and the server still runs."""
+    status, reply = _post(server["http"], "tiny", _images_request(good_image[0]))
+    assert status == 200, reply
+    assert _output(reply, "error") == [""] and _output(reply, "labels") == [good_image[1]]
+    assert server["process"].poll() is None
+
+
+def _bomb_png(side: int) -> bytes:
+    """A valid greyscale PNG of side x side black pixels whose compressed data is a few hundred
+    kB: decoded, it would take side**2 bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    packer, row = zlib.compressobj(9), b"\0" * (side + 1)          # filter byte + the row's pixels
+    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])   # 8-bit greyscale, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+# Requests Triton itself refuses (KServe v2 errors), each with what its answer must name.
+REFUSED_BY_TRITON = {
+    "malformed JSON": ("tiny", b'{"inputs": [{"name": "image", ', "failed to parse the request JSON"),
+    "wrong dtype": ("tiny", json.dumps({"inputs": [{"name": "image", "shape": [1, 1], "datatype": "FP32",
+                                                    "data": [1.0]}]}).encode(), "data-type is 'FP32'"),
+    "wrong shape": ("tiny_tensor", json.dumps({"inputs": [{"name": "images", "shape": [1, 3, 2, 2],
+                                                           "datatype": "FP32", "data": [0.0] * 12}]}).encode(),
+                    "unexpected shape for input 'images'"),
+    "empty inputs": ("tiny", json.dumps({"inputs": []}).encode(), "expected 1 inputs but got 0"),
+}
+
+
+@pytest.mark.parametrize("kind", list(REFUSED_BY_TRITON))
+def test_malformed_request_fails_alone(server, good_image, kind):
+    model, body, named = REFUSED_BY_TRITON[kind]
+    status, reply = _post(server["http"], model, body)
+    assert 400 <= status < 600 and named in reply["error"], (status, reply)
+    _assert_serves(server, good_image)
+
+
+@pytest.mark.parametrize("kind", ["non-image bytes", "decompression bomb"])
+def test_undecodable_image_fails_its_row_only(server, good_image, kind):
+    """The bad image and a good one in one request: the bad row has its error, the good row its
+    labels; then the next request is served."""
+    bad = b"plain text, not an image" if kind == "non-image bytes" else _bomb_png(20_000)   # 400 Mpixels
+    assert len(bad) < MAX_REQUEST_MB * 2**20 / 2          # under the size limit, base64 included
+    status, reply = _post(server["http"], "tiny", _images_request(bad, good_image[0]))
+    assert status == 200, reply
+    errors, labels = _output(reply, "error"), _output(reply, "labels")
+    named = "not a known image format" if kind == "non-image bytes" else "decompression bomb"
+    assert named in errors[0] and labels[0] == ""
+    assert errors[1] == "" and labels[1] == good_image[1]
+    _assert_serves(server, good_image)
+
+
+def test_request_over_the_size_limit_fails_alone(server, good_image):
+    big = os.urandom(MAX_REQUEST_MB * 2**20 + 1024)        # sent as base64: 4/3 of that
+    status, reply = _post(server["http"], "tiny", _images_request(big))
+    assert status == 200, reply
+    assert f"exceeds the server's limit of {MAX_REQUEST_MB} MB" in _output(reply, "error")[0]
+    assert "--max-request-mb" in _output(reply, "error")[0] and _output(reply, "labels") == [""]
+    _assert_serves(server, good_image)
+
+
+def test_oversized_request_is_refused_whole_and_alone():
+    from mlic_edge.serve.server import refuse_oversized
+
+    small = {"image": np.array([[b"a" * 100], [b"b" * 100]], dtype=object)}
+    large = {"image": np.array([[b"c" * 700], [b"d" * 400]], dtype=object)}     # 1100 bytes together
+    requests = refuse_oversized([small, large], 1000 / 2**20)                    # a 1000-byte limit
+    assert [r for r in requests[0]["refused"].reshape(-1)] == ["", ""]
+    assert requests[0]["image"].reshape(-1).tolist() == [b"a" * 100, b"b" * 100]
+    assert all("request of 0.0 MB exceeds" in r for r in requests[1]["refused"].reshape(-1))
+    assert requests[1]["image"].reshape(-1).tolist() == [b"", b""]
+
+
+# ----------------------------------------------------------------------------------- load over time
+def test_clients_for_seconds_zero_errors_local_labels_flat_memory(server, trained):
+    """4 clients for 4 s (closed loop, one image per request): no errors, every answer's labels
+    equal the local model's, and the server's memory after warm-up (the first second) grows by
+    less than 32 MB: a generous bound that a leak of 1 MB per batch exceeds within the run."""
+    from serve_load import expected_labels, run_load
+
+    files = sorted((trained["data_root"] / "test").glob("*.png"))[:16]
+    run = run_load(f"127.0.0.1:{server['http']}", "tiny", files, expected_labels(trained["fp32"], files),
+                   clients=4, seconds=4, server_pid=server["process"].pid, sample_s=0.25)
+    assert run["errors"] == [] and run["mismatches"] == []
+    assert len(run["requests"]) >= 40, len(run["requests"])
+    warm = [rss for t, rss in run["rss"] if t >= 1.0]
+    assert len(warm) >= 8
+    assert max(warm) <= warm[0] + 32 * 2**20, [r // 2**20 for r in warm]
+
+
+# ----------------------------------------------------------------------------------- video
+@pytest.mark.parametrize("sampling", [["--fps", "4"], ["--every", "3"]])
+def test_infer_video_through_the_server_matches_local(server, trained, tmp_path, sampling):
+    """A lossless H.264 clip of four test images: `infer clip.mp4 --server` gives the rows and the
+    segments that `infer clip.mp4 -m model.onnx` gives."""
+    from PIL import Image
+
+    from mlic_edge.runtime.segments import read_segments
+    from mlic_edge.runtime.video import write_slideshow
+
+    names = ["0000.png", "0002.png", "0005.png", "0010.png"]
+    pictures = [np.asarray(Image.open(trained["data_root"] / "test" / n).convert("RGB")) for n in names]
+    clip = tmp_path / "clip.mp4"
+    write_slideshow(pictures, clip, seconds_per_image=1.0, fps=10, lossless=True)
+    found = {}
+    for where, target in (("local", ["-m", str(trained["fp32"])]),
+                          ("server", ["--server", f"localhost:{server['http']}"])):
+        rows, segments = tmp_path / f"{where}.csv", tmp_path / f"{where}-segments.csv"
+        done = subprocess.run([sys.executable, "-m", "mlic_edge", "infer", str(clip), *target, *sampling,
+                               "-o", str(rows), "--segments", str(segments), "--no-progress"],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        with open(rows, newline="") as f:
+            found[where] = (list(csv.DictReader(f)), read_segments(segments))
+    (local_rows, local_segments), (served_rows, served_segments) = found["local"], found["server"]
+    assert len(local_rows) == len(served_rows) >= 8
+    assert len({r["labels"] for r in local_rows}) >= 2                   # the scenes differ
+    for a, b in zip(local_rows, served_rows):
+        assert (a["path"], a["frame"], a["time_s"], a["labels"], a["error"]) == \
+            (b["path"], b["frame"], b["time_s"], b["labels"], b["error"])
+        for column in (c for c in a if c.startswith("score_")):
+            assert abs(float(a[column]) - float(b[column])) <= 2e-6, (a["frame"], column)
+    assert local_segments and [(s.label, s.start_s, s.end_s, s.frames) for s in local_segments] == \
+        [(s.label, s.start_s, s.end_s, s.frames) for s in served_segments]
+    assert [s.peak_score for s in served_segments] == pytest.approx([s.peak_score for s in local_segments], abs=2e-6)
 
 
 def test_sigterm_stops_cleanly(server):

@@ -33,6 +33,7 @@ def serve_command(
     metrics_port: int = typer.Option(8002, "--metrics-port", help="Prometheus metrics port (/metrics: nv_inference_request_success, nv_inference_exec_count, ...)."),
     device: Device = "auto",
     workers: int = typer.Option(4, "--workers", help="Decoding threads per model instance (images are decoded on the server)."),
+    max_request_mb: float = typer.Option(64.0, "--max-request-mb", help="Largest request, in MB of encoded images (base64 text counts as sent), checked before decoding: a larger request gets an error naming this limit in each of its rows; other requests are unaffected. Triton itself sets no HTTP size limit (gRPC: 2 GB)."),
     verbose: bool = typer.Option(False, "--verbose", help="Triton's verbose log."),
 ) -> None:
     """Serve a model with NVIDIA Triton Inference Server (PyTriton).
@@ -54,7 +55,8 @@ def serve_command(
     console = make_console(stderr=True)
     options = ServeOptions(name=name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us,
                            instances=instances, host=host, http_port=http_port, grpc_port=grpc_port,
-                           metrics_port=metrics_port, device=device, workers=workers, verbose=verbose)
+                           metrics_port=metrics_port, device=device, workers=workers,
+                           max_request_mb=max_request_mb, verbose=verbose)
 
     def ready(served: str, batch: int) -> None:
         console.print(f"serving {served} (max batch {batch}) on http://{host}:{http_port} "

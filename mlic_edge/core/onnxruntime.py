@@ -3,6 +3,9 @@ runtime backend), and the provider choice per device. Imports onnxruntime when f
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +28,24 @@ def import_ort():
     return ort
 
 
+@functools.cache
+def preload_cuda_libraries() -> None:
+    """Load the CUDA and cuDNN libraries of the nvidia-* wheels into this process (ONNX Runtime's
+    `preload_dlls`), once: the CUDA provider's library looks for them on the system's library path
+    only, and the CUDA 12 ones the `export` extra installs for it live in site-packages (beside
+    torch's CUDA 13 ones). What does not load is left to `provider_problem` to name: the
+    preloader's own messages (printed, one per missing library) are dropped."""
+    ort = import_ort()
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            preload(cuda=True, cudnn=True, msvc=False)
+        except (OSError, RuntimeError):
+            pass
+
+
 def provider_problem(provider: str) -> str | None:
     """Why ONNX Runtime's `provider` cannot run here (None: it can): not in this build, or its
     library does not load (a CUDA, cuDNN or TensorRT library it needs is missing; the loader's
@@ -42,6 +63,7 @@ def provider_problem(provider: str) -> str | None:
     library = next(folder.glob(f"*{stem}.*"), None)
     if library is None:
         return None                                  # a layout we do not know: let the session tell
+    preload_cuda_libraries()
     try:
         if shared is not None:
             ctypes.CDLL(str(shared), mode=ctypes.RTLD_GLOBAL)

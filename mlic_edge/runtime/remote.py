@@ -73,7 +73,8 @@ def parse_server(server: str, model: str | None = None) -> tuple[str, str, str |
 
 class RemoteTagger(BaseTagger):
     """A tagger over a Triton server: `predict`, `iter_predict`, `classes`, `thresholds`,
-    `metadata`, `limits`, `describe` and `close` as for a local model (no attention, no video).
+    `metadata`, `limits`, `describe`, `stream` (video: the sampled frames are sent as images) and
+    `close` as for a local model (no attention).
 
     concurrency: requests in flight, each of up to the server's max batch of images (`max_batch`,
     read from the model's config); timeout_s: per request and connection; wait_s: how long to wait
@@ -316,9 +317,6 @@ class RemoteTagger(BaseTagger):
                 for row, e in zip(scores, errors)]
 
     # ---------------------------------------------------------------- lifetime
-    def stream(self, source: str | os.PathLike, **_options: Any) -> Iterator[Prediction]:
-        raise ConfigError(f"{source}: video is tagged with a local model; a server tags image files")
-
     def close(self) -> None:
         self._closed = True
         with self._clients_lock:

@@ -95,6 +95,56 @@ class BaseTagger(ABC):
                      with_attention: bool = False, keep_images: bool = False) -> Iterator[Prediction]:
         """The Predictions of `inputs` in input order, as they come (each kind of tagger its own way)."""
 
+    # ---------------------------------------------------------------- video
+    def stream(self, source: str | os.PathLike, *, every: int | None = None, fps: float | None = None,
+               threshold: float | None = None, batch_size: int | None = None, retries: int = 5,
+               on_error: Any = None) -> Iterator[Prediction]:
+        """Tags of a video file, URL (rtsp://, http://, ...) or camera (/dev/video0), frame by
+        frame as they are decoded: every frame, every N-th (`every`) or F per second of video time
+        (`fps`). A generator with bounded memory (live sources too): decoding runs in a thread a
+        few frames ahead. Broken frames and dropped streams are passed to `on_error(FrameError)`
+        (default: ignored) and skipped; live sources are reopened up to `retries` times. The same
+        sampling for every tagger; only how a batch of frames is tagged differs (a local model,
+        or the frames sent to a server as images)."""
+        from .video import Frame, iter_frames
+
+        batch = batch_size or self.batch_size
+        frames = iter_frames(source, every=every, fps=fps, retries=retries, queue_size=max(8, 2 * batch),
+                             transform=self._frame_payload)
+        pending: list[Frame] = []
+        with frames:
+            for item in frames:
+                if not isinstance(item, Frame):
+                    if on_error is not None:
+                        on_error(item)
+                    continue
+                pending.append(item)
+                # A live source yields frames at its own pace: run what is there when a batch is
+                # full or nothing more is decoded yet, so tags are never held back waiting.
+                if len(pending) >= batch or not frames.ready():
+                    yield from self._run_frames(source, pending, threshold)
+                    pending = []
+            if pending:
+                yield from self._run_frames(source, pending, threshold)
+
+    def _run_frames(self, source: Any, frames: list, threshold: float | None) -> list[Prediction]:
+        """Predictions of a batch of frames, each naming the source, its frame number and time."""
+        predictions = self._frame_predictions(frames, threshold)
+        for position, (prediction, f) in enumerate(zip(predictions, frames)):
+            if prediction.error is not None:
+                prediction.error = prediction.error.replace(_describe(f.image, position), f"frame {f.index}", 1)
+            prediction.source, prediction.frame, prediction.time_s = str(source), f.index, float(f.time_s)
+        return predictions
+
+    def _frame_payload(self, image: np.ndarray) -> Any:
+        """What the decode thread makes of a kept frame for `_frame_predictions`: nothing here (the
+        frame goes as it is); a local model's preprocessed input in `Tagger`."""
+        return None
+
+    def _frame_predictions(self, frames: list, threshold: float | None) -> list[Prediction]:
+        """A Prediction per frame, in order: the frames' images (HWC uint8 RGB) as inputs."""
+        return list(self.iter_predict([f.image for f in frames], threshold, batch_size=len(frames)))
+
     # ---------------------------------------------------------------- lifetime
     def close(self) -> None:
         """Free what the tagger holds; idempotent."""
@@ -171,7 +221,7 @@ class Tagger(BaseTagger):
         return self._live().predict(np.stack(good)) if good else None       # (n, 3, S, S) in
 
     def _predictions(self, group: list[Decoded], outputs: dict[str, np.ndarray] | None, threshold: float | None,
-                     with_attention: bool, sources: list[str] | None = None) -> list[Prediction]:
+                     with_attention: bool) -> list[Prediction]:
         """A Prediction per input of `group`, in order, from the model's outputs on its good ones."""
         limits = self.limits(threshold)
         if outputs is not None:
@@ -182,8 +232,8 @@ class Tagger(BaseTagger):
                                      f"`mlic-edge export --attention` (checkpoints always have it)")
             rows = iter(range(len(scores)))
         predictions = []
-        for position, one in enumerate(group):
-            source = sources[position] if sources else _describe(one.item, one.index)
+        for one in group:
+            source = _describe(one.item, one.index)
             if one.error is not None:
                 message = one.error if isinstance(one.item, (str, os.PathLike)) else f"{source}: {one.error}"
                 predictions.append(Prediction(source, error=message))
@@ -196,42 +246,13 @@ class Tagger(BaseTagger):
         return predictions
 
     # ---------------------------------------------------------------- video
-    def stream(self, source: str | os.PathLike, *, every: int | None = None, fps: float | None = None,
-               threshold: float | None = None, batch_size: int | None = None, retries: int = 5,
-               on_error: Any = None) -> Iterator[Prediction]:
-        """Tags of a video file, URL (rtsp://, http://, ...) or camera (/dev/video0), frame by
-        frame as they are decoded: every frame, every N-th (`every`) or F per second of video time
-        (`fps`). A generator with bounded memory (live sources too): decoding runs in a thread a
-        few frames ahead. Broken frames and dropped streams are passed to `on_error(FrameError)`
-        (default: ignored) and skipped; live sources are reopened up to `retries` times."""
-        from .video import Frame, iter_frames
+    def _frame_payload(self, image: np.ndarray) -> Any:
+        """The model's input for a kept frame, computed in the decode thread ahead of the model."""
+        return self.model.preprocessing(image_from_array(image))
 
-        batch = batch_size or self.batch_size
-        preprocessing = self.model.preprocessing
-        frames = iter_frames(source, every=every, fps=fps, retries=retries, queue_size=max(8, 2 * batch),
-                             transform=lambda image: preprocessing(image_from_array(image)))
-        pending: list[Frame] = []
-        with frames:
-            for item in frames:
-                if not isinstance(item, Frame):
-                    if on_error is not None:
-                        on_error(item)
-                    continue
-                pending.append(item)
-                # A live source yields frames at its own pace: run what is there when a batch is
-                # full or nothing more is decoded yet, so tags are never held back waiting.
-                if len(pending) >= batch or not frames.ready():
-                    yield from self._run_frames(source, pending, threshold)
-                    pending = []
-            if pending:
-                yield from self._run_frames(source, pending, threshold)
-
-    def _run_frames(self, source: Any, frames: list, threshold: float | None) -> list[Prediction]:
+    def _frame_predictions(self, frames: list, threshold: float | None) -> list[Prediction]:
         group = [Decoded(f.index, f, value=(f.payload, None)) for f in frames]
-        predictions = self._predictions(group, self._infer(group), threshold, False, sources=[str(source)] * len(frames))
-        for prediction, f in zip(predictions, frames):
-            prediction.frame, prediction.time_s = f.index, float(f.time_s)
-        return predictions
+        return self._predictions(group, self._infer(group), threshold, False)
 
     # ---------------------------------------------------------------- lifetime
     def close(self) -> None:

@@ -9,7 +9,8 @@ backend: `export-triton` writes repositories for NVIDIA's containers instead (se
 Models served (`<name>` = the file's stem, or --name):
 
 * `<name>`: input `image` BYTES [1] (one encoded JPEG/PNG/WebP/... file per row, or the file
-  base64-encoded, as KServe JSON requests (curl) carry it); outputs
+  base64-encoded, as KServe JSON requests (curl) carry it; at most `max_request_mb` per request,
+  see below); outputs
   `scores` FP32 [K] (sigmoid), `labels` BYTES [1] (the classes at or above the model's per-class
   thresholds, ';'-joined) and `error` BYTES [1] ("" or one line). Decoding runs on the server, in
   threads, so clients send files as they are.
@@ -23,6 +24,13 @@ Errors per row: Triton's dynamic batcher runs requests from many clients in one 
 turns an exception into an error for every request of that call. So an image that cannot be
 decoded is answered in-band: its row has `error` set, NaN scores and no labels, and the other rows
 of the batch (other clients' requests) are served normally.
+
+Request size: a request whose images together exceed `max_request_mb` is answered with an error in
+each of its rows, before any of it is decoded, and its bytes are dropped at once. This is the size
+limit that applies: the tritonserver of PyTriton 0.7 (Triton 2.51) has no HTTP input size option of
+its own and its gRPC endpoint takes messages up to 2 GB. Triton still receives a body whole before
+the model sees it, so a server open to untrusted clients wants a proxy in front that caps bodies
+too (nginx `client_max_body_size`).
 """
 from __future__ import annotations
 
@@ -56,6 +64,8 @@ SERVE_INSTALL = 'pip install "mlic-edge[serve]"'   # the extra also pins numpy <
 # are thread-safe); a TensorRT engine gets an execution context per instance.
 SHARED_BACKENDS = tuple(f.backend for f in MODEL_FORMATS.values() if f.backend != MODEL_FORMATS["engine"].backend)
 DEFAULT_QUEUE_DELAY_US = 2000
+DEFAULT_MAX_REQUEST_MB = 64.0
+MB = 1 << 20
 STOP_TIMEOUT_S = 5
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
 
@@ -72,6 +82,7 @@ class ServeOptions:
     metrics_port: int = 8002
     device: str = "auto"
     workers: int = 4                      # decoding threads per model instance
+    max_request_mb: float = DEFAULT_MAX_REQUEST_MB   # encoded image bytes per request
     verbose: bool = False
 
 
@@ -148,13 +159,20 @@ class _Runner:
             image = decode_image_bytes(base64.b64decode(text), source="image", reduce_to=self.model.image_size)
         return self.model.preprocessing(image)                                 # (3, S, S)
 
-    def images(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """image: (B, 1) bytes objects -> scores (B, K), labels (B, 1), error (B, 1)."""
+    def images(self, image: np.ndarray, refused: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """image: (B, 1) bytes objects -> scores (B, K), labels (B, 1), error (B, 1). refused:
+        (B, 1), per row "" or the error of a row not to be decoded (see `refuse_oversized`)."""
         rows = [bytes(item) for item in image.reshape(len(image), -1)[:, 0]]
-        futures = [self.pool.submit(self._decode, data, i) for i, data in enumerate(rows)]
+        refused = [""] * len(rows) if refused is None else [str(r) for r in refused.reshape(len(rows), -1)[:, 0]]
+        futures = [None if no else self.pool.submit(self._decode, data, i)
+                   for i, (data, no) in enumerate(zip(rows, refused))]
         tensors: list[np.ndarray | None] = []
         errors: list[str] = []
-        for future in futures:
+        for future, no in zip(futures, refused):
+            if future is None:
+                tensors.append(None)
+                errors.append(no)
+                continue
             try:
                 tensors.append(future.result())
                 errors.append("")
@@ -187,6 +205,22 @@ class _Runner:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def refuse_oversized(requests: list, limit_mb: float) -> list:
+    """The requests, each given a `refused` input (one string per row: "" or why the row is not
+    decoded). A request whose `image` rows total more than `limit_mb` MB is refused whole, its rows
+    replaced by empty bytes so that its body is freed before the batch is decoded."""
+    for request in requests:
+        image = request["image"]
+        size = sum(len(item) for item in image.reshape(-1))
+        reason = ""
+        if size > limit_mb * MB:
+            reason = (f"request of {size / MB:.1f} MB exceeds the server's limit of {limit_mb:g} MB "
+                      f"(mlic-edge serve --max-request-mb)")
+            request["image"] = np.full(image.shape, b"", dtype=object)
+        request["refused"] = np.full((len(image), 1), reason, dtype=object)
+    return requests
 
 
 def serve(model: str | os.PathLike, options: ServeOptions, *, on_ready=None) -> int:
@@ -231,6 +265,8 @@ def _check_request(path: Path, options: ServeOptions) -> tuple[str, int]:
     for flag, value in (("--max-batch", max_batch), ("--instances", options.instances)):
         if value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if not options.max_request_mb > 0:
+        raise ConfigError(f"--max-request-mb must be > 0, got {options.max_request_mb}")
     if options.max_queue_delay_us < 0:
         raise ConfigError(f"--max-queue-delay-us must be >= 0, got {options.max_queue_delay_us}")
     return name, max_batch
@@ -292,7 +328,7 @@ def _start(pytriton: dict[str, Any], options: ServeOptions, name: str, max_batch
     policy = p["TritonLifecyclePolicy"](launch_triton_on_startup=False, local_model_store=True)
     triton = p["Triton"](config=config, security_config=security, triton_lifecycle_policy=policy)
     try:
-        _bind(p, triton, name, max_batch, options.max_queue_delay_us, runners, info)
+        _bind(p, triton, name, max_batch, options, runners, info)
         triton.run()
     except Exception as e:
         _stop(triton)
@@ -300,19 +336,22 @@ def _start(pytriton: dict[str, Any], options: ServeOptions, name: str, max_batch
     return triton
 
 
-def _bind(p: dict[str, Any], triton: Any, name: str, max_batch: int, queue_delay_us: int, runners: list[_Runner],
-          info: bytes) -> None:
+def _bind(p: dict[str, Any], triton: Any, name: str, max_batch: int, options: ServeOptions,
+          runners: list[_Runner], info: bytes) -> None:
     Tensor, ModelConfig, batch = p["Tensor"], p["ModelConfig"], p["batch"]
     size, K = runners[0].model.image_size, len(runners[0].model.classes)
     outputs = [Tensor(name="scores", dtype=np.float32, shape=(K,)), Tensor(name="labels", dtype=bytes, shape=(1,)),
                Tensor(name="error", dtype=bytes, shape=(1,))]
     batched = ModelConfig(max_batch_size=max_batch,
-                          batcher=p["DynamicBatcher"](max_queue_delay_microseconds=queue_delay_us))
+                          batcher=p["DynamicBatcher"](max_queue_delay_microseconds=options.max_queue_delay_us))
 
     def image_fn(runner: _Runner):
         @batch
-        def infer(image: np.ndarray) -> dict[str, np.ndarray]:
-            return runner.images(image)
+        def decode_and_run(image: np.ndarray, refused: np.ndarray) -> dict[str, np.ndarray]:
+            return runner.images(image, refused)
+
+        def infer(requests: list) -> list[dict[str, np.ndarray]]:
+            return decode_and_run(refuse_oversized(requests, options.max_request_mb))     # before decoding
         return infer
 
     def tensor_fn(runner: _Runner):
