@@ -180,6 +180,7 @@ def main() -> None:
             result["runs"] += [{**case, **r} for r in rounds]
             result["summary"].setdefault("cases", []).append({**case, **summarise(rounds)})
             print_case(case, rounds, summarise(rounds), args)
+    result["summary"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]  # the machine is shared
     write_result(args.out, result)
     print(f"wrote {args.out}")
 
