@@ -20,10 +20,10 @@ import statistics
 import time
 from pathlib import Path
 
-from result_files import new_result, read_result, result_dir, write_result
+from result_files import REPO, new_result, read_result, result_dir, write_result
 
 NAME = "preset_speed"
-RESOURCE = Path(__file__).resolve().parents[1] / "mlic_edge" / "resources" / "preset_speed.json"
+RESOURCE = REPO / "mlic_edge" / "resources" / "preset_speed.json"
 
 
 def timed(step, images: int, warmup: int, repeats: int) -> list[float]:
@@ -87,14 +87,19 @@ def summarise(runs: list[dict]) -> dict:
     return {"presets": presets}
 
 
-def resource_payload(result: dict) -> dict:
-    """What `model-info --list` reads: the machine in words and the medians, from one result file."""
+def resource_payload(result: dict, path: Path) -> dict:
+    """What `model-info --list` reads: the machine in words and the medians, from the result file
+    `path` (named in the resource, so that a test can check one against the other)."""
     machine = result["machine"]
     described = (f"{machine['cpu']}, {result['settings']['threads']} threads, torch {result['packages'].get('torch')}, "
                  f"{result['date'][:10]}")
     presets = {name: {"train_img_s": round(row["train_img_s"], 2), "infer_img_s": round(row["infer_img_s"], 2),
                       "batch": row["batch"]} for name, row in result["summary"]["presets"].items()}
-    return {"machine": described, "presets": presets}
+    try:
+        shown = path.resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        shown = str(path)
+    return {"machine": described, "result": shown, "presets": presets}
 
 
 def main() -> None:
@@ -113,7 +118,7 @@ def main() -> None:
     parser.add_argument("--resource-from", type=Path, help="write the resource from this result file; measure nothing")
     args = parser.parse_args()
     if args.resource_from:
-        write_result(args.resource, resource_payload(read_result(args.resource_from)))
+        write_result(args.resource, resource_payload(read_result(args.resource_from), args.resource_from))
         print(f"wrote {args.resource} from {args.resource_from}")
         return
 
@@ -132,7 +137,7 @@ def main() -> None:
     write_result(args.out, result)
     print(f"wrote {args.out}")
     if not args.no_resource:
-        write_result(args.resource, resource_payload(result))
+        write_result(args.resource, resource_payload(result, args.out))
         print(f"wrote {args.resource}")
 
 
