@@ -84,15 +84,11 @@ def engine_build(result: dict, **options) -> str:
 
 @table("export_memory")
 def export_memory(result: dict, **options) -> str:
-    """Per export (one process each): wall time, peak RSS, and the stages that dominate them."""
-    header = ["export", "calibration images", "wall time s", "peak RSS GiB", "trace s", "verify s", "calibrate s"]
-
-    def stage_seconds(run: dict, name: str) -> str:
-        stage = run["stages"].get(name)
-        return num(stage["seconds"], 0) if stage else "-"
-
+    """Per export (one process each): wall time, peak RSS, and each stage's time and peak RSS."""
+    header = ["export", "calibration images", "wall time s", "peak RSS GiB", "stages: s (peak RSS GiB)"]
     rows = [[run["export"], run["calib_images"] or "-", num(run["total_seconds"], 0), num(run["peak_gib"], 1),
-             stage_seconds(run, "trace"), stage_seconds(run, "verify"), stage_seconds(run, "calibrate")]
+             ", ".join(f"{name} {num(stage['seconds'], 0)} ({num(stage['peak_gib'], 1)})"
+                       for name, stage in run["stages"].items())]
             for run in result["runs"]]
     return markdown_table(header, rows)
 
