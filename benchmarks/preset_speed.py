@@ -7,8 +7,9 @@
 
 Training: the trainer's step (APL loss, AdamW, channels_last) at batch --batch (ResNet101 @448:
 --big-batch, it needs GBs per image on a CPU), random images, 20 classes. Inference: eval mode,
-no_grad, same batch. Median images/s over --repeats timed steps after --warmup. Random weights:
-speed does not depend on them. Every timed step goes to the result file --out; the resource that
+no_grad, same batch. Median images/s over --repeats timed rounds after --warmup untimed ones; a
+round runs every preset's steps in turn (all models are built first). Random weights: speed does
+not depend on them. Every timed step goes to the result file --out; the resource that
 `mlic-edge model-info --list` reads is written from that result file's medians (--resource-from
 rewrites it from a committed result file without measuring).
 """
@@ -26,20 +27,8 @@ NAME = "preset_speed"
 RESOURCE = REPO / "mlic_edge" / "resources" / "preset_speed.json"
 
 
-def timed(step, images: int, warmup: int, repeats: int) -> list[float]:
-    """images/s of each of `repeats` steps after `warmup` untimed ones."""
-    for _ in range(warmup):
-        step()
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        rates.append(images / (time.perf_counter() - start))
-    return rates
-
-
-def measure_preset(name: str, args) -> list[dict]:
-    """The timed training and inference steps of one preset, one run per step."""
+def make_steps(name: str, args) -> tuple[int, dict]:
+    """The batch and the training and inference steps of one preset, on random images."""
     import torch
 
     from mlic_edge.losses import build_loss
@@ -67,11 +56,24 @@ def measure_preset(name: str, args) -> list[dict]:
         with torch.no_grad():
             model(x)
 
+    return batch, {"train": train_step, "infer": infer_step}
+
+
+def measure(names: list[str], args) -> list[dict]:
+    """--warmup untimed rounds, then --repeats timed rounds; each round runs every preset's
+    training and inference step in turn, so that a change in the machine's load falls on all."""
+    steps = {name: make_steps(name, args) for name in names}
     runs = []
-    for phase, step in (("train", train_step), ("infer", infer_step)):
-        rates = timed(step, batch, args.warmup, args.repeats)
-        runs += [{"preset": name, "phase": phase, "batch": batch, "step": k + 1, "img_s": rate}
-                 for k, rate in enumerate(rates)]
+    for round_ in range(args.warmup + args.repeats):
+        for name, (batch, phases) in steps.items():
+            for phase, step in phases.items():
+                start = time.perf_counter()
+                step()
+                rate = batch / (time.perf_counter() - start)
+                if round_ >= args.warmup:
+                    runs.append({"preset": name, "phase": phase, "batch": batch,
+                                 "round": round_ - args.warmup + 1, "img_s": rate})
+        print(f"round {round_ + 1} of {args.warmup + args.repeats} done", flush=True)
     return runs
 
 
@@ -127,12 +129,11 @@ def main() -> None:
     result = new_result(NAME, {"presets": args.presets or list(PRESETS), "batch": args.batch,
                                "big_batch": args.big_batch, "warmup": args.warmup, "repeats": args.repeats,
                                "threads": torch.get_num_threads(), "classes": 20, "weights": "random"})
-    for name in result["settings"]["presets"]:
-        result["runs"] += measure_preset(name, args)
-        row = summarise(result["runs"])["presets"][name]
-        print(f"{name:10s} batch {row['batch']:2d}: train {row['train_img_s']:7.2f} img/s, "
-              f"infer {row['infer_img_s']:7.2f} img/s", flush=True)
+    result["runs"] = measure(result["settings"]["presets"], args)
     result["summary"] = summarise(result["runs"])
+    for name, row in result["summary"]["presets"].items():
+        print(f"{name:10s} batch {row['batch']:2d}: train {row['train_img_s']:7.2f} img/s, "
+              f"infer {row['infer_img_s']:7.2f} img/s")
     result["summary"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]  # the machine is shared
     write_result(args.out, result)
     print(f"wrote {args.out}")

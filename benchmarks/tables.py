@@ -97,7 +97,7 @@ def export_memory(result: dict, **options) -> str:
 def preset_speed(result: dict, **options) -> str:
     """Per preset: the median images/s of the timed training and inference steps."""
     settings = result["settings"]
-    steps = f"median of {settings['repeats']} steps"
+    steps = f"median of {settings['repeats']} rounds"
     header = ["preset", "batch", f"training img/s ({steps})", f"inference img/s ({steps})"]
     rows = [[f"`{name}`", row["batch"], num(row["train_img_s"]), num(row["infer_img_s"])]
             for name, row in result["summary"]["presets"].items()]
