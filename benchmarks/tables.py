@@ -77,3 +77,63 @@ def serve_load(result: dict, **options) -> str:
             for s in result["summary"]["runs"]]
     return markdown_table(["clients", "s", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors",
                            "label mismatches", "RSS start MB", "RSS warm MB", "RSS end MB", "RSS peak MB"], rows)
+
+
+# ------------------------------------------------------------------ CPU inference, export, engines
+@table("infer_throughput")
+def infer_throughput(result: dict, **options) -> str:
+    """Per model: the medians over rounds of the bare backend's, the pipeline's and decoding's
+    images/s, and the median of the rounds' pipeline / bare ratios (both timed in one process)."""
+    settings = result["settings"]
+    rounds = settings["repeats"]
+    header = ["model", "images", "input px", "batch", "bare backend img/s", "`infer` img/s",
+              "decode alone img/s (1 thread)", f"`infer` / bare backend (median of {rounds} rounds)"]
+    rows = [[case["model"], f"{case['images']} {case['source']}", case["image_size"], settings["batch"],
+             num(case["median_bare_img_s"], 1), num(case["median_pipeline_img_s"], 1),
+             num(case["median_decode_img_s"], 0), num(case["median_ratio"])]
+            for case in result["summary"]["cases"]]
+    return markdown_table(header, rows)
+
+
+@table("infer_memory")
+def infer_memory(result: dict, **options) -> str:
+    """Per folder size: one `mlic-edge infer` process's resident memory along the rows, its peak."""
+    first = result["runs"][0]
+    header = ["images", "wall time s", "img/s", "RSS at 10% of rows MiB", "at 50% MiB", "at 90% MiB", "peak MiB",
+              f"peak vs {first['images']} images MiB"]
+    rows = [[run["images"], num(run["seconds"], 1), num(run["img_s"], 0), num(run["rss_at_10pct_mib"], 0),
+             num(run["rss_at_50pct_mib"], 0), num(run["rss_at_90pct_mib"], 0), num(run["peak_mib"], 0),
+             f"{run['peak_mib'] - first['peak_mib']:+.0f}"] for run in result["runs"]]
+    return markdown_table(header, rows)
+
+
+@table("engine_build")
+def engine_build(result: dict, **options) -> str:
+    """Per graph: its size, the engine's size and the median of the forced builds' times."""
+    repeats = result["settings"]["repeats"]
+    header = ["graph", "precision", "ONNX MiB", "engine MiB", f"build s (median of {repeats})", "builder"]
+    rows = [[row["graph"], row["precision"], num(row["onnx_mib"], 1), num(row["engine_mib"], 1),
+             num(row["median_build_seconds"], 1), row["runtime"]] for row in result["summary"]["engines"]]
+    return markdown_table(header, rows)
+
+
+@table("export_memory")
+def export_memory(result: dict, **options) -> str:
+    """Per export (one process each): wall time, peak RSS, and each stage's time and peak RSS."""
+    header = ["export", "calibration images", "wall time s", "peak RSS GiB", "stages: s (peak RSS GiB)"]
+    rows = [[run["export"], run["calib_images"] or "-", num(run["total_seconds"], 0), num(run["peak_gib"], 1),
+             ", ".join(f"{name} {num(stage['seconds'], 0)} ({num(stage['peak_gib'], 1)})"
+                       for name, stage in run["stages"].items())]
+            for run in result["runs"]]
+    return markdown_table(header, rows)
+
+
+@table("preset_speed")
+def preset_speed(result: dict, **options) -> str:
+    """Per preset: the median images/s of the timed training and inference steps."""
+    settings = result["settings"]
+    steps = f"median of {settings['repeats']} rounds"
+    header = ["preset", "batch", f"training img/s ({steps})", f"inference img/s ({steps})"]
+    rows = [[f"`{name}`", row["batch"], num(row["train_img_s"]), num(row["infer_img_s"])]
+            for name, row in result["summary"]["presets"].items()]
+    return markdown_table(header, rows)
