@@ -106,8 +106,9 @@ def entropy_threshold(histogram: np.ndarray, levels: int = QUANT_LEVELS, candida
 
     All candidates at once from prefix sums, O(candidates x levels): with T the total mass and S
     the kept mass, KL = (sum p log p - sum p log q) / T - log T + log S, where sum p log q over a
-    level is its mass x log(its mass / its non-empty bins). A loop over candidates took 75 ms per
-    tensor (8.5 s for ResNet101's 113); tests/test_int8_calibration.py checks this against it."""
+    level is its mass x log(its mass / its non-empty bins), instead of a loop over candidates, which
+    is slow on a deep network's hundred-odd tensors; tests/test_int8_calibration.py checks this
+    against such a loop."""
     histogram = np.array(histogram, dtype=np.float64)
     if histogram.size > 1:
         # The first bin holds the exact zeros (ReLU outputs: often half the tensor). Left as is, the

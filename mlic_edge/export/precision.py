@@ -11,13 +11,13 @@
   reductions, the Sigmoid and attention's activation x activation MatMuls.
   - target tensorrt: explicit symmetric Q/DQ on inputs only (TensorRT's layout), entropy ranges
     (TensorRT's KL method) by default, the rest of the graph in `high_precision`: fp32 by default
-    (with fp16 the trained fixture lost 2.2 mAP points on ONNX Runtime, against 0.2 with fp32),
+    (fp16 there adds its rounding to int8's, which the parity check shows on the trained fixture),
     fp16 on request (Model Optimizer's AutoCast).
   - target cpu: UINT8 activations with max ranges by default, QDQ format (as fast as QOperator on
     ORT CPU: ORT fuses DQ->Conv->Q into QLinearConv at load; and it stays plain ONNX).
-  Model Optimizer's own ONNX INT8 pipeline was used before: on ResNet101 @448 it took 106 s and
-  8.2 GB RSS with a single calibration image (repeated shape inference, save/reload and checks of
-  the 0.8 GB graph), more than the whole budget for a 16 GB machine.
+  Model Optimizer's own ONNX INT8 pipeline is not used: on a model of ResNet101's size its
+  repeated shape inference, save/reload and checks of the whole graph need several times the
+  graph's memory, more than a 16 GB machine gives (benchmarks/export_memory.py measures ours).
 """
 from __future__ import annotations
 
@@ -100,10 +100,10 @@ def to_fp16(fp32_path: Path, *, exclude: list[str] | None = None):
     AutoCast converts a weight-free skeleton (`skeleton.lift_weights`); the weights are read back
     from the file one at a time: a weight that AutoCast casts to FP16 (a Cast right after its stand-in, for every
     reader) becomes an FP16 initializer in that Cast's place, one read in FP32 goes back as it was.
-    On ResNet101 @448 this took the conversion from 44 s / 7.0 GiB (`convert_to_mixed_precision`
-    on the whole graph) to 6 s / 2.8 GiB, with the same FP32 node set (AutoCast's magnitude rules
-    kept nothing more in FP32 on the quickstart or ResNet101 models); a test checks that the result
-    computes exactly what `convert_to_f16` of the whole graph computes."""
+    Converting the skeleton instead of the whole graph (`convert_to_mixed_precision`) keeps the
+    conversion's time and memory far below the graph's own size on large models, with the same
+    FP32 node set; a test checks that the result computes exactly what `convert_to_f16` of the
+    whole graph computes."""
     import onnx
     from onnx import TensorProto, numpy_helper
 
@@ -260,7 +260,7 @@ def to_int8(fp32_path: Path, calibration, target: str, *, batch: int | None, met
                           calib_batch=calib_batch, progress=lambda total: progress(total, "calibrating"))
     ranges = stats.ranges(symmetric=target == "tensorrt")
     # ONNX Runtime's quantizer infers shapes on a deep copy of the model saved with its weights and
-    # reloaded (3.4 s and a second copy of the weights on ResNet101 @448) unless the model carries
+    # reloaded (seconds and a second copy of the weights on a large model) unless the model carries
     # its "shapes inferred" marker: infer them on the structure and set the marker.
     inferred = onnx.shape_inference.infer_shapes(structure).graph.value_info
     del structure
