@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from serve_throughput import stop_server
 
 MODEL_NAME = "load"
 WARM_UP_FRACTION = 0.2     # memory is compared from the end of this share of a run
@@ -154,12 +154,7 @@ def served(model: str | os.PathLike, port: int, *extra: str):
                     raise
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+        stop_server(process)
         log.close()
 
 
