@@ -56,7 +56,8 @@ FORMAT = "mlic-edge-photo-scenes/1"   # bump when the generator changes: cached 
 MANIFEST = "manifest.json"
 
 # where each package keeps its photos, as path parts from the package's installed folder's parent
-PHOTO_FOLDERS = {"skimage": ("skimage", "data"), "sklearn": ("sklearn", "datasets", "images")}
+PHOTO_FOLDERS = {"skimage": ("skimage", "data"), "sklearn": ("sklearn", "datasets", "images"),
+                 "matplotlib": ("matplotlib", "mpl-data", "sample_data")}
 # class name -> (package, file)
 CLASSES = {
     "astronaut": ("skimage", "astronaut.png"),
@@ -105,9 +106,8 @@ def build_photo_scenes(
     target = root / f"seed{seed}-train{n_train}-test{n_test}-canvas{canvas}"
     # classes by class name, backgrounds by file name
     wanted = {**CLASSES, **{name: (package, name) for package, name in BACKGROUNDS}}
-    sources = {key: _source_path(*where) for key, where in wanted.items()}
-    source_ids = {key: {"file": "/".join([*PHOTO_FOLDERS[package], name]), "sha256": file_sha256(sources[key])[:16]}
-                  for key, (package, name) in wanted.items()}
+    sources = {key: source_path(*where) for key, where in wanted.items()}
+    source_ids = describe_sources(wanted, sources)
 
     def write(folder: Path) -> None:
         _write_set(folder, params, sources)
@@ -116,7 +116,7 @@ def build_photo_scenes(
                             f"width, test from the rest; backgrounds from whole photos"}
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))   # written last: marks the set complete
 
-    return build_folder(target, write, lambda folder: _is_complete(folder, params, source_ids))
+    return build_folder(target, write, lambda folder: is_complete(folder, FORMAT, params, source_ids))
 
 
 def positive_counts(folder: Path) -> dict[str, dict[str, int]]:
@@ -132,23 +132,30 @@ def positive_counts(folder: Path) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _source_path(package: str, name: str) -> Path:
+def source_path(package: str, name: str) -> Path:
     """The installed file; found from the package's location without importing it (importing
     skimage alone takes a second)."""
     spec = importlib.util.find_spec(package)
     path = Path(spec.origin).parent.parent.joinpath(*PHOTO_FOLDERS[package], name) if spec and spec.origin else None
     if path is None or not path.is_file():
-        raise FileNotFoundError(f"{'/'.join([*PHOTO_FOLDERS[package], name])}: not installed (photo-scenes needs "
-                                f"scikit-image and scikit-learn: pip install 'mlic-edge[test]')")
+        raise FileNotFoundError(f"{'/'.join([*PHOTO_FOLDERS[package], name])}: not installed (the benchmark sets "
+                                f"need scikit-image and scikit-learn: pip install 'mlic-edge[test]')")
     return path
 
 
-def _is_complete(folder: Path, params: dict, source_ids: dict) -> bool:
+def describe_sources(wanted: dict[str, tuple[str, str]], sources: dict[str, Path]) -> dict[str, dict]:
+    """{key: {file, sha256 prefix}} of the source files, for a set's manifest."""
+    return {key: {"file": "/".join([*PHOTO_FOLDERS[package], name]), "sha256": file_sha256(sources[key])[:16]}
+            for key, (package, name) in wanted.items()}
+
+
+def is_complete(folder: Path, format_name: str, params: dict, source_ids: dict) -> bool:
+    """Whether `folder` holds a finished set of this generator format, parameters and sources."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
-    return (manifest.get("format") == FORMAT and manifest.get("params") == params
+    return (manifest.get("format") == format_name and manifest.get("params") == params
             and manifest.get("sources") == source_ids)
 
 
