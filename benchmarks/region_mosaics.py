@@ -35,28 +35,16 @@ training never sees). Some classes show other content on their test side: cell.p
 the right (the left is the microscope's background), horse.png's right side is the neck and head,
 color.png's hues differ between the sides.
 
-Cache layout (built in a temporary folder, renamed into place, then reused):
-
-    <cache>/region-mosaics/seed<S>-train<N>-test<M>-canvas<C>/
-        manifest.json    generator format, parameters, source files and their sha256 (prefix)
-        classes.txt      one class per line
-        train.csv test.csv
-        train/00000.png ...   test/00000.png ...
+Cache layout: as photo-scenes' (benchmarks/photo_scenes.py), under <cache>/region-mosaics/.
 """
 from __future__ import annotations
 
-import argparse
 import gzip
-import json
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from photo_scenes import MANIFEST, describe_sources, is_complete, positive_counts, source_path
-
-from mlic_edge.core.files import build_folder
-from mlic_edge.core.files import cache_dir as mlic_cache_dir
+from photo_scenes import build_generated_set, main, write_splits
 
 FORMAT = "mlic-edge-region-mosaics/1"   # bump when the generator changes: cached sets get rebuilt
 
@@ -96,23 +84,12 @@ def build_region_mosaics(
 
     Deterministic: the same parameters and source files give the same images and labels.
     """
-    if n_train < 1 or n_test < 1 or canvas < 64:
-        raise ValueError(f"region-mosaics: need n_train >= 1, n_test >= 1, canvas >= 64 "
-                         f"(got {n_train}, {n_test}, {canvas})")
-    root = (Path(cache_dir) if cache_dir is not None else mlic_cache_dir("")) / "region-mosaics"
-    params = {"seed": seed, "n_train": n_train, "n_test": n_test, "canvas": canvas}
-    target = root / f"seed{seed}-train{n_train}-test{n_test}-canvas{canvas}"
-    sources = {name: source_path(*where) for name, where in CLASSES.items()}
-    source_ids = describe_sources(CLASSES, sources)
-
-    def write(folder: Path) -> None:
+    def write(folder: Path, params: dict, sources: dict[str, Path]) -> None:
         _write_set(folder, params, {name: load_class_image(path) for name, path in sources.items()})
-        manifest = {"format": FORMAT, "params": params, "sources": source_ids,
-                    "note": f"train crops from the left {TRAIN_SHARE:.0%} of each class image's width, "
-                            f"test crops from the rest"}
-        (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))   # written last: marks the set complete
 
-    return build_folder(target, write, lambda folder: is_complete(folder, FORMAT, params, source_ids))
+    note = f"train crops from the left {TRAIN_SHARE:.0%} of each class image's width, test crops from the rest"
+    return build_generated_set(cache_dir, "region-mosaics", FORMAT, {"seed": seed, "n_train": n_train,
+                               "n_test": n_test, "canvas": canvas}, CLASSES, write, note)
 
 
 def load_class_image(path: Path) -> np.ndarray:
@@ -139,30 +116,15 @@ def load_class_image(path: Path) -> np.ndarray:
 
 
 def _write_set(folder: Path, params: dict, images: dict[str, np.ndarray]) -> None:
-    class_images = list(images.values())
-    (folder / "classes.txt").write_text("".join(f"{name}\n" for name in CLASSES))
-    for split_index, (split, count) in enumerate((("train", params["n_train"]), ("test", params["n_test"]))):
-        # One generator per split: changing n_test leaves the training mosaics as they were.
-        rng = np.random.default_rng([params["seed"], split_index + 1])
+    def renderer(split: str):
         # the columns of each class image this split may crop from
         columns = []
-        for image in class_images:
+        for image in images.values():
             cut = round(TRAIN_SHARE * image.shape[1])
             columns.append(image[:, :cut] if split == "train" else image[:, cut:])
-        (folder / split).mkdir()
-        lines, positives = ["image,labels"], np.zeros(len(CLASSES), dtype=int)
-        for i in range(count):
-            mosaic, labels = _render_mosaic(rng, columns, params["canvas"])
-            name = f"{split}/{i:05d}.png"
-            Image.fromarray(mosaic).save(folder / name, compress_level=1)
-            lines.append(f"{name},{';'.join(list(CLASSES)[k] for k in sorted(labels))}")
-            positives[labels] += 1
-        # a class without positives has no AP: the split's mAP would silently average fewer classes
-        missing = [name for name, n in zip(CLASSES, positives) if n == 0]
-        if missing:
-            raise ValueError(f"region-mosaics: no {split} image shows {', '.join(missing)} "
-                             f"in {count} mosaics; use more images")
-        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
+        return lambda rng: _render_mosaic(rng, columns, params["canvas"])
+
+    write_splits(folder, params, list(CLASSES), renderer, "region-mosaics")
 
 
 def _render_mosaic(rng: np.random.Generator, class_images: list[np.ndarray], canvas: int) -> tuple[np.ndarray, list[int]]:
@@ -211,25 +173,5 @@ def _fill(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, canvas:
     return fill * rng.uniform(*TINT, size=3)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, help="cache folder (the set goes to OUT/region-mosaics/...); "
-                                                 "default $MLIC_EDGE_CACHE or ~/.cache/mlic-edge")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-images", type=int, default=3000)
-    parser.add_argument("--test-images", type=int, default=1000)
-    parser.add_argument("--canvas", type=int, default=128)
-    args = parser.parse_args()
-
-    started = time.perf_counter()
-    folder = build_region_mosaics(args.out, seed=args.seed, n_train=args.train_images,
-                                  n_test=args.test_images, canvas=args.canvas)
-    print(f"{folder}  ({time.perf_counter() - started:.1f} s)")
-    counts = positive_counts(folder)
-    print(f"{'class':<13} {'train':>6} {'test':>6}")
-    for name in counts["train"]:
-        print(f"{name:<13} {counts['train'][name]:>6} {counts['test'][name]:>6}")
-
-
 if __name__ == "__main__":
-    main()
+    main(build_region_mosaics, "region-mosaics", __doc__)
