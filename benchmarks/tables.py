@@ -68,17 +68,20 @@ def own_data_sets(result: dict, **options) -> str:
 @table("own-data-runs")
 def own_data_runs(result: dict, **options) -> str:
     """One row per run: seeds, epochs (best one tested), why it stopped, hold-out and test figures,
-    wall time and the load average (1 min) before and after it."""
+    wall time, the CPU cores it got on average (CPU time / wall time) and the load average (1 min)
+    before and after it."""
     def load(value):
         return "-" if not value else num(value[0], 1)
 
     rows = [[SET_NAMES.get(run["set"], run["set"]), run.get("data_seed", "-"), run["seed"], run["epochs_run"],
              f"{run['best_epoch']} ({run['best_weights']})", run["stopped"] or "-",
              num(run["selection_mAP"]), num(run["test_mAP"]), num(run["test_CF1"]), num(run["test_CF1_per_class"]),
-             num(run.get("wall_s"), 0), f"{load(run.get('load_before'))} / {load(run.get('load_after'))}"]
+             num(run.get("wall_s"), 0), num(run.get("cores_used")),
+             f"{load(run.get('load_before'))} / {load(run.get('load_after'))}"]
             for run in result["runs"]]
     return markdown_table(["data set", "data seed", "seed", "epochs", "best epoch", "stopped", "hold-out mAP",
-                           "test mAP", "CF1 @0.5", "CF1 @per-class", "wall time (s)", "load before / after"], rows)
+                           "test mAP", "CF1 @0.5", "CF1 @per-class", "wall time (s)", "CPU cores used",
+                           "load before / after"], rows)
 
 
 # ---- the H200 study (benchmarks/h200_study_records.py): one record per run, hold-out and test
