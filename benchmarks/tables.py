@@ -213,7 +213,7 @@ DECISIONS = {
          f"{DATA_0}, 3 seeds; one run on data seed 11; the own-data runs' test on digits and photo-scenes data seed 0",
          "stop rule without a time limit", "variant"),
         ("160 px (x 1.25) on 3,000 images of 128 px, not 128 px for 4 epochs",
-         f"{DATA_11} (above); re-measured on {DATA_0}, 3 seeds", "input 128 px for 4 epochs", "base"),
+         f"{DATA_11} (above); re-measured: {DATA_0}, 3 seeds", "input 128 px for 4 epochs", "base"),
         ("RandAugment m5 on a 3-epoch run, not none", f"{DATA_0}, 1 seed; re-measured there with 3 seeds",
          "no augmentation", "base"),
     ],
