@@ -44,6 +44,7 @@ import csv
 import importlib.util
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,8 @@ FORMAT = "mlic-edge-photo-scenes/1"   # bump when the generator changes: cached 
 MANIFEST = "manifest.json"
 
 # where each package keeps its photos, as path parts from the package's installed folder's parent
-PHOTO_FOLDERS = {"skimage": ("skimage", "data"), "sklearn": ("sklearn", "datasets", "images")}
+PHOTO_FOLDERS = {"skimage": ("skimage", "data"), "sklearn": ("sklearn", "datasets", "images"),
+                 "matplotlib": ("matplotlib", "mpl-data", "sample_data")}
 # class name -> (package, file)
 CLASSES = {
     "astronaut": ("skimage", "astronaut.png"),
@@ -98,25 +100,34 @@ def build_photo_scenes(
 
     Deterministic: the same parameters and source files give the same images and labels.
     """
-    if n_train < 1 or n_test < 1 or canvas < 64:
-        raise ValueError(f"photo-scenes: need n_train >= 1, n_test >= 1, canvas >= 64 (got {n_train}, {n_test}, {canvas})")
-    root = (Path(cache_dir) if cache_dir is not None else mlic_cache_dir("")) / "photo-scenes"
-    params = {"seed": seed, "n_train": n_train, "n_test": n_test, "canvas": canvas}
-    target = root / f"seed{seed}-train{n_train}-test{n_test}-canvas{canvas}"
     # classes by class name, backgrounds by file name
     wanted = {**CLASSES, **{name: (package, name) for package, name in BACKGROUNDS}}
-    sources = {key: _source_path(*where) for key, where in wanted.items()}
-    source_ids = {key: {"file": "/".join([*PHOTO_FOLDERS[package], name]), "sha256": file_sha256(sources[key])[:16]}
-                  for key, (package, name) in wanted.items()}
+    note = (f"class patches: train from the left {TRAIN_SHARE:.0%} of each class photo's width, test from the "
+            f"rest; backgrounds from whole photos")
+    return build_generated_set(cache_dir, "photo-scenes", FORMAT, {"seed": seed, "n_train": n_train, "n_test": n_test,
+                               "canvas": canvas}, wanted, _write_set, note)
 
-    def write(folder: Path) -> None:
-        _write_set(folder, params, sources)
-        manifest = {"format": FORMAT, "params": params, "sources": source_ids,
-                    "note": f"class patches: train from the left {TRAIN_SHARE:.0%} of each class photo's "
-                            f"width, test from the rest; backgrounds from whole photos"}
+
+def build_generated_set(cache_dir: str | Path | None, folder_name: str, format_name: str, params: dict,
+                        wanted: dict[str, tuple[str, str]], write: Callable[[Path, dict, dict[str, Path]], None],
+                        note: str) -> Path:
+    """<cache_dir>/<folder_name>/seed<S>-train<N>-test<M>-canvas<C>/, written by write(folder,
+    params, {key: installed source file}) with a manifest (format, parameters, sources and their
+    sha256), unless a complete one is there."""
+    if params["n_train"] < 1 or params["n_test"] < 1 or params["canvas"] < 64:
+        raise ValueError(f"{folder_name}: need n_train >= 1, n_test >= 1, canvas >= 64 "
+                         f"(got {params['n_train']}, {params['n_test']}, {params['canvas']})")
+    root = (Path(cache_dir) if cache_dir is not None else mlic_cache_dir("")) / folder_name
+    target = root / "seed{seed}-train{n_train}-test{n_test}-canvas{canvas}".format(**params)
+    sources = {key: source_path(*where) for key, where in wanted.items()}
+    source_ids = describe_sources(wanted, sources)
+
+    def write_all(folder: Path) -> None:
+        write(folder, params, sources)
+        manifest = {"format": format_name, "params": params, "sources": source_ids, "note": note}
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))   # written last: marks the set complete
 
-    return build_folder(target, write, lambda folder: _is_complete(folder, params, source_ids))
+    return build_folder(target, write_all, lambda folder: is_complete(folder, format_name, params, source_ids))
 
 
 def positive_counts(folder: Path) -> dict[str, dict[str, int]]:
@@ -132,23 +143,30 @@ def positive_counts(folder: Path) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _source_path(package: str, name: str) -> Path:
+def source_path(package: str, name: str) -> Path:
     """The installed file; found from the package's location without importing it (importing
     skimage alone takes a second)."""
     spec = importlib.util.find_spec(package)
     path = Path(spec.origin).parent.parent.joinpath(*PHOTO_FOLDERS[package], name) if spec and spec.origin else None
     if path is None or not path.is_file():
-        raise FileNotFoundError(f"{'/'.join([*PHOTO_FOLDERS[package], name])}: not installed (photo-scenes needs "
-                                f"scikit-image and scikit-learn: pip install 'mlic-edge[test]')")
+        raise FileNotFoundError(f"{'/'.join([*PHOTO_FOLDERS[package], name])}: not installed (the benchmark sets "
+                                f"need scikit-image and scikit-learn: pip install 'mlic-edge[test]')")
     return path
 
 
-def _is_complete(folder: Path, params: dict, source_ids: dict) -> bool:
+def describe_sources(wanted: dict[str, tuple[str, str]], sources: dict[str, Path]) -> dict[str, dict]:
+    """{key: {file, sha256 prefix}} of the source files, for a set's manifest."""
+    return {key: {"file": "/".join([*PHOTO_FOLDERS[package], name]), "sha256": file_sha256(sources[key])[:16]}
+            for key, (package, name) in wanted.items()}
+
+
+def is_complete(folder: Path, format_name: str, params: dict, source_ids: dict) -> bool:
+    """Whether `folder` holds a finished set of this generator format, parameters and sources."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
-    return (manifest.get("format") == FORMAT and manifest.get("params") == params
+    return (manifest.get("format") == format_name and manifest.get("params") == params
             and manifest.get("sources") == source_ids)
 
 
@@ -156,29 +174,42 @@ def _write_set(folder: Path, params: dict, sources: dict[str, Path]) -> None:
     photos = {name: Image.open(path).convert("RGB") for name, path in sources.items()}
     class_photos = [photos[name] for name in CLASSES]
     backgrounds = [photos[name] for _, name in BACKGROUNDS]
-    (folder / "classes.txt").write_text("".join(f"{name}\n" for name in CLASSES))
-    for split_index, (split, count) in enumerate((("train", params["n_train"]), ("test", params["n_test"]))):
-        # One generator per split: changing n_test leaves the training scenes as they were.
-        rng = np.random.default_rng([params["seed"], split_index + 1])
+
+    def renderer(split: str):
         # the part of each class photo this split may crop from: (left, top, right, bottom)
         regions = []
         for photo in class_photos:
             cut = round(TRAIN_SHARE * photo.width)
             regions.append((0, 0, cut, photo.height) if split == "train" else (cut, 0, photo.width, photo.height))
+        return lambda rng: _render_scene(rng, class_photos, regions, backgrounds, params["canvas"])
+
+    write_splits(folder, params, list(CLASSES), renderer, "photo-scenes")
+
+
+def write_splits(folder: Path, params: dict, class_names: list[str],
+                 renderer: Callable[[str], Callable[[np.random.Generator], tuple[np.ndarray, list[int]]]],
+                 set_name: str) -> None:
+    """classes.txt, then per split its images and CSV: renderer(split)(rng) draws one (image,
+    class indices); a split in which a class has no positive image is an error."""
+    (folder / "classes.txt").write_text("".join(f"{name}\n" for name in class_names))
+    for split_index, (split, count) in enumerate((("train", params["n_train"]), ("test", params["n_test"]))):
+        # One generator per split: changing n_test leaves the training images as they were.
+        rng = np.random.default_rng([params["seed"], split_index + 1])
+        render = renderer(split)
         (folder / split).mkdir()
-        lines, positives = ["image,labels"], np.zeros(len(CLASSES), dtype=int)
+        lines, positives = ["image,labels"], np.zeros(len(class_names), dtype=int)
         for i in range(count):
-            scene, labels = _render_scene(rng, class_photos, regions, backgrounds, params["canvas"])
+            image, labels = render(rng)
             name = f"{split}/{i:05d}.png"
             # compress_level 1: the default (6) writes files only 12% smaller, 2.5x slower
-            Image.fromarray(scene).save(folder / name, compress_level=1)
-            lines.append(f"{name},{';'.join(list(CLASSES)[k] for k in sorted(labels))}")
+            Image.fromarray(image).save(folder / name, compress_level=1)
+            lines.append(f"{name},{';'.join(class_names[k] for k in sorted(labels))}")
             positives[labels] += 1
         # a class without positives has no AP: the split's mAP would silently average fewer classes
-        missing = [name for name, n in zip(CLASSES, positives) if n == 0]
+        missing = [name for name, n in zip(class_names, positives) if n == 0]
         if missing:
-            raise ValueError(f"photo-scenes: no {split} image shows {', '.join(missing)} "
-                             f"in {count} scenes; use more images")
+            raise ValueError(f"{set_name}: no {split} image shows {', '.join(missing)} "
+                             f"in {count} images; use more images")
         (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
 
 
@@ -252,9 +283,11 @@ def _covered_share(earlier: tuple[int, int, int, int], later: tuple[int, int, in
     return width * height / ((earlier[2] - earlier[0]) * (earlier[3] - earlier[1]))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, help="cache folder (the set goes to OUT/photo-scenes/...); "
+def main(build: Callable[..., Path] | None = None, folder_name: str = "photo-scenes", doc: str | None = None) -> None:
+    """The command line of a generated set: build it (or find it) and print its positives per class."""
+    build = build or build_photo_scenes
+    parser = argparse.ArgumentParser(description=doc or __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, help=f"cache folder (the set goes to OUT/{folder_name}/...); "
                                                  "default $MLIC_EDGE_CACHE or ~/.cache/mlic-edge")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-images", type=int, default=3000)
@@ -263,13 +296,13 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    folder = build_photo_scenes(args.out, seed=args.seed, n_train=args.train_images,
-                                n_test=args.test_images, canvas=args.canvas)
+    folder = build(args.out, seed=args.seed, n_train=args.train_images, n_test=args.test_images, canvas=args.canvas)
     print(f"{folder}  ({time.perf_counter() - started:.1f} s)")
     counts = positive_counts(folder)
-    print(f"{'class':<10} {'train':>6} {'test':>6}")
+    width = max(len(name) for name in counts["train"]) + 1
+    print(f"{'class':<{width}} {'train':>6} {'test':>6}")
     for name in counts["train"]:
-        print(f"{name:<10} {counts['train'][name]:>6} {counts['test'][name]:>6}")
+        print(f"{name:<{width}} {counts['train'][name]:>6} {counts['test'][name]:>6}")
 
 
 if __name__ == "__main__":

@@ -43,8 +43,9 @@ def _parse_spec(spec: str, where: str) -> tuple[Path, str, dict]:
 
 def provenance(path: Path, result: dict) -> str:
     commit = (result.get("commit") or "unknown")[:10] + (" with local changes" if result.get("dirty") else "")
+    rebuilt = "; header reconstructed after the run" if result.get("reconstructed") else ""
     return (f"*Result file `{shown(path)}`, measured {result['date'][:10]} on "
-            f"{describe_machine(result['machine'])}, commit {commit}: `{result['command']}`*")
+            f"{describe_machine(result['machine'])}, commit {commit}{rebuilt}: `{result['command']}`*")
 
 
 def render_block(spec: str, where: str) -> str:

@@ -128,9 +128,12 @@ def read_result(path: str | Path) -> dict:
 
 
 def describe_machine(info: dict) -> str:
-    """One line: 'AMD EPYC 7B13, 2 cores, 23.4 GiB' (+ GPUs)."""
-    parts = [info.get("cpu") or "unknown CPU", f"{info.get('cores')} cores"]
+    """One line: 'AMD EPYC 7B13, 2 cores, 23.4 GiB' (+ GPUs); what a file did not record is left out."""
+    gpus = info.get("gpus") or []
+    parts = [info["cpu"]] if info.get("cpu") else ([] if gpus else ["unknown CPU"])
+    if info.get("cores"):
+        parts.append(f"{info['cores']} cores")
     if info.get("memory_gib"):
         parts.append(f"{info['memory_gib']} GiB")
-    parts += [f"{gpu['name']} (driver {gpu.get('driver', '?')})" for gpu in info.get("gpus") or []]
+    parts += [gpu["name"] + (f" (driver {gpu['driver']})" if gpu.get("driver") else "") for gpu in gpus]
     return ", ".join(parts)

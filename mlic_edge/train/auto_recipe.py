@@ -2,8 +2,9 @@
 
 Used when `mlic-edge train` gets a model preset or own data (`--data folder`) and no recipe file.
 The shipped paper recipes are tuned for 80 epochs on 8 GPUs; a user with 3,000 images and a CPU
-needs a short schedule that still converges. The rule, every step of which is printed (the
-measurements behind it: benchmarks/small_data_study.py, benchmarks/own_data_rule.py, README):
+needs a short schedule that still converges. The rule, every step of which is printed (the data
+each choice was decided on, and its check on held-out training images: docs/results.md,
+"Decisions and the data they were made on"):
 
 * image size: the preset's; smaller images are upsampled by UPSAMPLE (their median longer side,
   to a multiple of 32, x UPSAMPLE, at most the preset's size): ImageNet backbones see objects
