@@ -36,6 +36,7 @@ import json
 import os
 import shlex
 import shutil
+import resource
 import subprocess
 import sys
 import time
@@ -154,7 +155,7 @@ def train_once(run: dict, run_dir: Path, command: list[str]) -> dict:
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     # unbuffered: the output is echoed as it comes, not in blocks when the run ends
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    load_before = load_average()
+    load_before, children_before = load_average(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log_path, "w") as log:
         log.write(f"$ {shlex.join(command)}\n")
         started = time.perf_counter()
@@ -166,7 +167,12 @@ def train_once(run: dict, run_dir: Path, command: list[str]) -> dict:
         log.write(f"# exit status {proc.returncode}, wall time {wall_s:.1f} s\n")
     if proc.returncode != 0 or read_metrics(run_dir)[1] is None:
         raise SystemExit(f"{run_dir.name}: train exited with status {proc.returncode} and no test row; see {log_path}")
-    timing = {"wall_s": round(wall_s, 1), "load_before": load_before, "load_after": load_average()}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (children.ru_utime - children_before.ru_utime) + (children.ru_stime - children_before.ru_stime)
+    # the load average counts waiting processes whatever their priority; the CPU time the run got
+    # (cores_used = CPU s / wall s) says how much of the machine it had
+    timing = {"wall_s": round(wall_s, 1), "load_before": load_before, "load_after": load_average(),
+              "cpu_s": round(cpu_s, 1), "cores_used": round(cpu_s / wall_s, 2), "nice": os.nice(0)}
     record = run_record(run, run_dir, command, timing)
     atomic_write_text(record_path, json.dumps(record, indent=1))
     return record
