@@ -304,12 +304,11 @@ def test_ctrl_c_keeps_the_rows_for_resume(tmp_path, trained, long_list):
 
     out = tmp_path / "preds.csv"
     partial = out.with_name("preds.csv.partial")
-    # ten times the shared list: the job must still be running when this process, which may get
-    # little of a loaded machine, sees its first 100 rows
-    longer = tmp_path / "list.txt"
-    longer.write_text(long_list.read_text() * 10)
-    job = subprocess.Popen(_infer_job(longer, trained["fp32"], out), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
+    # a test run started in the background (`cmd &` without job control) inherits SIGINT ignored,
+    # and so would the job: give it the default disposition, as a terminal's Ctrl-C finds it
+    job = subprocess.Popen(_infer_job(long_list, trained["fp32"], out), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     while _rows_in(partial) < 100 and job.poll() is None:
         time.sleep(0.005)
     job.send_signal(signal.SIGINT)
