@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from ..serve.defaults import DEFAULT_MAX_REQUEST_MB, DEFAULT_QUEUE_DELAY_US
 from .options import Device
 
 SERVE_EPILOG = """\
@@ -25,7 +26,7 @@ def serve_command(
     model: Path = typer.Argument(..., help="Model file: .onnx (ONNX Runtime), .engine/.plan (TensorRT; needs TensorRT and a GPU), .pt (PyTorch checkpoint)."),
     name: Optional[str] = typer.Option(None, "--name", help="Served model name (default: the file's stem). Also serves <name>_tensor (preprocessed FP32 [3,S,S] input) and <name>_metadata (classes, thresholds, preprocessing, for clients)."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Largest batch Triton's dynamic batcher forms. Default: an engine's profile max (its sidecar), else 8."),
-    max_queue_delay_us: int = typer.Option(2000, "--max-queue-delay-us", help="How long (microseconds) the batcher holds a request to fill a batch with others."),
+    max_queue_delay_us: int = typer.Option(DEFAULT_QUEUE_DELAY_US, "--max-queue-delay-us", help="How long (microseconds) the batcher holds a request to fill a batch with others."),
     instances: int = typer.Option(1, "--instances", help="Model instances (Triton runs one batch per instance at a time). ONNX/.pt instances share one session; engines get one execution context each."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (HTTP, gRPC, metrics). 0.0.0.0 serves other machines."),
     http_port: int = typer.Option(8000, "--http-port", help="HTTP/REST (KServe v2) port."),
@@ -33,7 +34,7 @@ def serve_command(
     metrics_port: int = typer.Option(8002, "--metrics-port", help="Prometheus metrics port (/metrics: nv_inference_request_success, nv_inference_exec_count, ...)."),
     device: Device = "auto",
     workers: int = typer.Option(4, "--workers", help="Decoding threads per model instance (images are decoded on the server)."),
-    max_request_mb: float = typer.Option(64.0, "--max-request-mb", help="Largest request, in MB of encoded images (base64 text counts as sent), checked before decoding: a larger request gets an error naming this limit in each of its rows; other requests are unaffected. Triton itself sets no HTTP size limit (gRPC: 2 GB)."),
+    max_request_mb: float = typer.Option(DEFAULT_MAX_REQUEST_MB, "--max-request-mb", help="Largest request, in MB of encoded images (base64 text counts as sent), checked before decoding: a larger request gets an error naming this limit in each of its rows; other requests are unaffected. Triton itself sets no HTTP size limit (gRPC: 2 GB)."),
     verbose: bool = typer.Option(False, "--verbose", help="Triton's verbose log."),
 ) -> None:
     """Serve a model with NVIDIA Triton Inference Server (PyTriton).
@@ -74,7 +75,7 @@ def export_triton_command(
     out: Path = typer.Option(..., "--out", "-o", help="Model repository folder to write (created; existing files of these models are replaced)."),
     name: Optional[str] = typer.Option(None, "--name", help="Name of the ensemble clients call (default: the file's stem); its steps are <name>_preprocess, <name>_model, <name>_postprocess, plus <name>_metadata."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="max_batch_size: default an engine's profile max, or 8 for a dynamic-batch ONNX."),
-    max_queue_delay_us: int = typer.Option(2000, "--max-queue-delay-us", help="Dynamic batcher: microseconds a request waits for others."),
+    max_queue_delay_us: int = typer.Option(DEFAULT_QUEUE_DELAY_US, "--max-queue-delay-us", help="Dynamic batcher: microseconds a request waits for others."),
     instances: int = typer.Option(1, "--instances", help="Instances of the model (instance_group count)."),
     kind: str = typer.Option("gpu", "--kind", help="Where the model instances run: gpu (KIND_GPU) | cpu (KIND_CPU; ONNX only)."),
 ) -> None:

@@ -26,7 +26,8 @@ from ..core.errors import ConfigError, ModelFileError
 from ..core.preprocess import Preprocessing
 from ..runtime.backend import read_model_metadata
 from ..runtime.model import LoadedModel
-from .server import DEFAULT_MAX_BATCH, model_name
+from .defaults import DEFAULT_MAX_BATCH
+from .server import model_name
 
 
 def _onnx_batch(path: Path) -> tuple[int | None, list[int]]:

@@ -57,14 +57,12 @@ from ..metrics import sigmoid
 from ..runtime.backend import open_backend, read_model_metadata
 from ..runtime.base import Backend
 from ..runtime.model import LoadedModel
+from .defaults import DEFAULT_MAX_BATCH, DEFAULT_MAX_REQUEST_MB, DEFAULT_QUEUE_DELAY_US
 
-DEFAULT_MAX_BATCH = 8
 SERVE_INSTALL = 'pip install "mlic-edge[serve]"'   # the extra also pins numpy < 2 for PyTriton
 # Backends whose one open model serves every instance (ONNX Runtime sessions and torch modules
 # are thread-safe); a TensorRT engine gets an execution context per instance.
 SHARED_BACKENDS = tuple(f.backend for f in MODEL_FORMATS.values() if f.backend != MODEL_FORMATS["engine"].backend)
-DEFAULT_QUEUE_DELAY_US = 2000
-DEFAULT_MAX_REQUEST_MB = 64.0
 MB = 1 << 20
 STOP_TIMEOUT_S = 5
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
