@@ -320,8 +320,8 @@ def _start(pytriton: dict[str, Any], options: ServeOptions, name: str, max_batch
         restricted_endpoints=[e for e in p["DEFAULT_PROTECTED_ENDPOINTS"] if e != "statistics"])
     # Ready means every model is loaded: with a local model store, `bind` writes each model's
     # config into the repository and tritonserver loads them all (--load-model=*) before it opens
-    # its endpoints. PyTriton's default loads them one by one through the API after the server
-    # answers, so /v2/health/ready said 200 while the companions were still missing. A request
+    # its endpoints. PyTriton's default loads them one by one through the API once the server
+    # answers, when /v2/health/ready already says 200 with the companions still missing. A request
     # arriving before PyTriton has connected a model's handler waits in its queue (ZeroMQ).
     policy = p["TritonLifecyclePolicy"](launch_triton_on_startup=False, local_model_store=True)
     triton = p["Triton"](config=config, security_config=security, triton_lifecycle_policy=policy)
